@@ -1,0 +1,34 @@
+"""One settings class for every process, read from ``IRONSIGHT_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IRONSIGHT_", extra="ignore")
+
+    # Unset means "start an embedded one" (see ironsight.services).
+    database_url: str | None = None
+    mqtt_url: str | None = None
+
+    # Root of every MQTT topic; a test run or a second deployment on one broker picks its own.
+    topic_root: str = "ironsight"
+    data_dir: Path = Path(".ironsight")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Where the alarms worker reaches the tickets API; derived from api_host/api_port when unset.
+    api_url: str | None = None
+
+    # Readings stamped further ahead than this are refused: controller clocks drift, but not by minutes.
+    future_tolerance_s: float = 300.0
+    # A controller silent for this long is shown offline.
+    offline_after_s: float = 60.0
+
+    log_level: str = "INFO"
+
+    def tickets_api_url(self) -> str:
+        return self.api_url or f"http://{self.api_host}:{self.api_port}"

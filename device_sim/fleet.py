@@ -1,0 +1,178 @@
+"""A fleet of simulated controllers publishing telemetry v1 over MQTT (QoS 1).
+
+Controllers share a few MQTT connections (each connection carries many equipment topics) so that
+one process can drive thousands; a controller that starts with ``backfill_s`` first uploads that
+much history in store-and-forward messages, as a real one does after a GPRS outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as paho
+
+from core import mqtt, topics
+from core.telemetry import Reading, encode_message
+from device_sim.machine import MachineSpec, SimulatedMachine
+
+log = logging.getLogger(__name__)
+
+CONTROLLERS_PER_CONNECTION = 250
+# Store-and-forward uploads are split into messages of this many readings.
+BACKLOG_READINGS_PER_MESSAGE = 100
+MAX_INFLIGHT_PER_CONNECTION = 1000
+
+# (name, lat, lon, ambient °C): job sites the fleet works at.
+SITES = (
+    ("rotterdam-port", 51.9490, 4.1420, 11.0),
+    ("munich-ring", 48.1372, 11.5755, 9.0),
+    ("lyon-tunnel", 45.7640, 4.8357, 13.0),
+    ("milan-tower", 45.4642, 9.1900, 14.0),
+    ("warsaw-bridge", 52.2297, 21.0122, 8.0),
+    ("madrid-metro", 40.4168, -3.7038, 17.0),
+)
+# (model, kind): what the fleet is made of.
+MODELS = (("EX210", "excavator"), ("EX350", "excavator"), ("TC500", "crane"), ("CP42", "concrete_pump"))
+CUSTOMERS = ("acme-construction", "nordbau", "sud-travaux", "delta-infra")
+
+
+def build_fleet(count: int, *, fault_share: float, seed: int = 1, id_prefix: str = "EQ",
+                fault_after_s: tuple[float, float] = (30.0, 120.0)) -> list[MachineSpec]:
+    """``count`` machines; round(count × fault_share) of them develop a cooling fault."""
+    rng = random.Random(seed)
+    faulty = set(rng.sample(range(count), round(count * fault_share))) if count else set()
+    fleet = []
+    for index in range(count):
+        site, lat, lon, ambient = SITES[index % len(SITES)]
+        model, kind = MODELS[index % len(MODELS)]
+        fleet.append(MachineSpec(
+            equipment_id=f"{id_prefix}-{index + 1:05d}",
+            serial=f"{model}-{seed:02d}{index + 1:07d}",
+            model=model,
+            kind=kind,
+            customer=CUSTOMERS[index % len(CUSTOMERS)],
+            site=site,
+            site_lat=lat,
+            site_lon=lon,
+            ambient_c=ambient + rng.uniform(-3, 3),
+            cooling_fault_after_s=rng.uniform(*fault_after_s) if index in faulty else None,
+        ))
+    return fleet
+
+
+@dataclass(slots=True)
+class FleetStats:
+    published: int = 0
+    acked: int = 0
+    readings: int = 0
+
+
+class _Connection:
+    """One MQTT connection carrying the topics of many controllers."""
+
+    def __init__(self, name: str, address: mqtt.BrokerAddress, stats: FleetStats, lock: threading.Lock) -> None:
+        self.connected = threading.Event()
+        self._stats = stats
+        self._lock = lock
+        self.client = mqtt.new_client(name)
+        self.client.max_inflight_messages_set(MAX_INFLIGHT_PER_CONNECTION)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *args: self.connected.clear()
+        self.client.on_publish = self._on_publish
+        mqtt.start(self.client, address, clean_start=True)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            self.connected.set()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            self._stats.acked += 1
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS and info.rc != paho.MQTT_ERR_NO_CONN:
+            log.warning("publish on %s failed: %s", topic, paho.error_string(info.rc))
+
+
+class FleetRunner:
+    def __init__(self, specs: list[MachineSpec], mqtt_url: str, *, topic_root: str, interval_s: float = 1.0,
+                 readings_per_message: int = 1, backfill_s: float = 0.0, seed: int = 1) -> None:
+        self.specs = specs
+        self.address = mqtt.parse_mqtt_url(mqtt_url)
+        self.topic_root = topic_root
+        self.interval_s = interval_s
+        self.readings_per_message = readings_per_message
+        self.backfill_s = backfill_s
+        self.seed = seed
+        self.stats = FleetStats()
+        self._lock = threading.Lock()
+
+    def run(self, stop: threading.Event) -> None:
+        connections = [
+            _Connection(f"{self.topic_root}-sim-{self.seed}-{i}", self.address, self.stats, self._lock)
+            for i in range(max(1, math.ceil(len(self.specs) / CONTROLLERS_PER_CONNECTION)))
+        ]
+        try:
+            for connection in connections:
+                while not connection.connected.wait(0.5):
+                    if stop.is_set():
+                        return
+            self._run_connected(connections, stop)
+        finally:
+            for connection in connections:
+                mqtt.stop(connection.client)
+
+    def _run_connected(self, connections: list[_Connection], stop: threading.Event) -> None:
+        now = datetime.now(UTC)
+        start = now - timedelta(seconds=self.backfill_s)
+        machines = [SimulatedMachine(spec, start, seed=self.seed * 1_000_003 + i) for i, spec in enumerate(self.specs)]
+        topics_by_machine = [topics.telemetry_topic(self.topic_root, s.equipment_id) for s in self.specs]
+        seqs = [0] * len(machines)
+        pending: list[list[Reading]] = [[] for _ in machines]
+
+        def send(i: int, readings: list[Reading]) -> None:
+            seqs[i] += 1
+            connections[i // CONTROLLERS_PER_CONNECTION].publish(topics_by_machine[i],
+                                                                 encode_message(seqs[i], readings))
+            with self._lock:
+                self.stats.published += 1
+                self.stats.readings += len(readings)
+
+        if self.backfill_s > 0:
+            steps = int(self.backfill_s / self.interval_s)
+            for i, machine in enumerate(machines):
+                backlog = []
+                for step in range(steps):
+                    machine.advance(self.interval_s)
+                    backlog.append(machine.reading(start + timedelta(seconds=(step + 1) * self.interval_s)))
+                for first in range(0, len(backlog), BACKLOG_READINGS_PER_MESSAGE):
+                    send(i, backlog[first:first + BACKLOG_READINGS_PER_MESSAGE])
+                if stop.is_set():
+                    return
+            log.info("fleet uploaded %d s of backlog for %d controllers", self.backfill_s, len(machines))
+
+        next_tick = time.monotonic()
+        last_ts = datetime.now(UTC)
+        while not stop.is_set():
+            next_tick += self.interval_s
+            ts = datetime.now(UTC)
+            dt_s = max(0.0, (ts - last_ts).total_seconds())
+            last_ts = ts
+            for i, machine in enumerate(machines):
+                machine.advance(dt_s)
+                pending[i].append(machine.reading(ts))
+                if len(pending[i]) >= self.readings_per_message:
+                    send(i, pending[i])
+                    pending[i] = []
+            delay = next_tick - time.monotonic()
+            if delay > 0:
+                stop.wait(delay)
+            else:
+                next_tick = time.monotonic()  # behind schedule: do not try to catch up in a burst

@@ -1,0 +1,240 @@
+"""The ingest worker: an MQTT 5 shared-subscription consumer feeding the batch writer.
+
+paho's network thread only enqueues (``on_message``); the writer thread decodes, validates and
+commits. Messages are acknowledged (QoS 1 PUBACK) only after their batch is committed, and the
+session is persistent, so a crash or restart loses nothing: what was not acknowledged comes again
+and the database stores it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import paho.mqtt.client as paho
+import psycopg
+
+from core import mqtt, topics
+from core.db import connect
+from core.errors import InvalidTelemetry
+from core.settings import Settings
+from core.telemetry import decode_message
+from ingest.partitions import ensure_partitions
+from ingest.writer import Batch, BatchWriter, DeadLetter, dead_letter_for_reading
+
+log = logging.getLogger(__name__)
+
+SHARE_GROUP = "ingest"
+# The broker may have this many unacknowledged messages in flight to one worker (MQTT 5 Receive
+# Maximum); the inbox holds as many, so on_message never blocks the network loop.
+INBOX_MAX_MESSAGES = 20_000
+BATCH_MAX_MESSAGES = 2_000
+# Bounds the memory of one batch whatever the message sizes (each is at most MAX_PAYLOAD_BYTES).
+BATCH_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+# How long the first message of a batch may wait for company before the batch is written.
+BATCH_MAX_WAIT_S = 0.2
+SESSION_EXPIRY_S = 24 * 3600
+DB_RETRY_MAX_S = 5.0
+PARTITION_CHECK_INTERVAL_S = 3600.0
+EQUIPMENT_CACHE_TTL_S = 10.0
+# A flood of bad payloads must not flood the log: the first of each reason, then every Nth.
+LOG_EVERY_NTH_BAD = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+class KnownEquipment:
+    """Which equipment ids are registered; misses are re-checked at most every few seconds."""
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self._missing_checked_at: dict[str, float] = {}
+
+    def load(self, conn: psycopg.Connection) -> None:
+        self._known = {row[0] for row in conn.execute("SELECT id FROM equipment")}
+        conn.commit()
+
+    def __contains__(self, equipment_id: str) -> bool:
+        return equipment_id in self._known
+
+    def recheck(self, conn: psycopg.Connection, equipment_id: str) -> bool:
+        now = time.monotonic()
+        if now - self._missing_checked_at.get(equipment_id, -EQUIPMENT_CACHE_TTL_S) < EQUIPMENT_CACHE_TTL_S:
+            return False
+        self._missing_checked_at[equipment_id] = now
+        found = conn.execute("SELECT 1 FROM equipment WHERE id = %s", (equipment_id,)).fetchone() is not None
+        conn.commit()
+        if found:
+            self._known.add(equipment_id)
+            self._missing_checked_at.pop(equipment_id, None)
+        return found
+
+
+class IngestWorker:
+    def __init__(self, settings: Settings, database_url: str, mqtt_url: str, name: str = "ingest-1") -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.address = mqtt.parse_mqtt_url(mqtt_url)
+        self.name = name
+        self.inbox: queue.Queue[InboundMessage] = queue.Queue(maxsize=INBOX_MAX_MESSAGES)
+        self.bad_by_reason: Counter[str] = Counter()
+        self.connected = threading.Event()
+        self._client: paho.Client | None = None
+        self._equipment = KnownEquipment()
+
+    # --- MQTT side (paho's thread) ---
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused ingest connection: %s", reason_code)
+            return
+        subscription = topics.telemetry_subscription(self.settings.topic_root, SHARE_GROUP)
+        client.subscribe(subscription, qos=1)
+        log.info("ingest %s connected to %s, subscribed to %s (session present: %s)",
+                 self.name, self.address.url, subscription, flags.session_present)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        log.warning("ingest %s disconnected from broker: %s", self.name, reason_code)
+
+    def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+        self.inbox.put(InboundMessage(message.topic, message.payload, message.mid, message.qos))
+
+    def _start_mqtt(self) -> paho.Client:
+        client = mqtt.new_client(f"{self.settings.topic_root}-{self.name}", manual_ack=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        mqtt.start(client, self.address, clean_start=False, session_expiry_s=SESSION_EXPIRY_S,
+                   receive_maximum=INBOX_MAX_MESSAGES)
+        return client
+
+    # --- writer side (the worker's thread) ---
+
+    def run(self, stop: threading.Event) -> None:
+        started_at = datetime.now(UTC)
+        writer = self._open_writer(stop, started_at)
+        if writer is None:
+            return
+        self._client = self._start_mqtt()
+        partitions_checked_at = time.monotonic()
+        try:
+            while not stop.is_set():
+                messages = self._take_batch(stop)
+                if not messages:
+                    continue
+                batch = self._decode(messages, writer.conn)
+                writer = self._commit_until_done(writer, batch, stop, started_at)
+                if writer is None:
+                    return  # stopping with the batch unacknowledged: the broker redelivers it
+                for message in messages:
+                    if message.qos > 0:
+                        self._client.ack(message.mid, message.qos)
+                if time.monotonic() - partitions_checked_at > PARTITION_CHECK_INTERVAL_S:
+                    partitions_checked_at = time.monotonic()
+                    ensure_partitions(writer.conn)
+        finally:
+            mqtt.stop(self._client)
+            if writer is not None:
+                writer.conn.close()
+
+    def _open_writer(self, stop: threading.Event, started_at: datetime) -> BatchWriter | None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                conn = connect(self.database_url, application_name=f"ironsight-{self.name}")
+                ensure_partitions(conn)
+                self._equipment.load(conn)
+                return BatchWriter(conn, self.name, started_at)
+            except psycopg.OperationalError as exc:
+                log.warning("ingest %s cannot reach the database (%s); retrying in %.1fs", self.name, exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_S)
+        return None
+
+    def _commit_until_done(
+        self, writer: BatchWriter, batch: Batch, stop: threading.Event, started_at: datetime
+    ) -> BatchWriter | None:
+        """Write the batch, reconnecting as long as it takes; None only when asked to stop."""
+        while True:
+            try:
+                result = writer.write(batch)
+                log.debug("batch: %d messages, %d stored, %d duplicate, %d dead letters",
+                          batch.messages, result.stored, result.duplicate, result.dead_letters)
+                return writer
+            except psycopg.OperationalError as exc:
+                log.warning("ingest %s lost the database while writing (%s); reconnecting", self.name, exc)
+                writer.conn.close()
+                new_writer = self._open_writer(stop, started_at)
+                if new_writer is None:
+                    return None
+                writer = new_writer
+
+    def _take_batch(self, stop: threading.Event) -> list[InboundMessage]:
+        try:
+            first = self.inbox.get(timeout=0.5)
+        except queue.Empty:
+            return []
+        messages = [first]
+        payload_bytes = len(first.payload)
+        deadline = time.monotonic() + BATCH_MAX_WAIT_S
+        while len(messages) < BATCH_MAX_MESSAGES and payload_bytes < BATCH_MAX_PAYLOAD_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                message = self.inbox.get(timeout=remaining)
+            except queue.Empty:
+                break
+            messages.append(message)
+            payload_bytes += len(message.payload)
+        return messages
+
+    def _decode(self, messages: list[InboundMessage], conn: psycopg.Connection) -> Batch:
+        batch = Batch(messages=len(messages))
+        now = datetime.now(UTC)
+        root = self.settings.topic_root
+        for message in messages:
+            equipment_id = topics.equipment_id_from_topic(root, message.topic)
+            if equipment_id is None:
+                self._dead(batch, DeadLetter(message.topic, None, "bad_topic", "", message.payload))
+                continue
+            if equipment_id not in self._equipment and not self._equipment.recheck(conn, equipment_id):
+                self._dead(batch, DeadLetter(message.topic, equipment_id, "unknown_equipment", "", message.payload))
+                continue
+            try:
+                decoded = decode_message(message.payload, now=now,
+                                         future_tolerance_s=self.settings.future_tolerance_s)
+            except InvalidTelemetry as exc:
+                self._dead(batch, DeadLetter(message.topic, equipment_id, exc.reason, exc.detail, message.payload))
+                continue
+            for rejected in decoded.rejected:
+                self._dead(batch, dead_letter_for_reading(
+                    message.topic, equipment_id, rejected.reason, f"reading {rejected.index}: {rejected.detail}",
+                    rejected.raw))
+            if decoded.readings:
+                batch.readings.extend((equipment_id, r) for r in decoded.readings)
+                if decoded.seq >= batch.last_seq.get(equipment_id, -1):
+                    batch.last_seq[equipment_id] = decoded.seq
+        return batch
+
+    def _dead(self, batch: Batch, letter: DeadLetter) -> None:
+        batch.dead_letters.append(letter)
+        self.bad_by_reason[letter.reason] += 1
+        count = self.bad_by_reason[letter.reason]
+        if count == 1 or count % LOG_EVERY_NTH_BAD == 0:
+            log.warning("dead letter #%d for %s: equipment=%s topic=%s detail=%s payload=%r",
+                        count, letter.reason, letter.equipment_id, letter.topic[:120], letter.detail[:200],
+                        letter.payload[:200])

@@ -1,0 +1,179 @@
+"""The database side of ingest: one transaction per batch of MQTT messages.
+
+Good readings are COPYed into a staging table and inserted with ON CONFLICT DO NOTHING, so a
+message the broker redelivers is stored once. In the same transaction: the latest state per
+equipment, the dead letters of the batch, and one ``accepted_batches`` row for diagnostics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from core.telemetry import Reading
+
+log = logging.getLogger(__name__)
+
+# Dead letters keep the head of a payload: enough to see what a device sent, bounded in size.
+DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+
+READING_COLUMNS = (
+    "equipment_id", "ts", "oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c",
+    "fuel_level_pct", "engine_hours", "lat", "lon", "speed_kmh", "fault_codes",
+)
+_COPY_TYPES = (
+    "text", "timestamptz", "float4", "float4", "float4", "float4",
+    "float4", "float8", "float8", "float8", "float4", "jsonb",
+)
+_COLUMN_LIST = ", ".join(READING_COLUMNS)
+_STATE_COLUMNS = (
+    "oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct",
+    "engine_hours", "lat", "lon", "speed_kmh",
+)
+
+_CREATE_STAGING = f"""
+CREATE TEMP TABLE IF NOT EXISTS ingest_staging (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+"""
+
+_INSERT_NEW_READINGS = f"""
+WITH new AS (
+    INSERT INTO readings ({_COLUMN_LIST})
+    SELECT {_COLUMN_LIST} FROM ingest_staging
+    ON CONFLICT (equipment_id, ts) DO NOTHING
+    RETURNING equipment_id, ts
+), spans AS (
+    SELECT equipment_id, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS n
+    FROM new GROUP BY equipment_id
+), batch AS (
+    INSERT INTO accepted_batches (readings, spans)
+    SELECT sum(n), jsonb_agg(jsonb_build_object(
+        'equipment_id', equipment_id, 'first_ts', first_ts, 'last_ts', last_ts, 'n', n))
+    FROM spans HAVING count(*) > 0
+    RETURNING readings
+)
+SELECT coalesce((SELECT readings FROM batch), 0)
+"""
+
+_newer = "EXCLUDED.last_ts > equipment_state.last_ts"
+_UPSERT_STATE = f"""
+INSERT INTO equipment_state (equipment_id, last_ts, last_received_at, last_seq, {", ".join(_STATE_COLUMNS)})
+SELECT DISTINCT ON (s.equipment_id) s.equipment_id, s.ts, now(), seq.last_seq,
+       {", ".join("s." + c for c in _STATE_COLUMNS)}
+FROM ingest_staging s
+JOIN (SELECT unnest(%s::text[]) AS equipment_id, unnest(%s::bigint[]) AS last_seq) seq USING (equipment_id)
+ORDER BY s.equipment_id, s.ts DESC
+ON CONFLICT (equipment_id) DO UPDATE SET
+    last_received_at = EXCLUDED.last_received_at,
+    last_seq = EXCLUDED.last_seq,
+    last_ts = GREATEST(equipment_state.last_ts, EXCLUDED.last_ts),
+    {", ".join(
+        f"{c} = CASE WHEN {_newer} THEN coalesce(EXCLUDED.{c}, equipment_state.{c}) ELSE equipment_state.{c} END"
+        for c in _STATE_COLUMNS)}
+"""
+
+_UPSERT_STATS = """
+INSERT INTO ingest_stats AS s (worker, started_at, updated_at, messages, readings_stored,
+                               readings_duplicate, dead_letters)
+VALUES (%(worker)s, %(started_at)s, now(), %(messages)s, %(stored)s, %(duplicate)s, %(dead)s)
+ON CONFLICT (worker) DO UPDATE SET
+    updated_at = now(),
+    messages = s.messages + EXCLUDED.messages,
+    readings_stored = s.readings_stored + EXCLUDED.readings_stored,
+    readings_duplicate = s.readings_duplicate + EXCLUDED.readings_duplicate,
+    dead_letters = s.dead_letters + EXCLUDED.dead_letters
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    equipment_id: str | None
+    reason: str
+    detail: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one transaction writes; filled by the consumer from decoded messages."""
+
+    messages: int = 0
+    readings: list[tuple[str, Reading]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    # Highest message sequence number seen per equipment in this batch.
+    last_seq: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    stored: int
+    duplicate: int
+    dead_letters: int
+
+
+def _row(equipment_id: str, r: Reading) -> tuple:
+    codes = Jsonb([{"spn": c.spn, "fmi": c.fmi, "oc": c.oc} for c in r.fault_codes]) if r.fault_codes else None
+    return (
+        equipment_id, r.ts, r.oil_temp_c, r.engine_rpm, r.hydraulic_pressure_bar, r.coolant_temp_c,
+        r.fuel_level_pct, r.engine_hours, r.lat, r.lon, r.speed_kmh, codes,
+    )
+
+
+class BatchWriter:
+    """Owns one connection; ``write`` commits a batch or raises, leaving nothing half-written."""
+
+    def __init__(self, conn: psycopg.Connection, worker: str, started_at: datetime) -> None:
+        self.conn = conn
+        self.worker = worker
+        self.started_at = started_at
+        conn.autocommit = False
+        conn.execute(_CREATE_STAGING)
+        conn.commit()
+
+    def write(self, batch: Batch) -> WriteResult:
+        conn = self.conn
+        try:
+            with conn.cursor() as cur:
+                stored = 0
+                if batch.readings:
+                    with cur.copy(f"COPY ingest_staging ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(_COPY_TYPES)
+                        for equipment_id, reading in batch.readings:
+                            copy.write_row(_row(equipment_id, reading))
+                    stored = cur.execute(_INSERT_NEW_READINGS).fetchone()[0]
+                    ids = sorted(batch.last_seq)
+                    cur.execute(_UPSERT_STATE, (ids, [batch.last_seq[i] for i in ids]))
+                if batch.dead_letters:
+                    cur.executemany(
+                        "INSERT INTO dead_letters (topic, equipment_id, reason, detail, payload, payload_bytes) "
+                        "VALUES (%s, %s, %s, %s, %s, %s)",
+                        [
+                            (d.topic, d.equipment_id, d.reason, d.detail[:1000],
+                             d.payload[:DEAD_LETTER_PAYLOAD_BYTES], len(d.payload))
+                            for d in batch.dead_letters
+                        ],
+                    )
+                result = WriteResult(stored, len(batch.readings) - stored, len(batch.dead_letters))
+                cur.execute(_UPSERT_STATS, {
+                    "worker": self.worker, "started_at": self.started_at, "messages": batch.messages,
+                    "stored": result.stored, "duplicate": result.duplicate, "dead": result.dead_letters,
+                })
+            conn.commit()
+            return result
+        except BaseException:
+            if not conn.closed:
+                conn.rollback()
+            raise
+
+
+def dead_letter_for_reading(topic: str, equipment_id: str, reason: str, detail: str, raw: object) -> DeadLetter:
+    try:
+        payload = json.dumps(raw, allow_nan=True).encode()
+    except (TypeError, ValueError):
+        payload = repr(raw).encode()
+    return DeadLetter(topic, equipment_id, reason, detail, payload)

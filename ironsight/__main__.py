@@ -1,0 +1,3 @@
+from ironsight.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""The ``ironsight`` command: ``run`` starts everything; the other subcommands are its processes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from core.settings import Settings
+
+log = logging.getLogger("ironsight")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handle(signum, frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _require(value: str | None, variable: str) -> str:
+    if not value:
+        raise SystemExit(f"{variable} is not set (or start everything with `ironsight run`)")
+    return value
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from ironsight.supervisor import Supervisor
+
+    if args.api_port:
+        settings.api_port = args.api_port
+    supervisor = Supervisor(settings, controllers=args.controllers, fault_share=args.fault_share,
+                            interval_s=args.interval, status_every_s=args.status_every)
+    return supervisor.run(_stop_on_signals())
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from ironsight.schema import migrate
+
+    applied = migrate(_require(settings.database_url, "IRONSIGHT_DATABASE_URL"))
+    print(f"applied {len(applied)} migrations" + (": " + ", ".join(applied) if applied else ""))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.worker import IngestWorker
+
+    worker = IngestWorker(settings, _require(settings.database_url, "IRONSIGHT_DATABASE_URL"),
+                          _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL"), name=args.name)
+    worker.run(_stop_on_signals())
+    return 0
+
+
+def cmd_diagnostics(args: argparse.Namespace, settings: Settings) -> int:
+    from diagnostics.worker import DiagnosticsWorker
+
+    DiagnosticsWorker(_require(settings.database_url, "IRONSIGHT_DATABASE_URL")).run(_stop_on_signals())
+    return 0
+
+
+def cmd_alarms(args: argparse.Namespace, settings: Settings) -> int:
+    from alarms.worker import AlarmsWorker
+
+    AlarmsWorker(_require(settings.database_url, "IRONSIGHT_DATABASE_URL"),
+                 settings.tickets_api_url()).run(_stop_on_signals())
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    port = args.port or settings.api_port
+    app = create_app(settings, _require(settings.database_url, "IRONSIGHT_DATABASE_URL"))
+    uvicorn.run(app, host=settings.api_host, port=port, log_level="warning")
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
+    from core.db import connect
+    from device_sim.fleet import FleetRunner, build_fleet
+    from ironsight.schema import register_fleet
+
+    specs = build_fleet(args.controllers, fault_share=args.fault_share, seed=args.seed)
+    if settings.database_url:
+        # The register is the source of truth for which equipment may report; the simulated
+        # fleet registers itself the way a commissioning engineer would.
+        with connect(settings.database_url, application_name="ironsight-sim") as conn:
+            register_fleet(conn, specs)
+    runner = FleetRunner(specs, _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL"), topic_root=settings.topic_root,
+                         interval_s=args.interval, readings_per_message=args.readings_per_message,
+                         backfill_s=args.backfill, seed=args.seed)
+    runner.run(_stop_on_signals())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ironsight", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the database, broker, workers, API and a simulated fleet")
+    run.add_argument("--controllers", type=int, default=200, help="simulated controllers (default 200)")
+    run.add_argument("--fault-share", type=float, default=0.05,
+                     help="share of controllers that develop a cooling fault (default 0.05)")
+    run.add_argument("--api-port", type=int, default=None, help="API port (default 8000)")
+    run.add_argument("--interval", type=float, default=1.0, help="seconds between readings (default 1)")
+    run.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines")
+    run.set_defaults(handler=cmd_run)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(handler=cmd_migrate)
+
+    ingest = sub.add_parser("ingest", help="run one ingest worker")
+    ingest.add_argument("--name", default="ingest-1", help="worker name (MQTT client id suffix)")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    sub.add_parser("diagnostics", help="run the diagnostics worker").set_defaults(handler=cmd_diagnostics)
+    sub.add_parser("alarms", help="run the alarms worker").set_defaults(handler=cmd_alarms)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--port", type=int, default=None)
+    api.set_defaults(handler=cmd_api)
+
+    sim = sub.add_parser("sim", help="run a simulated fleet")
+    sim.add_argument("--controllers", type=int, default=200)
+    sim.add_argument("--fault-share", type=float, default=0.05)
+    sim.add_argument("--interval", type=float, default=1.0)
+    sim.add_argument("--readings-per-message", type=int, default=1)
+    sim.add_argument("--backfill", type=float, default=0.0, help="seconds of history to upload first")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.set_defaults(handler=cmd_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    _configure_logging(settings)
+    return args.handler(args, settings)

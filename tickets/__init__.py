@@ -1,0 +1,4 @@
+"""Tickets: service work orders and their history.
+
+May import: core.
+"""
