@@ -46,7 +46,8 @@ def discover(package: ModuleType, *, timescaledb: bool) -> list[Migration]:
 
 def apply_migrations(conn: psycopg.Connection, packages: list[ModuleType]) -> list[str]:
     """Apply what is missing, in package order then file order; return the names applied."""
-    conn.autocommit = False
+    if conn.autocommit:
+        conn.autocommit = False
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         conn.execute(

@@ -43,7 +43,7 @@ CUSTOMERS = ("acme-construction", "nordbau", "sud-travaux", "delta-infra")
 
 
 def build_fleet(count: int, *, fault_share: float, seed: int = 1, id_prefix: str = "EQ",
-                fault_after_s: tuple[float, float] = (30.0, 120.0)) -> list[MachineSpec]:
+                fault_after_s: tuple[float, float] = (20.0, 60.0)) -> list[MachineSpec]:
     """``count`` machines; round(count × fault_share) of them develop a cooling fault."""
     rng = random.Random(seed)
     faulty = set(rng.sample(range(count), round(count * fault_share))) if count else set()

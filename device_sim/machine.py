@@ -18,13 +18,13 @@ IDLE_RPM = 800.0
 WORK_RPM = 1800.0
 TRAVEL_RPM = 1500.0
 RPM_TIME_CONSTANT_S = 3.0
-OIL_TIME_CONSTANT_S = 180.0
+OIL_TIME_CONSTANT_S = 120.0
 # Oil settles this far above ambient at idle, plus this much more at full load.
 OIL_RISE_IDLE_C = 25.0
 OIL_RISE_FULL_LOAD_C = 55.0
 # A failed cooling circuit (clogged radiator, slipping fan belt) keeps this share of its capacity.
-FAULTY_COOLING_EFFECTIVENESS = 0.55
-COOLING_FAULT_RAMP_S = 120.0
+FAULTY_COOLING_EFFECTIVENESS = 0.5
+COOLING_FAULT_RAMP_S = 60.0
 TANK_LITRES = 400.0
 FULL_LOAD_LITRES_PER_H = 30.0
 IDLE_LITRES_PER_H = 4.0

@@ -72,4 +72,4 @@ def readings(conn: psycopg.Connection, equipment_id: str, start: datetime, end: 
 
 
 def readings_stored_total(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT coalesce(sum(readings_stored), 0) FROM ingest_stats").fetchone()[0]
+    return conn.execute("SELECT coalesce(sum(readings_stored), 0)::bigint FROM ingest_stats").fetchone()[0]

@@ -131,7 +131,8 @@ class BatchWriter:
         self.conn = conn
         self.worker = worker
         self.started_at = started_at
-        conn.autocommit = False
+        if conn.autocommit:
+            conn.autocommit = False
         conn.execute(_CREATE_STAGING)
         conn.commit()
 

@@ -41,3 +41,29 @@ class Publisher:
 
     def close(self) -> None:
         mqtt.stop(self.client)
+
+
+class ApiServer:
+    """The real API served by uvicorn on a free local port, in a thread."""
+
+    def __init__(self, settings, database_url: str) -> None:
+        import socket
+
+        import uvicorn
+
+        from api.app import create_app
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        config = uvicorn.Config(create_app(settings, database_url), host="127.0.0.1", port=self.port,
+                                log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, timeout_s=15, what="API start")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

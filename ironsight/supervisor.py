@@ -1,0 +1,176 @@
+"""``ironsight run``: services, worker processes, a live status line, and a clean stop.
+
+Each worker is its own OS process (``python -m ironsight <worker>``) in its own session, so a
+Ctrl-C in the terminal reaches only this supervisor, which then stops everything in order: the
+fleet first (no new data), then the workers (ingest finishes its batch), then the broker and the
+database it started. A worker that dies is restarted with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+
+from alarms.queries import count_active
+from core.db import connect
+from core.settings import Settings
+from ingest.queries import count_online, readings_stored_total
+from ironsight.schema import migrate
+from ironsight.services import die_with_parent, start_embedded_broker, start_embedded_postgres
+from tickets.service import count_open
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 10.0
+RESTART_BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class Worker:
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start_at: float = 0.0
+    log_file: object = field(default=None, repr=False)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, *, controllers: int, fault_share: float, interval_s: float,
+                 status_every_s: float = 5.0) -> None:
+        self.settings = settings
+        self.controllers = controllers
+        self.fault_share = fault_share
+        self.interval_s = interval_s
+        self.status_every_s = status_every_s
+        self.workers: list[Worker] = []
+        self._services: list = []
+
+    def run(self, stop: threading.Event) -> int:
+        settings = self.settings
+        data_dir = settings.data_dir.resolve()
+        logs = data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        try:
+            database_url = settings.database_url or self._embedded_database(data_dir)
+            mqtt_url = settings.mqtt_url or self._embedded_broker(data_dir)
+            applied = migrate(database_url)
+            self._say(f"database ready ({len(applied)} migrations applied)")
+            env = {**os.environ, "IRONSIGHT_DATABASE_URL": database_url, "IRONSIGHT_MQTT_URL": mqtt_url,
+                   "IRONSIGHT_API_URL": settings.tickets_api_url(), "IRONSIGHT_API_PORT": str(settings.api_port),
+                   "IRONSIGHT_TOPIC_ROOT": settings.topic_root}
+            python = [sys.executable, "-m", "ironsight"]
+            self.workers = [
+                Worker("api", [*python, "api", "--port", str(settings.api_port)], logs / "api.log"),
+                Worker("ingest", [*python, "ingest"], logs / "ingest.log"),
+                Worker("diagnostics", [*python, "diagnostics"], logs / "diagnostics.log"),
+                Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
+                Worker("sim", [*python, "sim", "--controllers", str(self.controllers),
+                               "--fault-share", str(self.fault_share), "--interval", str(self.interval_s)],
+                       logs / "sim.log"),
+            ]
+            for worker in self.workers:
+                self._start(worker, env)
+            base = f"http://{settings.api_host}:{settings.api_port}"
+            self._say(f"API  {base}/api/v1   docs {base}/docs")
+            self._say(f"logs {logs}   (Ctrl-C stops everything)")
+            self._watch(stop, database_url, env)
+            return 0
+        finally:
+            self._shutdown()
+
+    def _embedded_database(self, data_dir: Path) -> str:
+        self._say(f"starting embedded PostgreSQL in {data_dir / 'postgres'}")
+        server = start_embedded_postgres(data_dir)
+        self._services.append(server)
+        return server.url
+
+    def _embedded_broker(self, data_dir: Path) -> str:
+        broker = start_embedded_broker(data_dir)
+        self._services.append(broker)
+        self._say(f"started embedded {broker.kind} broker at {broker.url}")
+        return broker.url
+
+    def _start(self, worker: Worker, env: dict[str, str]) -> None:
+        if worker.log_file is None:
+            worker.log_file = open(worker.log_path, "ab")  # noqa: SIM115 - closed in _shutdown
+        worker.process = subprocess.Popen(
+            worker.argv, env=env, stdin=subprocess.DEVNULL, stdout=worker.log_file, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        log.info("started %s (pid %d)", worker.name, worker.process.pid)
+
+    def _watch(self, stop: threading.Event, database_url: str, env: dict[str, str]) -> None:
+        previous: tuple[float, int] | None = None
+        conn: psycopg.Connection | None = None
+        next_status = time.monotonic() + self.status_every_s
+        while not stop.wait(0.5):
+            self._restart_dead(env)
+            if time.monotonic() < next_status:
+                continue
+            next_status += self.status_every_s
+            try:
+                if conn is None or conn.closed:
+                    conn = connect(database_url, autocommit=True, application_name="ironsight-status")
+                stored = readings_stored_total(conn)
+                now = time.monotonic()
+                rate = (stored - previous[1]) / (now - previous[0]) if previous else 0.0
+                previous = (now, stored)
+                online = count_online(conn, offline_after_s=self.settings.offline_after_s)
+                self._say(f"{datetime.now():%H:%M:%S}  readings/s {rate:8.1f}  online {online:5d}  "
+                          f"active alarms {count_active(conn):4d}  open tickets {count_open(conn):4d}")
+            except psycopg.Error as exc:
+                self._say(f"{datetime.now():%H:%M:%S}  status unavailable: {exc}")
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def _restart_dead(self, env: dict[str, str]) -> None:
+        for worker in self.workers:
+            if worker.process is None or worker.process.poll() is None:
+                continue
+            now = time.monotonic()
+            if worker.next_start_at == 0.0:
+                backoff = min(2.0 ** worker.restarts, RESTART_BACKOFF_MAX_S)
+                worker.next_start_at = now + backoff
+                self._say(f"{worker.name} exited with code {worker.process.returncode}; restarting in "
+                          f"{backoff:.0f}s (log: {worker.log_path})")
+            elif now >= worker.next_start_at:
+                worker.restarts += 1
+                worker.next_start_at = 0.0
+                self._start(worker, env)
+
+    def _shutdown(self) -> None:
+        # The fleet first so nothing new arrives, the API last so alarms can finish a request.
+        order = {"sim": 0, "ingest": 1, "diagnostics": 2, "alarms": 3, "api": 4}
+        for worker in sorted(self.workers, key=lambda w: order.get(w.name, 9)):
+            process = worker.process
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in %.0fs; killing it", worker.name, STOP_GRACE_S)
+                    process.kill()
+                    process.wait()
+            if worker.log_file is not None:
+                worker.log_file.close()
+        for service in reversed(self._services):
+            service.stop()
+        if self.workers or self._services:
+            self._say("stopped")
+
+    @staticmethod
+    def _say(line: str) -> None:
+        print(line, flush=True)

@@ -1,0 +1,150 @@
+"""Diagnostics and alarms over a real database; the whole path end to end through the real broker."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psycopg
+import pytest
+
+from alarms.lifecycle import raise_alarm
+from alarms.worker import AlarmsWorker
+from core.fleet import EquipmentRecord, register_equipment
+from diagnostics.worker import DiagnosticsWorker
+from device_sim.fleet import FleetRunner, build_fleet
+from ingest.worker import IngestWorker
+from ingest.writer import Batch, BatchWriter
+from core.telemetry import Reading
+from ironsight.schema import register_fleet
+from ironsight.services import free_tcp_port
+from tests.helpers import ApiServer, wait_for
+
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+
+
+def write_readings(conn, equipment_id: str, temps: list[float], start: datetime = T0, step_s: int = 10) -> None:
+    """Store readings through the ingest writer, as the ingest worker would."""
+    batch = Batch(messages=1, last_seq={equipment_id: 1})
+    batch.readings = [(equipment_id, Reading(ts=start + timedelta(seconds=i * step_s), oil_temp_c=t))
+                      for i, t in enumerate(temps)]
+    BatchWriter(conn, "test", datetime.now(UTC)).write(batch)
+
+
+def test_diagnostics_raise_and_clear_a_fault_and_resume_after_restart(conn):
+    register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
+    diagnostics = DiagnosticsWorker(conn.info.dsn)
+    # 90 s above 105 °C (sustain 60 s) raises …
+    write_readings(conn, "EX-1", [90.0] * 3 + [112.0] * 10)
+    while diagnostics.process_available(conn):
+        pass
+    fault = conn.execute("SELECT fault_code, severity, started_at, ended_at, evidence FROM faults").fetchone()
+    assert fault[:2] == ("OIL_OVERHEAT", "major")
+    assert fault[2] == T0 + timedelta(seconds=30) and fault[3] is None
+    assert fault[4]["limit"] == 105.0
+
+    # … a new worker (a restart) continues from the persisted state and cursor: the fault clears
+    # after 60 s below 98 °C, and nothing is evaluated twice.
+    write_readings(conn, "EX-1", [95.0] * 10, start=T0 + timedelta(seconds=200))
+    restarted = DiagnosticsWorker(conn.info.dsn)
+    while restarted.process_available(conn):
+        pass
+    events = conn.execute("SELECT kind, at FROM fault_events ORDER BY id").fetchall()
+    assert events == [("raised", T0 + timedelta(seconds=30)), ("cleared", T0 + timedelta(seconds=200))]
+    assert restarted.late_readings_skipped == 0
+
+
+def test_healthy_readings_and_a_short_spike_raise_nothing(conn):
+    register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
+    write_readings(conn, "EX-1", [85.0] * 20 + [110.0] * 3 + [85.0] * 20)
+    diagnostics = DiagnosticsWorker(conn.info.dsn)
+    while diagnostics.process_available(conn):
+        pass
+    assert conn.execute("SELECT count(*) FROM faults").fetchone()[0] == 0
+
+
+def test_concurrent_raises_of_one_fault_make_one_active_alarm(database_url, conn):
+    register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
+    workers = 8
+    barrier = threading.Barrier(workers)
+    results = []
+
+    def raise_same() -> None:
+        with psycopg.connect(database_url) as own:
+            barrier.wait()
+            with own.transaction():
+                results.append(raise_alarm(own, "EX-1", "OIL_OVERHEAT", "major", T0, 1))
+
+    threads = [threading.Thread(target=raise_same) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({alarm_id for alarm_id, _ in results}) == 1
+    assert sum(new for _, new in results) == 1
+    assert conn.execute("SELECT count(*), max(occurrences) FROM alarms").fetchone() == (1, workers)
+
+
+def test_alarm_retries_ticket_opening_until_the_api_answers_and_opens_one_ticket(settings, conn, background):
+    register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
+    write_readings(conn, "EX-1", [112.0] * 10)
+    while DiagnosticsWorker(settings.database_url).process_available(conn):
+        pass
+    # The API is not up yet: the alarm is raised, the ticket attempt fails and is retried later.
+    alarms = AlarmsWorker(settings.database_url, f"http://127.0.0.1:{free_tcp_port()}")
+    alarms.process_fault_events(conn)
+    assert alarms.open_pending_tickets(conn) == 0
+    attempts, error = conn.execute("SELECT ticket_attempts, ticket_error FROM alarms").fetchone()
+    conn.commit()
+    assert attempts == 1 and error
+
+    api = ApiServer(settings, settings.database_url)
+    try:
+        conn.execute("UPDATE alarms SET next_ticket_try_at = now()")
+        conn.commit()
+        alarms = AlarmsWorker(settings.database_url, api.url)
+        assert alarms.open_pending_tickets(conn) == 1
+        # A lost response and a retry: the same alarm does not open a second ticket.
+        conn.execute("UPDATE alarms SET ticket_id = NULL")
+        conn.commit()
+        assert alarms.open_pending_tickets(conn) == 1
+        tickets = httpx.get(api.url + "/api/v1/tickets").json()
+        assert tickets["count"] == 1 and tickets["data"][0]["source_alarm_id"] == 1
+    finally:
+        api.close()
+
+
+def test_end_to_end_a_faulty_controller_gets_one_ticket_and_healthy_ones_none(settings, conn, background):
+    """Simulated controllers → real broker → ingest → diagnostics → alarms → tickets API."""
+    specs = build_fleet(4, fault_share=0.25, seed=11, id_prefix="E2E", fault_after_s=(20.0, 20.0))
+    faulty = [s.equipment_id for s in specs if s.cooling_fault_after_s is not None]
+    assert len(faulty) == 1
+    register_fleet(conn, specs)
+    api = ApiServer(settings, settings.database_url)
+    try:
+        background.start(IngestWorker(settings, settings.database_url, settings.mqtt_url, "e2e-ingest").run,
+                         "ingest")
+        background.start(DiagnosticsWorker(settings.database_url).run, "diagnostics")
+        background.start(AlarmsWorker(settings.database_url, api.url).run, "alarms")
+        # The controllers come back from a 15-minute GPRS outage with their history, the faulty
+        # one's cooling failing 20 s into it, and then report live.
+        fleet = FleetRunner(specs, settings.mqtt_url, topic_root=settings.topic_root, interval_s=1.0,
+                            backfill_s=900.0, seed=11)
+        background.start(fleet.run, "fleet")
+
+        def tickets():
+            body = httpx.get(api.url + "/api/v1/tickets").json()
+            return body if body["count"] else None
+
+        body = wait_for(tickets, timeout_s=90, what="a ticket for the faulty controller")
+        assert [t["equipment_id"] for t in body["data"]] == faulty
+        # Live readings keep arriving; the alarm stays one alarm and the ticket one ticket.
+        wait_for(lambda: fleet.stats.published >= 4 * 9 + 4 * 3, timeout_s=30, what="live readings")
+        alarms = httpx.get(api.url + "/api/v1/alarms").json()
+        assert [(a["equipment_id"], a["state"]) for a in alarms["data"]] == [(faulty[0], "active")]
+        assert httpx.get(api.url + "/api/v1/tickets").json()["count"] == 1
+        equipment = httpx.get(api.url + f"/api/v1/equipment/{faulty[0]}").json()
+        assert equipment["online"] and equipment["oil_temp_c"] > 105
+        stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        assert stored >= 4 * 900
+    finally:
+        api.close()
