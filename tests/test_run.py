@@ -1,0 +1,60 @@
+"""``ironsight run`` as a user starts it: status lines, the API up, and Ctrl-C leaving nothing behind."""
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+
+import httpx
+import psutil
+import pytest
+
+from ironsight.services import free_tcp_port
+from tests.helpers import wait_for
+
+STATUS = re.compile(r"readings/s\s+([\d.]+)\s+online\s+(\d+)\s+active alarms\s+(\d+)\s+open tickets\s+(\d+)")
+
+
+@pytest.mark.parametrize("services", ["configured", "embedded"])
+def test_run_shows_live_status_and_ctrl_c_stops_every_process(services, new_database, mqtt_url, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IRONSIGHT_")}
+    env.update(IRONSIGHT_DATA_DIR=str(tmp_path / "data"), IRONSIGHT_TOPIC_ROOT=f"run-{uuid.uuid4().hex[:8]}")
+    if services == "configured":
+        env.update(IRONSIGHT_DATABASE_URL=new_database(f"run_{uuid.uuid4().hex[:6]}"), IRONSIGHT_MQTT_URL=mqtt_url)
+    port = free_tcp_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ironsight", "run", "--controllers", "20", "--api-port", str(port),
+         "--status-every", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    seen: list[str] = []
+
+    def flowing() -> bool:
+        while not lines.empty():
+            seen.append(lines.get())
+        return any((m := STATUS.search(line)) and float(m.group(1)) > 0 and int(m.group(2)) == 20 for line in seen)
+
+    try:
+        wait_for(flowing, timeout_s=60, what="a status line with readings flowing")
+        assert any(f"http://127.0.0.1:{port}/docs" in line for line in seen)
+        health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
+        assert health.json()["status"] == "ok"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/equipment", timeout=5).json()["count"] == 20
+        descendants = psutil.Process(process.pid).children(recursive=True)
+        assert len(descendants) >= 5  # api, ingest, diagnostics, alarms, sim (+ embedded services)
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+    assert code == 0
+    gone, alive = psutil.wait_procs(descendants, timeout=10)
+    assert not alive, f"left running: {[p.pid for p in alive]}"
+    if services == "embedded":
+        leftovers = [p for p in psutil.process_iter(["cmdline"])
+                     if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+        assert not leftovers, f"embedded services left running: {leftovers}"
