@@ -12,10 +12,10 @@ import threading
 import httpx
 import psycopg
 
-from core import outbox
-from core.db import connect
 from alarms.lifecycle import clear_alarm, raise_alarm
 from alarms.tickets_client import TicketRequest, TicketsClient
+from core import outbox
+from core.db import connect
 
 log = logging.getLogger(__name__)
 

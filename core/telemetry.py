@@ -189,7 +189,7 @@ def _parse_fault_codes(raw: Any) -> tuple[FaultCode, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list) or len(raw) > MAX_FAULT_CODES_PER_READING:
-        raise InvalidTelemetry("bad_dtc", "dtc must be a list of at most %d codes" % MAX_FAULT_CODES_PER_READING)
+        raise InvalidTelemetry("bad_dtc", f"dtc must be a list of at most {MAX_FAULT_CODES_PER_READING} codes")
     codes = []
     for item in raw:
         if not isinstance(item, dict):

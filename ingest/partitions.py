@@ -25,8 +25,13 @@ def readings_is_partitioned(conn: psycopg.Connection) -> bool:
 
 
 def ensure_partitions(conn: psycopg.Connection, today: date | None = None) -> list[str]:
-    """Create the missing daily partitions around today; return the names created."""
-    if not readings_is_partitioned(conn):
+    """Create the missing daily partitions around today, one transaction each; return their names.
+
+    Call it on a connection with no transaction open, so that each partition commits on its own.
+    """
+    with conn.transaction():
+        partitioned = readings_is_partitioned(conn)
+    if not partitioned:
         return []
     today = today or datetime.now(UTC).date()
     created = []

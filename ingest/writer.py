@@ -36,7 +36,7 @@ _STATE_COLUMNS = (
     "engine_hours", "lat", "lon", "speed_kmh",
 )
 
-_CREATE_STAGING = f"""
+_CREATE_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_staging (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
 """
 

@@ -5,16 +5,15 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
-import pytest
 
 from alarms.lifecycle import raise_alarm
 from alarms.worker import AlarmsWorker
 from core.fleet import EquipmentRecord, register_equipment
-from diagnostics.worker import DiagnosticsWorker
+from core.telemetry import Reading
 from device_sim.fleet import FleetRunner, build_fleet
+from diagnostics.worker import DiagnosticsWorker
 from ingest.worker import IngestWorker
 from ingest.writer import Batch, BatchWriter
-from core.telemetry import Reading
 from ironsight.schema import register_fleet
 from ironsight.services import free_tcp_port
 from tests.helpers import ApiServer, wait_for
