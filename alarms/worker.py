@@ -15,15 +15,13 @@ import psycopg
 from alarms.lifecycle import clear_alarm, raise_alarm
 from alarms.tickets_client import TicketRequest, TicketsClient
 from core import outbox
-from core.db import connect
+from core.db import poll_until_stopped
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "alarms"
 EVENTS_PER_ROUND = 500
 TICKETS_PER_ROUND = 50
-IDLE_POLL_S = 0.5
-DB_RETRY_MAX_S = 5.0
 TICKET_RETRY_MAX_S = 60.0
 # Only alarms this serious open a work order by themselves; the rest wait for a dispatcher.
 TICKET_SEVERITIES = ("critical", "major")
@@ -41,22 +39,13 @@ class AlarmsWorker:
         self.tickets = TicketsClient(tickets_api_url)
 
     def run(self, stop: threading.Event) -> None:
-        delay = 0.5
         try:
-            while not stop.is_set():
-                try:
-                    with connect(self.database_url, application_name="ironsight-alarms") as conn:
-                        delay = 0.5
-                        while not stop.is_set():
-                            busy = self.process_fault_events(conn) + self.open_pending_tickets(conn)
-                            if not busy:
-                                stop.wait(IDLE_POLL_S)
-                except psycopg.OperationalError as exc:
-                    log.warning("alarms lost the database (%s); retrying in %.1fs", exc, delay)
-                    stop.wait(delay)
-                    delay = min(delay * 2, DB_RETRY_MAX_S)
+            poll_until_stopped(self.database_url, CONSUMER, self.process_round, stop)
         finally:
             self.tickets.close()
+
+    def process_round(self, conn: psycopg.Connection) -> int:
+        return self.process_fault_events(conn) + self.open_pending_tickets(conn)
 
     def process_fault_events(self, conn: psycopg.Connection) -> int:
         with conn.transaction():

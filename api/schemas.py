@@ -10,7 +10,21 @@ from pydantic import BaseModel, Field
 Severity = Literal["critical", "major", "minor", "warning"]
 
 
-class EquipmentPublic(BaseModel):
+class ChannelValues(BaseModel):
+    """The telemetry channels (units in docs/protocol.md); None where not reported."""
+
+    oil_temp_c: float | None
+    engine_rpm: float | None
+    hydraulic_pressure_bar: float | None
+    coolant_temp_c: float | None
+    fuel_level_pct: float | None
+    engine_hours: float | None
+    lat: float | None
+    lon: float | None
+    speed_kmh: float | None
+
+
+class EquipmentPublic(ChannelValues):
     id: str
     serial: str
     model: str
@@ -20,15 +34,6 @@ class EquipmentPublic(BaseModel):
     online: bool
     last_ts: datetime | None
     last_received_at: datetime | None
-    oil_temp_c: float | None
-    engine_rpm: float | None
-    hydraulic_pressure_bar: float | None
-    coolant_temp_c: float | None
-    fuel_level_pct: float | None
-    engine_hours: float | None
-    lat: float | None
-    lon: float | None
-    speed_kmh: float | None
 
 
 class EquipmentsPublic(BaseModel):
@@ -36,18 +41,9 @@ class EquipmentsPublic(BaseModel):
     count: int
 
 
-class ReadingPublic(BaseModel):
+class ReadingPublic(ChannelValues):
     ts: datetime
     samples: int | None = Field(None, description="readings averaged into this bucket (bucketed queries only)")
-    oil_temp_c: float | None
-    engine_rpm: float | None
-    hydraulic_pressure_bar: float | None
-    coolant_temp_c: float | None
-    fuel_level_pct: float | None
-    engine_hours: float | None
-    lat: float | None
-    lon: float | None
-    speed_kmh: float | None
     fault_codes: list[dict[str, int]] | None = None
 
 

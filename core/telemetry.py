@@ -41,6 +41,7 @@ CHANNELS: tuple[str, ...] = tuple(CHANNEL_BOUNDS)
 J1939_MAX_SPN = 524287  # 19 bits
 J1939_MAX_FMI = 31  # 5 bits
 J1939_MAX_OC = 126  # 7 bits; 127 means "not available"
+MAX_SEQ = 2**63 - 1  # stored as bigint
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,14 +113,14 @@ def decode_message(payload: bytes, *, now: datetime, future_tolerance_s: float) 
         raise InvalidTelemetry("payload_too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
         body = json.loads(payload, parse_constant=_reject_nan_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidTelemetry("not_json", str(exc)[:200]) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
+        raise InvalidTelemetry("not_json", str(exc)[:200] or type(exc).__name__) from None
     if not isinstance(body, dict):
         raise InvalidTelemetry("not_an_object", type(body).__name__)
     if body.get("v") != MESSAGE_VERSION:
         raise InvalidTelemetry("unsupported_version", repr(body.get("v"))[:50])
     seq = body.get("seq")
-    if not _is_int(seq) or seq < 0:
+    if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
         raise InvalidTelemetry("bad_seq", repr(seq)[:50])
     raw_readings = body.get("readings")
     if not isinstance(raw_readings, list) or not raw_readings:
@@ -156,7 +157,10 @@ def _parse_reading(raw: Any, latest_allowed: datetime) -> Reading:
             continue
         if not _is_number(value):
             raise InvalidTelemetry("bad_type", f"{name}={value!r}"[:100])
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer too long for a float
+            raise InvalidTelemetry("out_of_range", f"{name} has {len(str(value))} digits") from None
         if not math.isfinite(value):
             raise InvalidTelemetry("not_finite", name)
         if not low <= value <= high:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core import outbox
-from core.db import connect
+from core.db import poll_until_stopped
 from diagnostics.catalogue import limits_for
 from diagnostics.rules import FaultChange, OilOverheatRule
 
@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "diagnostics"
 BATCHES_PER_ROUND = 200
-IDLE_POLL_S = 0.5
-DB_RETRY_MAX_S = 5.0
 
 _NEW_READINGS = """
 SELECT r.equipment_id, r.ts, r.oil_temp_c
@@ -49,21 +47,7 @@ class DiagnosticsWorker:
         self._models: dict[str, str] = {}
 
     def run(self, stop: threading.Event) -> None:
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                with connect(self.database_url, application_name="ironsight-diagnostics") as conn:
-                    delay = 0.5
-                    self._run_connected(conn, stop)
-            except psycopg.OperationalError as exc:
-                log.warning("diagnostics lost the database (%s); retrying in %.1fs", exc, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, DB_RETRY_MAX_S)
-
-    def _run_connected(self, conn: psycopg.Connection, stop: threading.Event) -> None:
-        while not stop.is_set():
-            if self.process_available(conn) == 0:
-                stop.wait(IDLE_POLL_S)
+        poll_until_stopped(self.database_url, CONSUMER, self.process_available, stop)
 
     def process_available(self, conn: psycopg.Connection) -> int:
         """Process one round of accepted batches; return how many were processed."""

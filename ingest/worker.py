@@ -135,8 +135,7 @@ class IngestWorker:
                 messages = self._take_batch(stop)
                 if not messages:
                     continue
-                batch = self._decode(messages, writer.conn)
-                writer = self._commit_until_done(writer, batch, stop, started_at)
+                writer = self._store(writer, messages, stop, started_at)
                 if writer is None:
                     return  # stopping with the batch unacknowledged: the broker redelivers it
                 for message in messages:
@@ -164,16 +163,41 @@ class IngestWorker:
                 delay = min(delay * 2, DB_RETRY_MAX_S)
         return None
 
+    def _store(self, writer: BatchWriter, messages: list[InboundMessage], stop: threading.Event,
+               started_at: datetime) -> BatchWriter | None:
+        """Commit the messages as one batch; if the database refuses the batch's data, one by one.
+
+        A refused message (a value the schema cannot hold) becomes a dead letter, so one bad
+        message neither blocks the others nor comes back forever.
+        """
+        batch = self._decode(messages, writer.conn)
+        try:
+            return self._commit_until_done(writer, batch, stop, started_at)
+        except psycopg.DatabaseError as exc:
+            log.warning("database refused a batch of %d messages (%s); writing them one by one", len(messages), exc)
+        for message in messages:
+            single = self._decode([message], writer.conn)
+            try:
+                writer = self._commit_until_done(writer, single, stop, started_at)
+            except psycopg.DatabaseError as exc:
+                equipment_id = topics.equipment_id_from_topic(self.settings.topic_root, message.topic)
+                refused = Batch(messages=1, dead_letters=[
+                    DeadLetter(message.topic, equipment_id, "refused_by_database", str(exc)[:500], message.payload)])
+                writer = self._commit_until_done(writer, refused, stop, started_at)
+            if writer is None:
+                return None
+        return writer
+
     def _commit_until_done(
         self, writer: BatchWriter, batch: Batch, stop: threading.Event, started_at: datetime
     ) -> BatchWriter | None:
-        """Write the batch, reconnecting as long as it takes; None only when asked to stop."""
+        """Write the batch, reconnecting as long as it takes; None only when asked to stop.
+
+        Errors in the data itself (psycopg.DatabaseError other than OperationalError) propagate.
+        """
         while True:
             try:
                 result = writer.write(batch)
-                log.debug("batch: %d messages, %d stored, %d duplicate, %d dead letters",
-                          batch.messages, result.stored, result.duplicate, result.dead_letters)
-                return writer
             except psycopg.OperationalError as exc:
                 log.warning("ingest %s lost the database while writing (%s); reconnecting", self.name, exc)
                 writer.conn.close()
@@ -181,6 +205,12 @@ class IngestWorker:
                 if new_writer is None:
                     return None
                 writer = new_writer
+                continue
+            log.debug("batch: %d messages, %d stored, %d duplicate, %d dead letters",
+                      batch.messages, result.stored, result.duplicate, result.dead_letters)
+            for letter in batch.dead_letters:
+                self._count_dead(letter)
+            return writer
 
     def _take_batch(self, stop: threading.Event) -> list[InboundMessage]:
         try:
@@ -209,19 +239,26 @@ class IngestWorker:
         for message in messages:
             equipment_id = topics.equipment_id_from_topic(root, message.topic)
             if equipment_id is None:
-                self._dead(batch, DeadLetter(message.topic, None, "bad_topic", "", message.payload))
+                batch.dead_letters.append(DeadLetter(message.topic, None, "bad_topic", "", message.payload))
                 continue
             if equipment_id not in self._equipment and not self._equipment.recheck(conn, equipment_id):
-                self._dead(batch, DeadLetter(message.topic, equipment_id, "unknown_equipment", "", message.payload))
+                batch.dead_letters.append(
+                    DeadLetter(message.topic, equipment_id, "unknown_equipment", "", message.payload))
                 continue
             try:
                 decoded = decode_message(message.payload, now=now,
                                          future_tolerance_s=self.settings.future_tolerance_s)
             except InvalidTelemetry as exc:
-                self._dead(batch, DeadLetter(message.topic, equipment_id, exc.reason, exc.detail, message.payload))
+                batch.dead_letters.append(
+                    DeadLetter(message.topic, equipment_id, exc.reason, exc.detail, message.payload))
+                continue
+            except Exception as exc:  # a decoder bug must cost one message, never the worker
+                log.exception("decoding a message from %s failed unexpectedly", equipment_id)
+                batch.dead_letters.append(DeadLetter(message.topic, equipment_id, "undecodable", repr(exc)[:500],
+                                                     message.payload))
                 continue
             for rejected in decoded.rejected:
-                self._dead(batch, dead_letter_for_reading(
+                batch.dead_letters.append(dead_letter_for_reading(
                     message.topic, equipment_id, rejected.reason, f"reading {rejected.index}: {rejected.detail}",
                     rejected.raw))
             if decoded.readings:
@@ -230,8 +267,7 @@ class IngestWorker:
                     batch.last_seq[equipment_id] = decoded.seq
         return batch
 
-    def _dead(self, batch: Batch, letter: DeadLetter) -> None:
-        batch.dead_letters.append(letter)
+    def _count_dead(self, letter: DeadLetter) -> None:
         self.bad_by_reason[letter.reason] += 1
         count = self.bad_by_reason[letter.reason]
         if count == 1 or count % LOG_EVERY_NTH_BAD == 0:

@@ -121,3 +121,23 @@ def test_redelivered_and_overlapping_messages_are_stored_once_and_latest_state_f
     assert last_ts == newest.replace(microsecond=newest.microsecond // 1000 * 1000)  # sent with ms precision
     assert count(conn, "SELECT coalesce(sum(readings), 0) FROM accepted_batches") == 51
     assert count(conn, "SELECT readings_duplicate FROM ingest_stats") == 75
+
+
+def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_stored(settings, conn, ingesting):
+    worker, publisher = ingesting
+    # Stand-in for any value the schema cannot hold: the database itself refuses 99.5 °C.
+    conn.execute("ALTER TABLE readings ADD CONSTRAINT refuse_for_test CHECK (oil_temp_c <> 99.5)")
+    conn.commit()
+    try:
+        topic = topics.telemetry_topic(settings.topic_root, "EX-1")
+        now = datetime.now(UTC)
+        for i, oil in enumerate([80.0, 99.5, 81.0, 82.0]):
+            publisher.publish(topic, encode_message(i + 1, [reading(now - timedelta(seconds=10 - i), oil=oil)]))
+        wait_for(lambda: count(conn, "SELECT count(*) FROM readings") == 3, timeout_s=20, what="three readings")
+        wait_for(lambda: count(conn, "SELECT count(*) FROM dead_letters") == 1, timeout_s=10, what="a dead letter")
+        assert conn.execute("SELECT reason FROM dead_letters").fetchone()[0] == "refused_by_database"
+        assert worker.bad_by_reason == {"refused_by_database": 1}
+    finally:
+        conn.rollback()
+        conn.execute("ALTER TABLE readings DROP CONSTRAINT refuse_for_test")
+        conn.commit()

@@ -35,6 +35,8 @@ def test_round_trip_keeps_every_channel_and_fault_code():
     ({"v": 1, "seq": 1, "readings": [{"ts": "2026-11-23T11:59:00Z", "oil_temp_c": 1}] * 1001}, "too_many_readings"),
     (b'{"v":1,"seq":1,"readings":[{"ts":"2026-11-23T11:59:00Z","oil_temp_c":NaN}]}', "not_json"),
     (b"x" * (256 * 1024 + 1), "payload_too_large"),
+    (b"[" * 100_000 + b"]" * 100_000, "not_json"),
+    ({"v": 1, "seq": 2**63, "readings": [{"ts": "2026-11-23T11:59:00Z", "oil_temp_c": 80}]}, "bad_seq"),
 ])
 def test_whole_message_refusals(payload, reason):
     with pytest.raises(InvalidTelemetry) as error:
@@ -51,6 +53,7 @@ def test_whole_message_refusals(payload, reason):
     ({"ts": "2026-11-23T11:59:00Z", "oil_temp_c": "hot"}, "bad_type"),
     ({"ts": "2026-11-23T11:59:00Z", "engine_rpm": False}, "bad_type"),
     ({"ts": "2026-11-23T11:59:00Z", "oil_temp_c": 1e9}, "out_of_range"),
+    ({"ts": "2026-11-23T11:59:00Z", "oil_temp_c": 10**400}, "out_of_range"),
     ({"ts": "2026-11-23T11:59:00Z"}, "no_channels"),
     ({"ts": "2026-11-23T11:59:00Z", "lat": 51.0}, "half_position"),
     ({"ts": "2026-11-23T11:59:00Z", "oil_temp_c": 80, "dtc": [{"spn": 175, "fmi": 40}]}, "bad_dtc"),
