@@ -23,9 +23,13 @@ def raise_alarm(conn: psycopg.Connection, equipment_id: str, fault_code: str, se
 
 
 def clear_alarm(conn: psycopg.Connection, equipment_id: str, fault_code: str, at: datetime) -> int | None:
+    """Clear the active alarm unless another rule still holds a fault of the same code open."""
     row = conn.execute(
         """UPDATE alarms SET state = 'cleared', cleared_at = %s
-           WHERE equipment_id = %s AND fault_code = %s AND state = 'active' RETURNING id""",
+           WHERE equipment_id = %s AND fault_code = %s AND state = 'active'
+             AND NOT EXISTS (SELECT 1 FROM faults f WHERE f.equipment_id = alarms.equipment_id
+                             AND f.fault_code = alarms.fault_code AND f.ended_at IS NULL)
+           RETURNING id""",
         (at, equipment_id, fault_code),
     ).fetchone()
     return row[0] if row else None

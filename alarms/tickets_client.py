@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -19,6 +20,8 @@ class TicketRequest:
     fault_code: str
     severity: str
     title: str
+    description: str = ""
+    diagnosis: dict[str, Any] | None = None
 
 
 class TicketsClient:
@@ -35,6 +38,9 @@ class TicketsClient:
                 "priority": request.severity,
                 "source_alarm_id": request.alarm_id,
                 "fault_code": request.fault_code,
+                "description": request.description,
+                "diagnosis": request.diagnosis,
+                "remote_resolvable": request.diagnosis.get("remote_resolvable") if request.diagnosis else None,
             },
             headers={"Idempotency-Key": f"alarm-{request.alarm_id}"},
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import httpx
 import psycopg
@@ -31,6 +32,21 @@ SELECT e.id, e.kind, e.at, f.id AS fault_id, f.equipment_id, f.fault_code, f.sev
 FROM fault_events e JOIN faults f ON f.id = e.fault_id
 WHERE e.id = ANY(%s) ORDER BY e.xid, e.id
 """
+
+
+def describe(diagnosis: dict[str, Any] | None) -> str:
+    """The ticket text a dispatcher reads first: the most probable cause and what to try."""
+    if not diagnosis or not diagnosis.get("causes"):
+        return ""
+    top = diagnosis["causes"][0]
+    lines = [f"Most probable cause: {top['title']} ({top['probability']:.0%})."]
+    if top.get("because"):
+        lines.append("Evidence: " + "; ".join(top["because"]) + ".")
+    lines.append("Try first:" if top["remote_resolvable"] else "Needs a visit:")
+    lines.extend(f"- {step}" for step in top["remedy"])
+    if diagnosis.get("spare_part"):
+        lines.append(f"Spare part if a visit is needed: {diagnosis['spare_part']}.")
+    return "\n".join(lines)
 
 
 class AlarmsWorker:
@@ -71,15 +87,17 @@ class AlarmsWorker:
     def open_pending_tickets(self, conn: psycopg.Connection) -> int:
         with conn.transaction():
             pending = conn.execute(
-                """SELECT id, equipment_id, fault_code, severity, ticket_attempts FROM alarms
-                   WHERE ticket_id IS NULL AND severity = ANY(%s) AND next_ticket_try_at <= now()
-                   ORDER BY id LIMIT %s""",
+                """SELECT a.id, a.equipment_id, a.fault_code, a.severity, a.ticket_attempts, f.title, f.diagnosis
+                   FROM alarms a LEFT JOIN faults f ON f.id = a.last_fault_id
+                   WHERE a.ticket_id IS NULL AND a.severity = ANY(%s) AND a.next_ticket_try_at <= now()
+                   ORDER BY a.id LIMIT %s""",
                 (list(TICKET_SEVERITIES), TICKETS_PER_ROUND),
             ).fetchall()
         opened = 0
-        for alarm_id, equipment_id, fault_code, severity, attempts in pending:
+        for alarm_id, equipment_id, fault_code, severity, attempts, title, diagnosis in pending:
             request = TicketRequest(alarm_id, equipment_id, fault_code, severity,
-                                    title=f"{fault_code} on {equipment_id}")
+                                    title=f"{title or fault_code} on {equipment_id}",
+                                    description=describe(diagnosis), diagnosis=diagnosis)
             try:
                 ticket_id = self.tickets.open_ticket(request)
             except httpx.HTTPError as exc:

@@ -67,6 +67,8 @@ class AlarmPublic(BaseModel):
     occurrences: int
     ticket_id: int | None
     ticket_error: str | None
+    title: str | None = None
+    diagnosis: dict[str, Any] | None = None
 
 
 class AlarmsPublic(BaseModel):
@@ -81,6 +83,8 @@ class TicketCreate(BaseModel):
     priority: Severity = "major"
     fault_code: str | None = Field(None, max_length=64)
     source_alarm_id: int | None = Field(None, ge=1)
+    diagnosis: dict[str, Any] | None = Field(None, description="probable causes and remedies, from diagnostics")
+    remote_resolvable: bool | None = None
 
 
 class TicketEventPublic(BaseModel):
@@ -102,11 +106,34 @@ class TicketPublic(BaseModel):
     created_by: str
     created_at: datetime
     updated_at: datetime
+    diagnosis: dict[str, Any] | None = None
+    remote_resolvable: bool | None = None
     history: list[TicketEventPublic] | None = None
 
 
 class TicketsPublic(BaseModel):
     data: list[TicketPublic]
+    count: int
+
+
+class FaultPublic(BaseModel):
+    id: int
+    equipment_id: str
+    fault_code: str
+    title: str | None
+    severity: str
+    rule: str
+    rule_version: int
+    started_at: datetime
+    ended_at: datetime | None
+    evidence: dict[str, Any]
+    diagnosis: dict[str, Any] | None
+    remote_resolvable: bool | None
+    backfilled: bool
+
+
+class FaultsPublic(BaseModel):
+    data: list[FaultPublic]
     count: int
 
 

@@ -39,12 +39,12 @@ def timescaledb_available(conn: psycopg.Connection) -> bool:
     return row is not None
 
 
-def where_equal(**equal: Any) -> tuple[str, list[Any]]:
-    """A WHERE clause of ``column = %s`` for every filter given (None means "any").
-
-    Column names come from the caller's keyword names, never from user input.
+def where_equal(alias: str = "", /, **equal: Any) -> tuple[str, list[Any]]:
+    """A WHERE clause of ``column = %s`` for every filter given (None means "any"), the columns
+    qualified by ``alias`` when given. Column names come from the caller's keywords, never from input.
     """
-    clauses = [f"{column} = %s" for column, value in equal.items() if value is not None]
+    prefix = f"{alias}." if alias else ""
+    clauses = [f"{prefix}{column} = %s" for column, value in equal.items() if value is not None]
     params = [value for value in equal.values() if value is not None]
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 

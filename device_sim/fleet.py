@@ -19,6 +19,7 @@ import paho.mqtt.client as paho
 
 from core import mqtt, topics
 from core.telemetry import Reading, encode_message
+from device_sim.faults import COOLING_FAULTS, INJECTABLE_FAULTS
 from device_sim.machine import MachineSpec, SimulatedMachine
 
 log = logging.getLogger(__name__)
@@ -28,40 +29,72 @@ CONTROLLERS_PER_CONNECTION = 250
 BACKLOG_READINGS_PER_MESSAGE = 100
 MAX_INFLIGHT_PER_CONNECTION = 1000
 
-# (name, lat, lon, ambient °C): job sites the fleet works at.
-SITES = (
-    ("rotterdam-port", 51.9490, 4.1420, 11.0),
-    ("munich-ring", 48.1372, 11.5755, 9.0),
-    ("lyon-tunnel", 45.7640, 4.8357, 13.0),
-    ("milan-tower", 45.4642, 9.1900, 14.0),
-    ("warsaw-bridge", 52.2297, 21.0122, 8.0),
-    ("madrid-metro", 40.4168, -3.7038, 17.0),
+SITE_RADIUS_M = 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A job site: centre, mean ambient temperature, geofence radius around the centre, local time zone."""
+
+    name: str
+    lat: float
+    lon: float
+    ambient_c: float
+    radius_m: float
+    timezone: str  # IANA name
+
+
+# Job sites the fleet works at. Healthy machines stay within 700 m of the centre, inside the fence.
+SITES: tuple[Site, ...] = (
+    Site("rotterdam-port", 51.9490, 4.1420, 11.0, SITE_RADIUS_M, "Europe/Amsterdam"),
+    Site("munich-ring", 48.1372, 11.5755, 9.0, SITE_RADIUS_M, "Europe/Berlin"),
+    Site("lyon-tunnel", 45.7640, 4.8357, 13.0, SITE_RADIUS_M, "Europe/Paris"),
+    Site("milan-tower", 45.4642, 9.1900, 14.0, SITE_RADIUS_M, "Europe/Rome"),
+    Site("warsaw-bridge", 52.2297, 21.0122, 8.0, SITE_RADIUS_M, "Europe/Warsaw"),
+    Site("madrid-metro", 40.4168, -3.7038, 17.0, SITE_RADIUS_M, "Europe/Madrid"),
 )
+SITES_BY_NAME: dict[str, Site] = {site.name: site for site in SITES}
+
 # (model, kind): what the fleet is made of.
 MODELS = (("EX210", "excavator"), ("EX350", "excavator"), ("TC500", "crane"), ("CP42", "concrete_pump"))
 CUSTOMERS = ("acme-construction", "nordbau", "sud-travaux", "delta-infra")
 
 
 def build_fleet(count: int, *, fault_share: float, seed: int = 1, id_prefix: str = "EQ",
-                fault_after_s: tuple[float, float] = (20.0, 60.0)) -> list[MachineSpec]:
-    """``count`` machines; round(count × fault_share) of them develop a cooling fault."""
+                fault_after_s: tuple[float, float] = (20.0, 60.0),
+                faults: tuple[str, ...] = COOLING_FAULTS) -> list[MachineSpec]:
+    """``count`` machines; round(count × fault_share) of them develop a fault.
+
+    The faulty machines (chosen at random with ``seed``), in equipment id order, get the kinds of
+    ``faults`` in turn, each beginning a uniform ``fault_after_s`` seconds after the machine starts.
+    The default faults all overheat the oil, so that a demo fleet shows overheating machines.
+    """
+    unknown = [kind for kind in faults if kind not in INJECTABLE_FAULTS]
+    if unknown or not faults:
+        raise ValueError(f"faults must be kinds from {', '.join(INJECTABLE_FAULTS)}; got {faults!r}")
     rng = random.Random(seed)
     faulty = set(rng.sample(range(count), round(count * fault_share))) if count else set()
     fleet = []
+    faults_given = 0
     for index in range(count):
-        site, lat, lon, ambient = SITES[index % len(SITES)]
+        site = SITES[index % len(SITES)]
         model, kind = MODELS[index % len(MODELS)]
+        fault = None
+        if index in faulty:
+            fault = faults[faults_given % len(faults)]
+            faults_given += 1
         fleet.append(MachineSpec(
             equipment_id=f"{id_prefix}-{index + 1:05d}",
             serial=f"{model}-{seed:02d}{index + 1:07d}",
             model=model,
             kind=kind,
             customer=CUSTOMERS[index % len(CUSTOMERS)],
-            site=site,
-            site_lat=lat,
-            site_lon=lon,
-            ambient_c=ambient + rng.uniform(-3, 3),
-            cooling_fault_after_s=rng.uniform(*fault_after_s) if index in faulty else None,
+            site=site.name,
+            site_lat=site.lat,
+            site_lon=site.lon,
+            ambient_c=site.ambient_c + rng.uniform(-3, 3),
+            fault=fault,
+            fault_after_s=rng.uniform(*fault_after_s) if fault else None,
         ))
     return fleet
 

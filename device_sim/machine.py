@@ -1,8 +1,12 @@
 """A machine that behaves like one: duty cycles, thermal lag, fuel burn, GPS at and between sites.
 
-The model is deliberately simple physics, not noise: oil temperature relaxes toward an
-equilibrium set by engine load and ambient temperature with a thermal time constant; a cooling
-fault lowers the cooling system's effectiveness, so the same load settles at a higher temperature.
+The model is deliberately simple physics, not noise: engine coolant and oil relax toward
+equilibria set by engine load and ambient temperature, each with its own thermal time constant
+(the thermostat holds healthy coolant near 80 °C + 8 °C × load). Faults from the catalogue in
+device_sim.faults act on the physics (a clogged radiator lowers the cooling system's effectiveness,
+so the same load settles at a higher temperature) or on what the controller reports (a stuck
+sensor, a lost GPS fix, a DM1 trouble code), and the machine knows when its fault began so that a
+benchmark can measure detection delay.
 """
 
 from __future__ import annotations
@@ -10,33 +14,80 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from core.telemetry import FaultCode, Reading
+from core.telemetry import J1939_MAX_OC, FaultCode, Reading
+from device_sim.faults import INJECTABLE_FAULTS, InjectedFault
 
 IDLE_RPM = 800.0
 WORK_RPM = 1800.0
 TRAVEL_RPM = 1500.0
 RPM_TIME_CONSTANT_S = 3.0
 OIL_TIME_CONSTANT_S = 120.0
-# Oil settles this far above ambient at idle, plus this much more at full load.
+# Oil settles this far above ambient at idle, plus this much more at full load (healthy: < 95 °C).
 OIL_RISE_IDLE_C = 25.0
 OIL_RISE_FULL_LOAD_C = 55.0
-# A failed cooling circuit (clogged radiator, slipping fan belt) keeps this share of its capacity.
-FAULTY_COOLING_EFFECTIVENESS = 0.5
-COOLING_FAULT_RAMP_S = 60.0
+# The oil cooler is coolant-cooled: coolant hotter than this heats the oil by this share of the excess.
+OIL_COOLANT_COUPLING_ABOVE_C = 95.0
+OIL_COOLANT_COUPLING = 0.3
+# The thermostat holds coolant at 80 °C + 8 °C × load while the radiator can reject the heat...
+COOLANT_THERMOSTAT_C = 80.0
+COOLANT_LOAD_RISE_C = 8.0
+# ...which it can as long as this rise above ambient (fully open thermostat) stays below that: a
+# healthy radiator at 20 °C ambient and full load settles at 77 °C; a half-blocked one at > 105 °C.
+COOLANT_RISE_IDLE_C = 30.0
+COOLANT_RISE_FULL_LOAD_C = 30.0
+COOLANT_TIME_CONSTANT_S = 60.0
+# Low coolant: less thermal mass, so temperatures move faster, and air pockets make the sensor jumpy.
+LOW_COOLANT_TIME_CONSTANT_S = 20.0
+LOW_COOLANT_NOISE_C = 3.0
+# Cooling faults, fully developed: (oil cooling effectiveness, coolant cooling effectiveness).
+COOLING_FAULT_EFFECTIVENESS = {
+    "radiator_clogged": (0.5, 0.5),
+    "oil_cooler_clogged": (0.5, 1.0),
+    "low_coolant": (0.7, 0.45),
+}
+# Seconds for a physical fault to develop fully from its onset.
+FAULT_RAMP_S = {"hydraulic_leak": 10.0}
+DEFAULT_FAULT_RAMP_S = 30.0
+# Hydraulic pressure: working pressure is 180 + 100 × load bar (load 0.65-0.9, so 245-270 bar).
+WORK_PRESSURE_BASE_BAR = 180.0
+WORK_PRESSURE_PER_LOAD_BAR = 100.0
+IDLE_PRESSURE_BAR = 25.0
+TRAVEL_PRESSURE_BAR = 50.0
+# Hydraulic faults, fully developed: (share of working pressure, share at idle/travel, extra noise σ bar).
+HYDRAULIC_FAULT_EFFECT = {
+    "hydraulic_pump_wear": (0.6, 0.9, 0.0),
+    "hydraulic_leak": (0.6, 0.85, 15.0),
+}
 TANK_LITRES = 400.0
 FULL_LOAD_LITRES_PER_H = 30.0
 IDLE_LITRES_PER_H = 4.0
 TRAVEL_SPEED_KMH = 20.0
+# Healthy travel stays this close to the site centre (site geofences are 1 km).
+TRAVEL_MIN_DISTANCE_M = 200.0
+TRAVEL_MAX_DISTANCE_M = 700.0
+# geofence_exit: the machine rides a truck this fast, this far, then the truck parks.
+TRUCK_SPEED_KMH = 60.0
+TRUCK_TRIP_M = 40_000.0
 METRES_PER_DEG_LAT = 111_320.0
 # J1939 SPN 175 "Engine Oil Temperature 1", FMI 0 "above normal, most severe".
 SPN_ENGINE_OIL_TEMP = 175
 FMI_ABOVE_NORMAL_MOST_SEVERE = 0
 DTC_OIL_TEMP_C = 110.0
+# J1939 SPN 100 "Engine Oil Pressure", FMI 1 "data valid but below normal, most severe"; the
+# intermittent fault re-occurs (its occurrence count rises) once per this many seconds.
+SPN_ENGINE_OIL_PRESSURE = 100
+FMI_BELOW_NORMAL_MOST_SEVERE = 1
+DTC_OIL_PRESSURE_RECUR_S = 60.0
+# service_due: engine hours jump to this long before the next multiple of the service interval.
+SERVICE_INTERVAL_H = 500.0
+SERVICE_DUE_LEAD_H = 2.0
 
 # (mode, min seconds, max seconds) — a working day compressed so that a demo shows every mode.
 DUTY_CYCLE = {"working": (90.0, 400.0), "idle": (20.0, 90.0), "travel": (60.0, 180.0)}
+# The mode of a machine riding a truck (geofence_exit): engine idling, no duty cycle.
+TRANSPORTED = "transported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +101,26 @@ class MachineSpec:
     site_lat: float
     site_lon: float
     ambient_c: float = 15.0
-    # Seconds after the simulation starts when the cooling circuit begins to fail; None = healthy.
-    cooling_fault_after_s: float | None = None
+    # A kind from device_sim.faults.INJECTABLE_FAULTS, or None for a healthy machine.
+    fault: str | None = None
+    # Seconds of simulated time after the machine's start when the fault begins (None = at start).
+    fault_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fault is not None and self.fault not in INJECTABLE_FAULTS:
+            raise ValueError(f"unknown fault {self.fault!r}; known: {', '.join(INJECTABLE_FAULTS)}")
+        if self.fault_after_s is not None and not self.fault_after_s >= 0:
+            raise ValueError(f"fault_after_s must be >= 0, got {self.fault_after_s}")
 
 
 class SimulatedMachine:
     def __init__(self, spec: MachineSpec, start: datetime, seed: int) -> None:
         self.spec = spec
+        # Separate streams, so that a fault changes nothing of the duty cycle or the sensor noise:
+        # a faulty machine and its healthy twin (same spec without fault, same seed) work alike.
         self.rng = random.Random(seed)
+        self.noise_rng = random.Random(seed * 2 + 1)
+        self.fault_rng = random.Random(seed * 2 + 2)
         self.start = start
         self.elapsed_s = 0.0
         self.mode = "idle"
@@ -65,38 +128,87 @@ class SimulatedMachine:
         self.rpm = IDLE_RPM
         self.load = 0.1
         self.oil_temp_c = spec.ambient_c + OIL_RISE_IDLE_C + self.rng.uniform(-3, 3)
+        self.coolant_temp_c = COOLANT_THERMOSTAT_C + self.rng.uniform(-2, 1)
         self.fuel_litres = TANK_LITRES * self.rng.uniform(0.3, 0.95)
         self.engine_hours = self.rng.uniform(100.0, 8000.0)
         self.lat, self.lon = self._near_site()
         self.destination: tuple[float, float] | None = None
         self.speed_kmh = 0.0
+        self._fault_begun = False
+        self._stuck_oil_c: float | None = None
+        self._truck_heading_rad = 0.0
+        self._truck_left_m = 0.0
+
+    # --- ground truth ---
+
+    @property
+    def fault_after_s(self) -> float | None:
+        """Seconds after start when the injected fault begins; None for a healthy machine."""
+        if self.spec.fault is None:
+            return None
+        return self.spec.fault_after_s or 0.0
+
+    @property
+    def fault_started_at(self) -> datetime | None:
+        """When the injected fault begins (or began), on the readings' clock; None when healthy."""
+        after = self.fault_after_s
+        return None if after is None else self.start + timedelta(seconds=after)
+
+    @property
+    def injected_fault(self) -> InjectedFault | None:
+        """The catalogue entry of this machine's fault (active or still to come)."""
+        return None if self.spec.fault is None else INJECTABLE_FAULTS[self.spec.fault]
+
+    def fault_active(self, elapsed_s: float | None = None) -> bool:
+        """Whether the fault is present at ``elapsed_s`` seconds after start (default: now)."""
+        after = self.fault_after_s
+        return after is not None and (self.elapsed_s if elapsed_s is None else elapsed_s) >= after
+
+    def _active(self, kind: str) -> bool:
+        return self.spec.fault == kind and self.fault_active()
+
+    def _fault_progress(self) -> float:
+        """0 before the fault, rising to 1 as a physical fault develops."""
+        after = self.fault_after_s
+        if after is None or self.elapsed_s < after:
+            return 0.0
+        ramp_s = FAULT_RAMP_S.get(self.spec.fault or "", DEFAULT_FAULT_RAMP_S)
+        return min(1.0, (self.elapsed_s - after) / ramp_s)
+
+    def distance_from_site_m(self) -> float:
+        d_north = (self.lat - self.spec.site_lat) * METRES_PER_DEG_LAT
+        d_east = (self.lon - self.spec.site_lon) * self._metres_per_deg_lon()
+        return math.hypot(d_north, d_east)
 
     # --- physics ---
 
-    def cooling_effectiveness(self) -> float:
-        fault_at = self.spec.cooling_fault_after_s
-        if fault_at is None or self.elapsed_s < fault_at:
-            return 1.0
-        progress = min(1.0, (self.elapsed_s - fault_at) / COOLING_FAULT_RAMP_S)
-        return 1.0 - progress * (1.0 - FAULTY_COOLING_EFFECTIVENESS)
+    def cooling_effectiveness(self) -> tuple[float, float]:
+        """(oil, coolant) cooling effectiveness: 1.0 healthy, lower as a cooling fault develops."""
+        full = COOLING_FAULT_EFFECTIVENESS.get(self.spec.fault or "")
+        if full is None:
+            return 1.0, 1.0
+        progress = self._fault_progress()
+        return 1.0 - progress * (1.0 - full[0]), 1.0 - progress * (1.0 - full[1])
 
     def advance(self, dt_s: float) -> None:
         self.elapsed_s += dt_s
-        self.mode_left_s -= dt_s
-        if self.mode_left_s <= 0:
-            self._next_mode()
+        if not self._fault_begun and self.fault_active():
+            self._fault_begun = True
+            self._begin_fault()
+        if self.mode != TRANSPORTED:
+            self.mode_left_s -= dt_s
+            if self.mode_left_s <= 0:
+                self._next_mode()
         target_rpm, target_load = {
             "working": (WORK_RPM + self.rng.gauss(0, 60), 0.65 + 0.25 * self.rng.random()),
             "idle": (IDLE_RPM, 0.05),
             "travel": (TRAVEL_RPM, 0.35),
+            TRANSPORTED: (IDLE_RPM, 0.05),
         }[self.mode]
         blend = 1.0 - math.exp(-dt_s / RPM_TIME_CONSTANT_S)
         self.rpm += (target_rpm - self.rpm) * blend
         self.load += (target_load - self.load) * blend
-
-        equilibrium = self.spec.ambient_c + (OIL_RISE_IDLE_C + OIL_RISE_FULL_LOAD_C * self.load) / (
-            self.cooling_effectiveness())
-        self.oil_temp_c += (equilibrium - self.oil_temp_c) * (1.0 - math.exp(-dt_s / OIL_TIME_CONSTANT_S))
+        self._heat(dt_s)
 
         litres_per_h = IDLE_LITRES_PER_H + (FULL_LOAD_LITRES_PER_H - IDLE_LITRES_PER_H) * self.load
         self.fuel_litres -= litres_per_h * dt_s / 3600.0
@@ -104,6 +216,41 @@ class SimulatedMachine:
             self.fuel_litres = TANK_LITRES * 0.95  # the fuel bowser came by
         self.engine_hours += dt_s / 3600.0
         self._move(dt_s)
+
+    def _heat(self, dt_s: float) -> None:
+        oil_effectiveness, coolant_effectiveness = self.cooling_effectiveness()
+        ambient = self.spec.ambient_c
+        regulated = COOLANT_THERMOSTAT_C + COOLANT_LOAD_RISE_C * self.load
+        unregulated = ambient + (COOLANT_RISE_IDLE_C + COOLANT_RISE_FULL_LOAD_C * self.load) / coolant_effectiveness
+        coolant_tau_s = COOLANT_TIME_CONSTANT_S
+        if self.spec.fault == "low_coolant":
+            coolant_tau_s -= self._fault_progress() * (COOLANT_TIME_CONSTANT_S - LOW_COOLANT_TIME_CONSTANT_S)
+        self.coolant_temp_c += (max(regulated, unregulated) - self.coolant_temp_c) * (
+            1.0 - math.exp(-dt_s / coolant_tau_s))
+
+        oil_equilibrium = (ambient + (OIL_RISE_IDLE_C + OIL_RISE_FULL_LOAD_C * self.load) / oil_effectiveness
+                           + OIL_COOLANT_COUPLING * max(0.0, self.coolant_temp_c - OIL_COOLANT_COUPLING_ABOVE_C))
+        self.oil_temp_c += (oil_equilibrium - self.oil_temp_c) * (1.0 - math.exp(-dt_s / OIL_TIME_CONSTANT_S))
+
+    def _begin_fault(self) -> None:
+        """What happens at the instant of the fault (before this step's physics)."""
+        fault = self.spec.fault
+        if fault == "oil_temp_sensor_stuck":
+            self._stuck_oil_c = round(self.oil_temp_c, 2)
+        elif fault == "service_due":
+            next_service_h = (math.floor((self.engine_hours + SERVICE_DUE_LEAD_H) / SERVICE_INTERVAL_H) + 1) * (
+                SERVICE_INTERVAL_H)
+            self.engine_hours = next_service_h - SERVICE_DUE_LEAD_H
+        elif fault == "geofence_exit":
+            # Loaded on a truck: straight away from the site centre, give or take 30°.
+            d_north = (self.lat - self.spec.site_lat) * METRES_PER_DEG_LAT
+            d_east = (self.lon - self.spec.site_lon) * self._metres_per_deg_lon()
+            away = math.atan2(d_east, d_north) if math.hypot(d_north, d_east) > 1.0 else (
+                self.fault_rng.uniform(0, 2 * math.pi))
+            self._truck_heading_rad = away + self.fault_rng.uniform(-math.pi / 6, math.pi / 6)
+            self._truck_left_m = TRUCK_TRIP_M
+            self.mode = TRANSPORTED
+            self.destination = None
 
     def _next_mode(self) -> None:
         if self.mode == "travel":
@@ -114,7 +261,7 @@ class SimulatedMachine:
             self.mode = "working"
         if self.mode == "travel":
             bearing = self.rng.uniform(0, 2 * math.pi)
-            distance_m = self.rng.uniform(300.0, 1500.0)
+            distance_m = self.rng.uniform(TRAVEL_MIN_DISTANCE_M, TRAVEL_MAX_DISTANCE_M)
             self.destination = (
                 self.spec.site_lat + distance_m * math.cos(bearing) / METRES_PER_DEG_LAT,
                 self.spec.site_lon + distance_m * math.sin(bearing) / self._metres_per_deg_lon(),
@@ -123,6 +270,13 @@ class SimulatedMachine:
         self.mode_left_s = self.rng.uniform(low, high)
 
     def _move(self, dt_s: float) -> None:
+        if self.mode == TRANSPORTED:
+            step_m = min(self._truck_left_m, TRUCK_SPEED_KMH / 3.6 * dt_s)
+            self._truck_left_m -= step_m
+            self.lat += step_m * math.cos(self._truck_heading_rad) / METRES_PER_DEG_LAT
+            self.lon += step_m * math.sin(self._truck_heading_rad) / self._metres_per_deg_lon()
+            self.speed_kmh = TRUCK_SPEED_KMH if self._truck_left_m > 0 else 0.0
+            return
         if self.mode != "travel" or self.destination is None:
             self.speed_kmh = 0.0
             return
@@ -144,27 +298,57 @@ class SimulatedMachine:
 
     def _near_site(self) -> tuple[float, float]:
         return (self.spec.site_lat + self.rng.gauss(0, 50) / METRES_PER_DEG_LAT,
-                self.spec.site_lon + self.rng.gauss(0, 50) / METRES_PER_DEG_LAT)
+                self.spec.site_lon + self.rng.gauss(0, 50) / self._metres_per_deg_lon())
+
+    def _hydraulic_pressure_bar(self) -> float:
+        if self.mode == "working":
+            healthy = WORK_PRESSURE_BASE_BAR + WORK_PRESSURE_PER_LOAD_BAR * self.load
+        else:
+            healthy = TRAVEL_PRESSURE_BAR if self.mode == "travel" else IDLE_PRESSURE_BAR
+        effect = HYDRAULIC_FAULT_EFFECT.get(self.spec.fault or "")
+        if effect is None or not self.fault_active():
+            return healthy
+        working_share, other_share, extra_noise_bar = effect
+        progress = self._fault_progress()
+        if self.mode == "working":
+            share = 1.0 - progress * (1.0 - working_share)
+            noise_bar = extra_noise_bar * progress
+        else:
+            share = 1.0 - progress * (1.0 - other_share)
+            noise_bar = extra_noise_bar * progress * 0.2
+        return healthy * share + (self.fault_rng.gauss(0, noise_bar) if noise_bar else 0.0)
 
     # --- what the controller reports ---
 
     def reading(self, ts: datetime) -> Reading:
-        noise = self.rng.gauss
+        # Draw every channel's noise whatever the fault, so that the streams stay aligned.
+        noise = self.noise_rng.gauss
         oil = self.oil_temp_c + noise(0, 0.3)
-        codes = ()
+        rpm = self.rpm + noise(0, 15)
+        pressure = self._hydraulic_pressure_bar() + noise(0, 4)
+        coolant = self.coolant_temp_c + noise(0, 0.3)
+        if self._active("low_coolant"):
+            coolant += self.fault_rng.gauss(0, LOW_COOLANT_NOISE_C * self._fault_progress())
+        if self._stuck_oil_c is not None:
+            oil = self._stuck_oil_c
+        codes: list[FaultCode] = []
         if oil > DTC_OIL_TEMP_C:
-            codes = (FaultCode(SPN_ENGINE_OIL_TEMP, FMI_ABOVE_NORMAL_MOST_SEVERE, 1),)
-        pressure = {"working": 180.0 + 100.0 * self.load, "idle": 25.0, "travel": 50.0}[self.mode]
+            codes.append(FaultCode(SPN_ENGINE_OIL_TEMP, FMI_ABOVE_NORMAL_MOST_SEVERE, 1))
+        if self._active("dtc_oil_pressure"):
+            recurrences = int((self.elapsed_s - (self.fault_after_s or 0.0)) // DTC_OIL_PRESSURE_RECUR_S)
+            codes.append(FaultCode(SPN_ENGINE_OIL_PRESSURE, FMI_BELOW_NORMAL_MOST_SEVERE,
+                                   min(J1939_MAX_OC, 1 + recurrences)))
+        gps = not self._active("gps_loss")
         return Reading(
             ts=ts,
             oil_temp_c=round(oil, 2),
-            engine_rpm=round(max(0.0, self.rpm + noise(0, 15)), 1),
-            hydraulic_pressure_bar=round(max(0.0, pressure + noise(0, 4)), 1),
-            coolant_temp_c=round(78.0 + 10.0 * self.load + (oil - 85.0) * 0.3 + noise(0, 0.3), 2),
+            engine_rpm=round(max(0.0, rpm), 1),
+            hydraulic_pressure_bar=round(max(0.0, pressure), 1),
+            coolant_temp_c=round(coolant, 2),
             fuel_level_pct=round(100.0 * self.fuel_litres / TANK_LITRES, 2),
             engine_hours=round(self.engine_hours, 4),
-            lat=round(self.lat, 6),
-            lon=round(self.lon, 6),
-            speed_kmh=round(self.speed_kmh, 1),
-            fault_codes=codes,
+            lat=round(self.lat, 6) if gps else None,
+            lon=round(self.lon, 6) if gps else None,
+            speed_kmh=round(self.speed_kmh, 1) if gps else None,
+            fault_codes=tuple(codes),
         )

@@ -1,17 +1,47 @@
-"""Rules: pure, stateful per equipment, fed one reading at a time in time order.
-
-A rule's state is a small dict so that it can be persisted as JSON and survive restarts.
+"""Rule kinds. A rule is a frozen definition (data, see diagnostics.rulebook) plus ``evaluate``,
+which reads one sample of one machine and that machine's state for the rule, and returns the
+faults that start or end. Samples arrive in time order per machine. State is a plain JSON-able
+dict so that it persists across restarts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
-from diagnostics.catalogue import OilTemperatureLimits
+from diagnostics.catalogue import DTC_TABLE
 
-OIL_OVERHEAT = "OIL_OVERHEAT"
+SEVERITIES = ("warning", "minor", "major", "critical")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    ts: datetime
+    values: dict[str, float | None]
+    fault_codes: tuple[tuple[int, int, int], ...] = ()  # (spn, fmi, occurrence count)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    lat: float
+    lon: float
+    radius_m: float
+    timezone: str = "UTC"
+    # Permitted operating hours, local time [start, end); None means any time.
+    permitted_hours: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EquipmentContext:
+    equipment_id: str
+    model: str
+    site: Site | None = None
+    last_service_hours: float | None = None
+    # Trained models by kind (see diagnostics.models), for the rules that use one.
+    models: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,44 +53,477 @@ class FaultChange:
     severity: str
     at: datetime
     evidence: dict[str, Any]
+    rule: str = ""
+    rule_version: int = 0
+    # Ranked probable causes and remedy (diagnostics.causes), attached to raised faults.
+    diagnosis: dict[str, Any] | None = None
 
 
-class OilOverheatRule:
-    """Oil temperature above the model's limit for a sustained time; clears with hysteresis."""
+@dataclass(frozen=True, slots=True)
+class When:
+    """A condition on one channel, e.g. ``When("engine_rpm", ">", 1600)`` for "while working"."""
 
-    name = "oil_overheat"
-    version = 1
+    signal: str
+    op: str
+    value: float
 
-    def __init__(self, limits: OilTemperatureLimits) -> None:
-        self.limits = limits
+    def holds(self, sample: Sample) -> bool:
+        value = sample.values.get(self.signal)
+        if value is None:
+            return False
+        return value > self.value if self.op == ">" else value < self.value
 
-    def evaluate(self, state: dict[str, Any], ts: datetime, oil_temp_c: float | None) -> FaultChange | None:
-        if oil_temp_c is None:
-            return None
-        limits = self.limits
+
+def _seconds(later: datetime, earlier_iso: str) -> float:
+    return (later - datetime.fromisoformat(earlier_iso)).total_seconds()
+
+
+def _raise(rule: Rule, severity: str, at: datetime, evidence: dict[str, Any], code: str | None = None) -> FaultChange:
+    return FaultChange("raised", code or rule.fault_code, severity, at, evidence, rule.key, rule.version)
+
+
+def _clear(rule: Rule, at: datetime, evidence: dict[str, Any], code: str | None = None) -> FaultChange:
+    return FaultChange("cleared", code or rule.fault_code, "", at, evidence, rule.key, rule.version)
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    fault_code: str
+    version: int = 1
+    per_sample: ClassVar[bool] = True
+
+    def evaluate(self, state: dict[str, Any], sample: Sample, ctx: EquipmentContext) -> list[FaultChange]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Threshold(Rule):
+    """Above ``raise_at`` (or below, with ``direction="below"``) for ``sustain_s`` raises; back past
+    ``clear_at`` for ``clear_sustain_s`` clears (hysteresis). ``severity_levels`` escalate the
+    severity by how far the value went: ((level, severity), …) checked in order."""
+
+    signal: str = ""
+    raise_at: float = 0.0
+    clear_at: float = 0.0
+    direction: str = "above"
+    sustain_s: float = 60.0
+    clear_sustain_s: float = 60.0
+    severity: str = "major"
+    severity_levels: tuple[tuple[float, str], ...] = ()
+    when: When | None = None
+
+    def _beyond(self, value: float, level: float) -> bool:
+        return value > level if self.direction == "above" else value < level
+
+    def evaluate(self, state, sample, ctx):
+        value = sample.values.get(self.signal)
+        if value is None:
+            return []
+        if self.when is not None and not self.when.holds(sample):
+            state.pop("since", None)  # the sustain time counts only while the condition holds
+            state.pop("back_since", None)
+            return []
+        ts = sample.ts
         if not state.get("active"):
-            if oil_temp_c <= limits.raise_above_c:
-                state.pop("above_since", None)
-                state.pop("peak_c", None)
-                return None
-            above_since = state.setdefault("above_since", ts.isoformat())
-            state["peak_c"] = max(state.get("peak_c", oil_temp_c), oil_temp_c)
-            since = datetime.fromisoformat(above_since)
-            if (ts - since).total_seconds() < limits.sustain_s:
-                return None
+            if not self._beyond(value, self.raise_at):
+                state.clear()
+                return []
+            since = state.setdefault("since", ts.isoformat())
+            worst = state.get("worst", value)
+            state["worst"] = max(worst, value) if self.direction == "above" else min(worst, value)
+            if _seconds(ts, since) < self.sustain_s:
+                return []
+            severity = self.severity
+            for level, level_severity in self.severity_levels:
+                if self._beyond(state["worst"], level):
+                    severity = level_severity
             state.clear()
-            state.update(active=True, raised_at=ts.isoformat())
-            return FaultChange("raised", OIL_OVERHEAT, "major", since, {
-                "signal": "oil_temp_c", "value": oil_temp_c, "limit": limits.raise_above_c,
-                "above_since": above_since, "sustain_s": limits.sustain_s,
-            })
-        if oil_temp_c >= limits.clear_below_c:
-            state.pop("below_since", None)
-            return None
-        below_since = state.setdefault("below_since", ts.isoformat())
-        if (ts - datetime.fromisoformat(below_since)).total_seconds() < limits.clear_sustain_s:
-            return None
+            state["active"] = True
+            return [_raise(self, severity, datetime.fromisoformat(since), {
+                "signal": self.signal, "value": value, "worst": worst if worst != value else value,
+                "limit": self.raise_at, "direction": self.direction, "sustain_s": self.sustain_s,
+            })]
+        if self._beyond(value, self.clear_at) or value == self.clear_at:
+            state.pop("back_since", None)
+            return []
+        back_since = state.setdefault("back_since", ts.isoformat())
+        if _seconds(ts, back_since) < self.clear_sustain_s:
+            return []
         state.clear()
-        return FaultChange("cleared", OIL_OVERHEAT, "major", datetime.fromisoformat(below_since), {
-            "signal": "oil_temp_c", "value": oil_temp_c, "clear_below": limits.clear_below_c,
-        })
+        return [_clear(self, datetime.fromisoformat(back_since), {"signal": self.signal, "value": value,
+                                                                  "clear_at": self.clear_at})]
+
+
+@dataclass(frozen=True)
+class Repeated(Rule):
+    """The signal crosses ``raise_at`` ``count`` times within ``window_s`` (each crossing a new
+    excursion); clears after ``window_s`` without a crossing."""
+
+    signal: str = ""
+    raise_at: float = 0.0
+    count: int = 3
+    window_s: float = 600.0
+    severity: str = "minor"
+
+    def evaluate(self, state, sample, ctx):
+        value = sample.values.get(self.signal)
+        if value is None:
+            return []
+        now = sample.ts.timestamp()
+        crossings = [t for t in state.get("crossings", []) if now - t <= self.window_s]
+        above = value > self.raise_at
+        if above and not state.get("above"):
+            crossings.append(now)
+        state["above"] = above
+        state["crossings"] = crossings
+        if not state.get("active") and len(crossings) >= self.count:
+            state["active"] = True
+            first = datetime.fromtimestamp(crossings[0], UTC)
+            return [_raise(self, self.severity, first, {
+                "signal": self.signal, "limit": self.raise_at, "crossings": len(crossings), "window_s": self.window_s,
+            })]
+        if state.get("active") and not crossings:
+            state["active"] = False
+            return [_clear(self, sample.ts, {"signal": self.signal, "quiet_for_s": self.window_s})]
+        return []
+
+
+@dataclass(frozen=True)
+class RateOfChange(Rule):
+    """The signal rises faster than ``max_per_min`` (least-squares slope over ``window_s``) while
+    ``steady_signal`` has stayed within ``steady_band`` for at least ``steady_s``."""
+
+    signal: str = ""
+    max_per_min: float = 3.0
+    window_s: float = 120.0
+    steady_signal: str = "engine_rpm"
+    steady_band: float = 150.0
+    steady_s: float = 300.0
+    severity: str = "major"
+
+    def evaluate(self, state, sample, ctx):
+        value = sample.values.get(self.signal)
+        steady_value = sample.values.get(self.steady_signal)
+        if value is None or steady_value is None:
+            return []
+        now = sample.ts.timestamp()
+        anchor = state.get("steady_ref")
+        if anchor is None or abs(steady_value - anchor) > self.steady_band:
+            state["steady_ref"], state["steady_since"] = steady_value, now
+        points = [p for p in state.get("points", []) if now - p[0] <= self.window_s] + [[now, value]]
+        state["points"] = points
+        steady = now - state["steady_since"] >= self.steady_s
+        slope = _slope_per_min(points) if steady and now - points[0][0] >= self.window_s * 0.9 else None
+        rising = slope is not None and slope > self.max_per_min
+        if rising and not state.get("active"):
+            state["active"] = True
+            return [_raise(self, self.severity, sample.ts, {
+                "signal": self.signal, "rate_per_min": round(slope, 2), "limit_per_min": self.max_per_min,
+                "window_s": self.window_s, "steady": self.steady_signal,
+            })]
+        if state.get("active") and slope is not None and slope < self.max_per_min / 2:
+            state["active"] = False
+            return [_clear(self, sample.ts, {"signal": self.signal, "rate_per_min": round(slope, 2)})]
+        return []
+
+
+def _slope_per_min(points: list[list[float]]) -> float:
+    n = len(points)
+    if n < 3:
+        return 0.0
+    mean_t = sum(p[0] for p in points) / n
+    mean_v = sum(p[1] for p in points) / n
+    var_t = sum((p[0] - mean_t) ** 2 for p in points)
+    if var_t == 0:
+        return 0.0
+    return sum((p[0] - mean_t) * (p[1] - mean_v) for p in points) / var_t * 60.0
+
+
+@dataclass(frozen=True)
+class Stuck(Rule):
+    """The signal has not moved by more than ``tolerance`` for ``window_s`` while ``when`` holds
+    (a live sensor always shows some noise): a frozen sensor, not a machine fault."""
+
+    signal: str = ""
+    tolerance: float = 0.001
+    window_s: float = 60.0
+    severity: str = "minor"
+    when: When | None = None
+
+    def evaluate(self, state, sample, ctx):
+        value = sample.values.get(self.signal)
+        if value is None:
+            return []
+        ts = sample.ts
+        ref = state.get("ref")
+        if ref is None or abs(value - ref) > self.tolerance:
+            changes = []
+            if state.get("active"):
+                changes.append(_clear(self, ts, {"signal": self.signal, "value": value, "was": ref}))
+            state.clear()
+            state.update(ref=value, since=ts.isoformat())
+            return changes
+        if self.when is not None and not self.when.holds(sample):
+            return []
+        if not state.get("active") and _seconds(ts, state["since"]) >= self.window_s:
+            state["active"] = True
+            return [_raise(self, self.severity, datetime.fromisoformat(state["since"]), {
+                "signal": self.signal, "value": value, "unchanged_for_s": _seconds(ts, state["since"]),
+                "tolerance": self.tolerance,
+            }, code=self.fault_code)]
+        return []
+
+
+@dataclass(frozen=True)
+class Plausible(Rule):
+    """A value outside what the sensor can read on this model (``low``..``high``): the sensor or its
+    wiring is broken (open circuit reads cold, short circuit hot)."""
+
+    signal: str = ""
+    low: float = 0.0
+    high: float = 0.0
+    sustain_s: float = 10.0
+    severity: str = "minor"
+
+    def evaluate(self, state, sample, ctx):
+        value = sample.values.get(self.signal)
+        if value is None:
+            return []
+        outside = not self.low <= value <= self.high
+        if outside and not state.get("active"):
+            since = state.setdefault("since", sample.ts.isoformat())
+            if _seconds(sample.ts, since) >= self.sustain_s:
+                state["active"] = True
+                return [_raise(self, self.severity, datetime.fromisoformat(since), {
+                    "signal": self.signal, "value": value, "plausible": [self.low, self.high]})]
+        elif not outside:
+            state.pop("since", None)
+            if state.pop("active", False):
+                return [_clear(self, sample.ts, {"signal": self.signal, "value": value})]
+        return []
+
+
+@dataclass(frozen=True)
+class Missing(Rule):
+    """Readings keep arriving without ``signals`` for ``sustain_s`` (e.g. no GPS fix)."""
+
+    signals: tuple[str, ...] = ()
+    sustain_s: float = 30.0
+    severity: str = "minor"
+
+    def evaluate(self, state, sample, ctx):
+        missing = all(sample.values.get(s) is None for s in self.signals)
+        if missing and not state.get("active"):
+            since = state.setdefault("since", sample.ts.isoformat())
+            if _seconds(sample.ts, since) >= self.sustain_s:
+                state["active"] = True
+                return [_raise(self, self.severity, datetime.fromisoformat(since),
+                               {"signals": list(self.signals), "missing_for_s": _seconds(sample.ts, since)})]
+        elif not missing:
+            state.pop("since", None)
+            if state.pop("active", False):
+                return [_clear(self, sample.ts, {"signals": list(self.signals)})]
+        return []
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine), metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6_371_000.0 * math.asin(math.sqrt(a))
+
+
+@dataclass(frozen=True)
+class Geofence(Rule):
+    """Position outside the site's radius for ``sustain_s`` (one GPS outlier is not an exit);
+    clears back inside ``radius - margin_m``."""
+
+    sustain_s: float = 10.0
+    margin_m: float = 50.0
+    severity: str = "critical"
+
+    def evaluate(self, state, sample, ctx):
+        site = ctx.site
+        lat, lon = sample.values.get("lat"), sample.values.get("lon")
+        if site is None or lat is None or lon is None:
+            return []
+        away = distance_m(site.lat, site.lon, lat, lon)
+        if not state.get("active"):
+            if away <= site.radius_m:
+                state.pop("since", None)
+                return []
+            since = state.setdefault("since", sample.ts.isoformat())
+            if _seconds(sample.ts, since) < self.sustain_s:
+                return []
+            state.clear()
+            state["active"] = True
+            return [_raise(self, self.severity, datetime.fromisoformat(since), {
+                "distance_m": round(away), "radius_m": site.radius_m, "lat": lat, "lon": lon})]
+        if away < site.radius_m - self.margin_m:
+            state.clear()
+            return [_clear(self, sample.ts, {"distance_m": round(away)})]
+        return []
+
+
+@dataclass(frozen=True)
+class Curfew(Rule):
+    """Engine running (above ``running_rpm``) outside the site's permitted local hours."""
+
+    running_rpm: float = 300.0
+    sustain_s: float = 60.0
+    severity: str = "major"
+
+    def evaluate(self, state, sample, ctx):
+        site = ctx.site
+        rpm = sample.values.get("engine_rpm")
+        if site is None or site.permitted_hours is None or rpm is None:
+            return []
+        start, end = site.permitted_hours
+        hour = sample.ts.astimezone(ZoneInfo(site.timezone)).hour
+        permitted = start <= hour < end if start <= end else (hour >= start or hour < end)
+        violating = rpm > self.running_rpm and not permitted
+        if violating and not state.get("active"):
+            since = state.setdefault("since", sample.ts.isoformat())
+            if _seconds(sample.ts, since) >= self.sustain_s:
+                state["active"] = True
+                return [_raise(self, self.severity, datetime.fromisoformat(since), {
+                    "local_hour": hour, "permitted_hours": [start, end], "engine_rpm": rpm})]
+        elif not violating:
+            state.pop("since", None)
+            if state.pop("active", False):
+                return [_clear(self, sample.ts, {"local_hour": hour, "engine_rpm": rpm})]
+        return []
+
+
+@dataclass(frozen=True)
+class Dtc(Rule):
+    """J1939 DM1 codes: each active (SPN, FMI) is a fault, mapped through ``DTC_TABLE`` or, when
+    unknown, reported as ``J1939_<spn>_<fmi>``. A code absent for ``clear_after_s`` has cleared."""
+
+    clear_after_s: float = 30.0
+
+    def evaluate(self, state, sample, ctx):
+        changes = []
+        active: dict[str, dict[str, Any]] = state.setdefault("active", {})
+        now = sample.ts
+        present = set()
+        for spn, fmi, oc in sample.fault_codes:
+            key = f"{spn}:{fmi}"
+            present.add(key)
+            if key in active:
+                active[key]["last_seen"] = now.isoformat()
+                continue
+            mapping = DTC_TABLE.get((spn, fmi))
+            code = mapping.fault_code if mapping else f"J1939_{spn}_{fmi}"
+            active[key] = {"code": code, "last_seen": now.isoformat()}
+            changes.append(_raise(self, mapping.severity if mapping else "major", now, {
+                "spn": spn, "fmi": fmi, "occurrences": oc,
+                "description": mapping.description if mapping else "unmapped J1939 code",
+            }, code=code))
+        for key in [k for k in active if k not in present]:
+            if _seconds(now, active[key]["last_seen"]) >= self.clear_after_s:
+                entry = active.pop(key)
+                changes.append(_clear(self, now, {"code": key}, code=entry["code"]))
+        return changes
+
+
+@dataclass(frozen=True)
+class ServiceDue(Rule):
+    """Engine hours within ``warn_before_h`` of the next service (every ``interval_h``; every
+    ``major_every_h`` it is a major service). Without a recorded service, the last one is taken
+    to be the last interval boundary below the first hours seen. Clears when a service is recorded."""
+
+    interval_h: float = 250.0
+    major_every_h: tuple[float, ...] = (500.0, 1000.0)
+    warn_before_h: float = 10.0
+    severity: str = "warning"
+
+    def evaluate(self, state, sample, ctx):
+        hours = sample.values.get("engine_hours")
+        if hours is None:
+            return []
+        recorded = ctx.last_service_hours
+        if recorded is not None and recorded > state.get("serviced_at", -1.0):
+            state["serviced_at"] = recorded
+        if "serviced_at" not in state:
+            state["serviced_at"] = math.floor(hours / self.interval_h) * self.interval_h
+        # A service done shortly before a boundary (within the warning) counts for that boundary.
+        due_at = (math.floor((state["serviced_at"] + self.warn_before_h) / self.interval_h) + 1) * self.interval_h
+        if hours >= due_at - self.warn_before_h and not state.get("active"):
+            state["active"] = due_at
+            kind = max([h for h in self.major_every_h if due_at % h == 0], default=self.interval_h)
+            return [_raise(self, self.severity, sample.ts, {
+                "engine_hours": round(hours, 2), "due_at_hours": due_at, "service": f"{int(kind)} h service"})]
+        if state.get("active") and hours < due_at - self.warn_before_h:
+            state.pop("active")
+            return [_clear(self, sample.ts, {"serviced_at_hours": state["serviced_at"]})]
+        return []
+
+
+@dataclass(frozen=True)
+class Offline(Rule):
+    """No telemetry for ``after_s``: raised by the engine's clock (``tick``), cleared by the next
+    sample to arrive."""
+
+    after_s: float = 120.0
+    severity: str = "minor"
+
+    def evaluate(self, state, sample, ctx):
+        if state.pop("active", False):
+            return [_clear(self, sample.ts, {"back_at": sample.ts.isoformat()})]
+        return []
+
+    def tick(self, state: dict[str, Any], last_arrival: datetime, now: datetime) -> list[FaultChange]:
+        if state.get("active") or (now - last_arrival).total_seconds() < self.after_s:
+            return []
+        state["active"] = True
+        return [_raise(self, self.severity, last_arrival + timedelta(seconds=self.after_s), {
+            "last_arrival": last_arrival.isoformat(), "silent_for_s": round((now - last_arrival).total_seconds())})]
+
+
+@dataclass(frozen=True)
+class OilTempResidual(Rule):
+    """Oil hotter than the trained model expects for the recent load by ``raise_sigmas`` robust
+    spreads for ``sustain_s``: cooling is degrading. Clears below ``clear_sigmas``. Without a
+    trained model for the machine the rule only keeps its load averages warm."""
+
+    raise_sigmas: float = 5.0
+    clear_sigmas: float = 2.0
+    min_excess_c: float = 4.0
+    sustain_s: float = 20.0
+    clear_sustain_s: float = 60.0
+    severity: str = "minor"
+
+    def evaluate(self, state, sample, ctx):
+        from diagnostics.models import OIL_MODEL_KIND, update_features
+
+        features = update_features(state.setdefault("load", {}), sample.ts, sample.values)
+        model = ctx.models.get(OIL_MODEL_KIND)
+        oil = sample.values.get("oil_temp_c")
+        if model is None or features is None or oil is None:
+            return []
+        expected, sigmas = model.residual_sigmas(features, oil)
+        above = sigmas > self.raise_sigmas and oil - expected > self.min_excess_c
+        if not state.get("active"):
+            if not above:
+                state.pop("since", None)
+                return []
+            since = state.setdefault("since", sample.ts.isoformat())
+            if _seconds(sample.ts, since) < self.sustain_s:
+                return []
+            state.pop("since", None)
+            state["active"] = True
+            return [_raise(self, self.severity, datetime.fromisoformat(since), {
+                "signal": "oil_temp_c", "value": oil, "expected": round(expected, 2), "sigmas": round(sigmas, 1),
+                "model": f"{model.kind} v{model.version} ({model.samples} samples)"})]
+        if sigmas < self.clear_sigmas:
+            back = state.setdefault("back_since", sample.ts.isoformat())
+            if _seconds(sample.ts, back) >= self.clear_sustain_s:
+                state.pop("active")
+                state.pop("back_since")
+                return [_clear(self, sample.ts, {"value": oil, "expected": round(expected, 2)})]
+        else:
+            state.pop("back_since", None)
+        return []

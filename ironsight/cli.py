@@ -9,6 +9,10 @@ import sys
 import threading
 
 from core.settings import Settings
+from device_sim.faults import COOLING_FAULTS, INJECTABLE_FAULTS
+
+# The demo fleet shows every kind of fault, the cooling faults first.
+DEMO_FAULTS = COOLING_FAULTS + tuple(k for k in INJECTABLE_FAULTS if k not in COOLING_FAULTS)
 
 log = logging.getLogger("ironsight")
 
@@ -41,7 +45,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.api_port:
         settings.api_port = args.api_port
     supervisor = Supervisor(settings, controllers=args.controllers, fault_share=args.fault_share,
-                            interval_s=args.interval, status_every_s=args.status_every)
+                            faults=_fault_kinds(args.faults), interval_s=args.interval,
+                            status_every_s=args.status_every)
     return supervisor.run(_stop_on_signals())
 
 
@@ -93,7 +98,8 @@ def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
     from device_sim.fleet import FleetRunner, build_fleet
     from ironsight.schema import register_fleet
 
-    specs = build_fleet(args.controllers, fault_share=args.fault_share, seed=args.seed)
+    specs = build_fleet(args.controllers, fault_share=args.fault_share, seed=args.seed,
+                        faults=_fault_kinds(args.faults))
     if settings.database_url:
         # The register is the source of truth for which equipment may report; the simulated
         # fleet registers itself the way a commissioning engineer would.
@@ -106,6 +112,14 @@ def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _fault_kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in INJECTABLE_FAULTS]
+    if unknown or not kinds:
+        raise SystemExit(f"unknown faults {unknown}; choose from {', '.join(INJECTABLE_FAULTS)}")
+    return kinds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ironsight", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="start the database, broker, workers, API and a simulated fleet")
     run.add_argument("--controllers", type=int, default=200, help="simulated controllers (default 200)")
     run.add_argument("--fault-share", type=float, default=0.05,
-                     help="share of controllers that develop a cooling fault (default 0.05)")
+                     help="share of controllers that develop a fault (default 0.05)")
+    run.add_argument("--faults", default=",".join(DEMO_FAULTS),
+                     help=f"faults to inject, comma-separated, from: {', '.join(INJECTABLE_FAULTS)}")
     run.add_argument("--api-port", type=int, default=None, help="API port (default 8000)")
     run.add_argument("--interval", type=float, default=1.0, help="seconds between readings (default 1)")
     run.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines")
@@ -135,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run a simulated fleet")
     sim.add_argument("--controllers", type=int, default=200)
     sim.add_argument("--fault-share", type=float, default=0.05)
+    sim.add_argument("--faults", default=",".join(DEMO_FAULTS))
     sim.add_argument("--interval", type=float, default=1.0)
     sim.add_argument("--readings-per-message", type=int, default=1)
     sim.add_argument("--backfill", type=float, default=0.0, help="seconds of history to upload first")

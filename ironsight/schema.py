@@ -10,8 +10,9 @@ import diagnostics
 import ingest
 import tickets
 from core.db import connect
-from core.fleet import EquipmentRecord, register_equipment
+from core.fleet import EquipmentRecord, SiteRecord, register_equipment, register_sites
 from core.migrations import apply_migrations
+from device_sim.fleet import SITES
 from device_sim.machine import MachineSpec
 from ingest.partitions import ensure_partitions
 
@@ -26,6 +27,8 @@ def migrate(database_url: str) -> list[str]:
 
 
 def register_fleet(conn: psycopg.Connection, specs: list[MachineSpec]) -> None:
+    """Register the simulated job sites (geofences; no curfew) and machines."""
+    register_sites(conn, [SiteRecord(s.name, s.lat, s.lon, s.radius_m, s.timezone) for s in SITES])
     register_equipment(conn, [
         EquipmentRecord(s.equipment_id, s.serial, s.model, s.kind, s.customer, s.site) for s in specs
     ])

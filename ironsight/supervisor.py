@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from alarms.queries import count_active
+from alarms.queries import alarms_after, count_active
 from core.db import connect
 from core.settings import Settings
 from ingest.queries import count_online, readings_stored_total
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
 RESTART_BACKOFF_MAX_S = 30.0
+# New alarms printed per status line at most; the API lists them all.
+ANNOUNCE_MAX_ALARMS = 10
 
 
 @dataclass
@@ -47,11 +49,12 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, *, controllers: int, fault_share: float, interval_s: float,
-                 status_every_s: float = 5.0) -> None:
+    def __init__(self, settings: Settings, *, controllers: int, fault_share: float, faults: tuple[str, ...],
+                 interval_s: float, status_every_s: float = 5.0) -> None:
         self.settings = settings
         self.controllers = controllers
         self.fault_share = fault_share
+        self.faults = faults
         self.interval_s = interval_s
         self.status_every_s = status_every_s
         self.workers: list[Worker] = []
@@ -77,7 +80,8 @@ class Supervisor:
                 Worker("diagnostics", [*python, "diagnostics"], logs / "diagnostics.log"),
                 Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
                 Worker("sim", [*python, "sim", "--controllers", str(self.controllers),
-                               "--fault-share", str(self.fault_share), "--interval", str(self.interval_s)],
+                               "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
+                               "--interval", str(self.interval_s)],
                        logs / "sim.log"),
             ]
             for worker in self.workers:
@@ -113,6 +117,7 @@ class Supervisor:
 
     def _watch(self, stop: threading.Event, database_url: str, env: dict[str, str]) -> None:
         previous: tuple[float, int] | None = None
+        last_alarm_id = 0
         conn: psycopg.Connection | None = None
         next_status = time.monotonic() + self.status_every_s
         while not stop.wait(0.5):
@@ -130,11 +135,21 @@ class Supervisor:
                 online = count_online(conn, offline_after_s=self.settings.offline_after_s)
                 self._say(f"{datetime.now():%H:%M:%S}  readings/s {rate:8.1f}  online {online:5d}  "
                           f"active alarms {count_active(conn):4d}  open tickets {count_open(conn):4d}")
+                last_alarm_id = self._announce_alarms(conn, last_alarm_id)
             except psycopg.Error as exc:
                 self._say(f"{datetime.now():%H:%M:%S}  status unavailable: {exc}")
                 conn = None
         if conn is not None:
             conn.close()
+
+    def _announce_alarms(self, conn: psycopg.Connection, after_id: int) -> int:
+        """One line per new alarm: what, where, and the most probable cause."""
+        for alarm in alarms_after(conn, after_id, limit=ANNOUNCE_MAX_ALARMS):
+            causes = (alarm["diagnosis"] or {}).get("causes") or []
+            top = f" — most probable: {causes[0]['title']} ({causes[0]['probability']:.0%})" if causes else ""
+            self._say(f"          alarm {alarm['severity']:>8}  {alarm['fault_code']} on {alarm['equipment_id']}{top}")
+            after_id = alarm["id"]
+        return after_id
 
     def _restart_dead(self, env: dict[str, str]) -> None:
         for worker in self.workers:

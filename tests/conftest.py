@@ -23,8 +23,8 @@ from ironsight.schema import migrate
 RUN_ID = uuid.uuid4().hex[:10]
 
 # Tables in dependency order; truncated between tests that want an empty database.
-_TABLES = ("ticket_events", "tickets", "alarms", "fault_events", "faults", "rule_state", "accepted_batches",
-           "dead_letters", "equipment_state", "ingest_stats", "readings", "consumer_cursors", "equipment")
+_TABLES = ("ticket_events", "tickets", "alarms", "fault_events", "faults", "diagnostic_state", "accepted_batches",
+           "dead_letters", "equipment_state", "ingest_stats", "readings", "consumer_cursors", "equipment", "sites")
 
 
 @pytest.fixture(scope="session")

@@ -33,28 +33,42 @@ class NewTicket:
     source_alarm_id: int | None = None
     idempotency_key: str | None = None
     created_by: str = "api"
+    diagnosis: dict[str, Any] | None = None
+    remote_resolvable: bool | None = None
 
 
 _COLUMNS = ("id, equipment_id, title, description, priority, state, fault_code, source_alarm_id, "
-            "created_by, created_at, updated_at")
+            "created_by, created_at, updated_at, diagnosis, remote_resolvable")
 
 
 def create_ticket(conn: psycopg.Connection, new: NewTicket) -> tuple[dict[str, Any], bool]:
-    """Return (ticket, created). A repeat with the same alarm or idempotency key returns the first."""
+    """Return (ticket, created). A repeat with the same alarm or idempotency key returns the first
+    ticket; an alarm for a machine that already has an open ticket is linked to that ticket."""
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         existing = _find_repeat(cur, new)
         if existing is not None:
             return existing, False
         if cur.execute("SELECT 1 FROM equipment WHERE id = %s", (new.equipment_id,)).fetchone() is None:
             raise UnknownEquipment(new.equipment_id)
+        if new.source_alarm_id is not None:
+            # Serialise alarm tickets per machine so that two alarms at once make one work order.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('ticket:' || %s))", (new.equipment_id,))
+            open_ticket = cur.execute(
+                f"SELECT {_COLUMNS} FROM tickets WHERE equipment_id = %s AND state = ANY(%s) ORDER BY id LIMIT 1",
+                (new.equipment_id, list(OPEN_STATES)),
+            ).fetchone()
+            if open_ticket is not None:
+                _link_alarm(cur, open_ticket["id"], new.source_alarm_id, new.created_by, new.fault_code)
+                return open_ticket, False
         row = cur.execute(
             f"""INSERT INTO tickets (equipment_id, title, description, priority, fault_code, source_alarm_id,
-                                    idempotency_key, created_by)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                                    idempotency_key, created_by, diagnosis, remote_resolvable)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT DO NOTHING
                 RETURNING {_COLUMNS}""",
             (new.equipment_id, new.title, new.description, new.priority, new.fault_code, new.source_alarm_id,
-             new.idempotency_key, new.created_by),
+             new.idempotency_key, new.created_by, Jsonb(new.diagnosis) if new.diagnosis is not None else None,
+             new.remote_resolvable),
         ).fetchone()
         if row is None:
             # A concurrent request with the same key won the race; its ticket is the answer.
@@ -66,22 +80,37 @@ def create_ticket(conn: psycopg.Connection, new: NewTicket) -> tuple[dict[str, A
             "INSERT INTO ticket_events (ticket_id, actor, event, detail) VALUES (%s, %s, 'created', %s)",
             (row["id"], new.created_by, Jsonb({"source_alarm_id": new.source_alarm_id})),
         )
+        if new.source_alarm_id is not None:
+            cur.execute("INSERT INTO ticket_alarms (alarm_id, ticket_id) VALUES (%s, %s)",
+                        (new.source_alarm_id, row["id"]))
         return row, True
 
 
+def _link_alarm(cur: psycopg.Cursor, ticket_id: int, alarm_id: int, actor: str, fault_code: str | None) -> None:
+    cur.execute("INSERT INTO ticket_alarms (alarm_id, ticket_id) VALUES (%s, %s)", (alarm_id, ticket_id))
+    cur.execute(
+        "INSERT INTO ticket_events (ticket_id, actor, event, detail) VALUES (%s, %s, 'alarm_linked', %s)",
+        (ticket_id, actor, Jsonb({"alarm_id": alarm_id, "fault_code": fault_code})),
+    )
+
+
 def _find_repeat(cur: psycopg.Cursor, new: NewTicket) -> dict[str, Any] | None:
-    if new.source_alarm_id is None and new.idempotency_key is None:
+    if new.source_alarm_id is not None:
+        row = cur.execute(
+            f"SELECT {_COLUMNS} FROM tickets WHERE id = (SELECT ticket_id FROM ticket_alarms WHERE alarm_id = %s)",
+            (new.source_alarm_id,),
+        ).fetchone()
+        if row is not None:
+            return _same_equipment(row, new)
+    if new.idempotency_key is None:
         return None
-    row = cur.execute(
-        f"SELECT {_COLUMNS}, idempotency_key FROM tickets WHERE source_alarm_id = %s OR idempotency_key = %s "
-        "ORDER BY id LIMIT 1",
-        (new.source_alarm_id, new.idempotency_key),
-    ).fetchone()
-    if row is None:
-        return None
+    row = cur.execute(f"SELECT {_COLUMNS} FROM tickets WHERE idempotency_key = %s", (new.idempotency_key,)).fetchone()
+    return _same_equipment(row, new) if row is not None else None
+
+
+def _same_equipment(row: dict[str, Any], new: NewTicket) -> dict[str, Any]:
     if row["equipment_id"] != new.equipment_id:
         raise IdempotencyConflict(f"key already used for ticket {row['id']} on another equipment")
-    row.pop("idempotency_key")
     return row
 
 

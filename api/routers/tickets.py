@@ -24,7 +24,8 @@ def create_ticket(
     new = service.NewTicket(
         equipment_id=body.equipment_id, title=body.title, description=body.description, priority=body.priority,
         fault_code=body.fault_code, source_alarm_id=body.source_alarm_id, idempotency_key=idempotency_key,
-        created_by="alarms" if body.source_alarm_id else "api",
+        created_by="alarms" if body.source_alarm_id else "api", diagnosis=body.diagnosis,
+        remote_resolvable=body.remote_resolvable,
     )
     try:
         ticket, created = service.create_ticket(conn, new)

@@ -1,0 +1,71 @@
+"""One machine's diagnosis: its rulebook's rules and evidence, fed samples in time order.
+
+The engine is pure (no I/O): the worker loads its state, feeds it, and stores the state back in
+the same transaction as the faults it produced. Benchmarks and offline tools drive it directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from diagnostics import evidence
+from diagnostics.causes import diagnosis
+from diagnostics.rulebook import Rulebook
+from diagnostics.rules import EquipmentContext, FaultChange, Offline, Sample
+
+
+class EquipmentEngine:
+    def __init__(self, rulebook: Rulebook, ctx: EquipmentContext, state: dict[str, Any] | None = None) -> None:
+        self.rulebook = rulebook
+        self.ctx = ctx
+        state = state or {}
+        saved_rules = state.get("rules", {})
+        # Rules added to the rulebook start afresh; state of rules no longer in it is dropped.
+        self.rule_states: dict[str, dict[str, Any]] = {r.key: saved_rules.get(r.key, {}) for r in rulebook.rules}
+        self.evidence: dict[str, Any] = state.get("evidence", {})
+        self.last_ts: datetime | None = _parse(state.get("last_ts"))
+        self.last_arrival: datetime | None = _parse(state.get("last_arrival"))
+
+    def feed(self, sample: Sample, arrived_at: datetime | None = None) -> list[FaultChange]:
+        """Evaluate one sample, newer than every sample fed before."""
+        evidence.update(self.evidence, sample.ts, sample.values)
+        changes: list[FaultChange] = []
+        for rule in self.rulebook.rules:
+            changes.extend(rule.evaluate(self.rule_states[rule.key], sample, self.ctx))
+        self.last_ts = sample.ts
+        if arrived_at is not None:
+            self.last_arrival = max(self.last_arrival or arrived_at, arrived_at)
+        return [self._diagnosed(c) for c in changes]
+
+    def tick(self, now: datetime) -> list[FaultChange]:
+        """Time passing without samples (offline detection)."""
+        if self.last_arrival is None:
+            return []
+        changes: list[FaultChange] = []
+        for rule in self.rulebook.rules:
+            if isinstance(rule, Offline):
+                changes.extend(rule.tick(self.rule_states[rule.key], self.last_arrival, now))
+        return [self._diagnosed(c) for c in changes]
+
+    def active_faults(self) -> list[str]:
+        return [key for key, state in self.rule_states.items() if state.get("active")]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "rules": {k: v for k, v in self.rule_states.items() if v},
+            "evidence": self.evidence,
+            "last_ts": self.last_ts.isoformat() if self.last_ts else None,
+            "last_arrival": self.last_arrival.isoformat() if self.last_arrival else None,
+            "rulebook_version": self.rulebook.version,
+        }
+
+    def _diagnosed(self, change: FaultChange) -> FaultChange:
+        if change.kind != "raised":
+            return change
+        return replace(change, diagnosis=diagnosis(change.fault_code, evidence.statistics(self.evidence)))
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
