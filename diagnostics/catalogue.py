@@ -43,8 +43,10 @@ class FaultInfo:
     causes: tuple[Cause, ...] = field(default_factory=tuple)
 
 
-_COOLANT_HOT = Indicator("coolant_temp_c.mean", ">", 100.0, 2.0, "coolant is hot as well")
-_COOLANT_NORMAL = Indicator("coolant_temp_c.mean", "<", 97.0, 2.5, "coolant stays normal")
+# The thermostat holds healthy coolant at 80-90 °C whatever the load: above that the radiator
+# circuit is not shedding its heat either.
+_COOLANT_HOT = Indicator("coolant_temp_c.now", ">", 92.0, 2.5, "coolant is hot as well")
+_COOLANT_NORMAL = Indicator("coolant_temp_c.now", "<", 91.0, 2.5, "coolant stays normal")
 _COOLANT_ERRATIC = Indicator("coolant_temp_c.jitter", ">", 2.0, 3.0, "coolant temperature is erratic")
 _COOLANT_SMOOTH = Indicator("coolant_temp_c.jitter", "<", 1.5, 1.0, "coolant temperature is smooth")
 

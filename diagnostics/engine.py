@@ -15,6 +15,10 @@ from diagnostics.causes import diagnosis
 from diagnostics.rulebook import Rulebook
 from diagnostics.rules import EquipmentContext, FaultChange, Offline, Sample
 
+# An open fault's probable causes are ranked again this often as evidence accumulates; a change of
+# the most probable cause is reported as an "updated" change.
+DIAGNOSIS_REFRESH_S = 30.0
+
 
 class EquipmentEngine:
     def __init__(self, rulebook: Rulebook, ctx: EquipmentContext, state: dict[str, Any] | None = None) -> None:
@@ -27,6 +31,8 @@ class EquipmentEngine:
         self.evidence: dict[str, Any] = state.get("evidence", {})
         self.last_ts: datetime | None = _parse(state.get("last_ts"))
         self.last_arrival: datetime | None = _parse(state.get("last_arrival"))
+        # Open faults by "rule|code": the most probable cause last reported, and when it was ranked.
+        self.diagnosed: dict[str, dict[str, Any]] = state.get("diagnosed", {})
 
     def feed(self, sample: Sample, arrived_at: datetime | None = None) -> list[FaultChange]:
         """Evaluate one sample, newer than every sample fed before."""
@@ -37,7 +43,7 @@ class EquipmentEngine:
         self.last_ts = sample.ts
         if arrived_at is not None:
             self.last_arrival = max(self.last_arrival or arrived_at, arrived_at)
-        return [self._diagnosed(c) for c in changes]
+        return self._track([self._diagnosed(c) for c in changes], sample.ts)
 
     def tick(self, now: datetime) -> list[FaultChange]:
         """Time passing without samples (offline detection)."""
@@ -47,7 +53,7 @@ class EquipmentEngine:
         for rule in self.rulebook.rules:
             if isinstance(rule, Offline):
                 changes.extend(rule.tick(self.rule_states[rule.key], self.last_arrival, now))
-        return [self._diagnosed(c) for c in changes]
+        return self._track([self._diagnosed(c) for c in changes], now)
 
     def active_faults(self) -> list[str]:
         return [key for key, state in self.rule_states.items() if state.get("active")]
@@ -59,7 +65,34 @@ class EquipmentEngine:
             "last_ts": self.last_ts.isoformat() if self.last_ts else None,
             "last_arrival": self.last_arrival.isoformat() if self.last_arrival else None,
             "rulebook_version": self.rulebook.version,
+            "diagnosed": self.diagnosed,
         }
+
+    def _track(self, changes: list[FaultChange], now: datetime) -> list[FaultChange]:
+        """Follow open faults and re-rank their causes as the evidence grows."""
+        fresh = set()
+        for change in changes:
+            key = f"{change.rule}|{change.fault_code}"
+            if change.kind == "raised" and change.diagnosis:
+                causes = change.diagnosis["causes"]
+                self.diagnosed[key] = {"top": causes[0]["id"] if causes else None, "at": now.isoformat(),
+                                       "version": change.rule_version}
+                fresh.add(key)
+            elif change.kind == "cleared":
+                self.diagnosed.pop(key, None)
+        stats = None
+        for key, entry in self.diagnosed.items():
+            if key in fresh or (now - datetime.fromisoformat(entry["at"])).total_seconds() < DIAGNOSIS_REFRESH_S:
+                continue
+            stats = stats if stats is not None else evidence.statistics(self.evidence)
+            rule, code = key.split("|", 1)
+            current = diagnosis(code, stats)
+            entry["at"] = now.isoformat()
+            top = current["causes"][0]["id"] if current["causes"] else None
+            if top != entry["top"]:
+                entry["top"] = top
+                changes.append(FaultChange("updated", code, "", now, {}, rule, entry["version"], current))
+        return changes
 
     def _diagnosed(self, change: FaultChange) -> FaultChange:
         if change.kind != "raised":

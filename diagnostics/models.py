@@ -26,11 +26,15 @@ LOAD_SIGNALS = ("engine_rpm", "hydraulic_pressure_bar")
 # Thermal time constants (s) the averages cover: from a warm-up to a long working spell.
 TIME_CONSTANTS_S = (60.0, 180.0, 600.0)
 RIDGE_ALPHA = 1.0
+# Operating points further from the training data than this (squared Mahalanobis distance, as a
+# multiple of the training's 99.9th percentile) are outside what the model knows: no judgement.
+ENVELOPE_QUANTILE = 0.999
+ENVELOPE_FACTOR = 1.5
 # A gap longer than this restarts the averages: the machine stood and cooled meanwhile.
 MAX_GAP_S = 900.0
 # Samples before the averages have seen this long of history are not used for training.
 WARM_UP_S = 900.0
-MIN_TRAINING_SAMPLES = 2000
+MIN_TRAINING_SAMPLES = 1000
 
 
 def feature_names() -> list[str]:
@@ -72,6 +76,8 @@ class OilTemperatureModel:
     scale: list[float]
     residual_median: float
     residual_spread: float  # 1.4826 × MAD: the standard deviation for normal residuals
+    precision: list[list[float]] = field(default_factory=list)  # inverse covariance of scaled features
+    envelope_d2: float = math.inf
     features: list[str] = field(default_factory=feature_names)
     samples: int = 0
     kind: str = OIL_MODEL_KIND
@@ -80,6 +86,13 @@ class OilTemperatureModel:
     def expected(self, features: list[float]) -> float:
         z = (np.asarray(features) - self.mean) / self.scale
         return float(self.intercept + np.dot(self.coef, z))
+
+    def knows(self, features: list[float]) -> bool:
+        """Whether this operating point lies within the training data's envelope."""
+        if not self.precision:
+            return True
+        z = (np.asarray(features) - self.mean) / self.scale
+        return float(z @ np.asarray(self.precision) @ z) <= self.envelope_d2
 
     def residual_sigmas(self, features: list[float], oil_temp_c: float) -> tuple[float, float]:
         """(expected °C, how many spreads the measurement is above it)."""
@@ -110,10 +123,15 @@ def fit_oil_model(series: list[list[tuple[datetime, dict[str, float | None]]]]) 
     x, y = np.asarray(rows), np.asarray(targets)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
-    ridge = Ridge(alpha=RIDGE_ALPHA).fit((x - mean) / scale, y)
-    residuals = y - ridge.predict((x - mean) / scale)
+    z = (x - mean) / scale
+    ridge = Ridge(alpha=RIDGE_ALPHA).fit(z, y)
+    residuals = y - ridge.predict(z)
+    # Regularised: the load averages are strongly correlated with each other.
+    precision = np.linalg.inv(np.cov(z, rowvar=False) + 1e-3 * np.eye(z.shape[1]))
+    d2 = np.einsum("ij,jk,ik->i", z, precision, z)
+    envelope = float(np.quantile(d2, ENVELOPE_QUANTILE) * ENVELOPE_FACTOR)
     median = float(np.median(residuals))
     spread = float(1.4826 * np.median(np.abs(residuals - median))) or 1e-3
     return OilTemperatureModel(coef=ridge.coef_.tolist(), intercept=float(ridge.intercept_), mean=mean.tolist(),
                                scale=scale.tolist(), residual_median=median, residual_spread=max(spread, 0.1),
-                               samples=len(rows))
+                               precision=precision.tolist(), envelope_d2=envelope, samples=len(rows))

@@ -53,7 +53,7 @@ def _standard(oil_limit_c: float = 105.0, coolant_limit_c: float = 105.0, pressu
                      window_s=120.0, steady_signal="engine_rpm", steady_band=150.0, steady_s=420.0),
         Threshold("hydraulic_pressure_low", "HYDRAULIC_PRESSURE_LOW", signal="hydraulic_pressure_bar",
                   raise_at=pressure_low_bar, clear_at=pressure_low_bar + 20.0, direction="below",
-                  sustain_s=20.0, clear_sustain_s=60.0, severity="major", when=WORKING),
+                  sustain_s=15.0, clear_sustain_s=60.0, severity="major", when=WORKING, smooth_s=8.0),
         Repeated("hydraulic_pressure_spikes", "HYDRAULIC_PRESSURE_SPIKES", signal="hydraulic_pressure_bar",
                  raise_at=pressure_spike_bar, count=3, window_s=600.0),
         Stuck("oil_temp_stuck", "SENSOR_STUCK", signal="oil_temp_c", tolerance=0.001, window_s=45.0,

@@ -46,9 +46,10 @@ class EquipmentContext:
 
 @dataclass(frozen=True, slots=True)
 class FaultChange:
-    """A fault starting (``raised``) or ending (``cleared``) at ``at``."""
+    """A fault starting (``raised``) or ending (``cleared``) at ``at``, or its diagnosis revised
+    (``updated``: the most probable cause changed as evidence accumulated)."""
 
-    kind: str  # "raised" | "cleared"
+    kind: str  # "raised" | "cleared" | "updated"
     fault_code: str
     severity: str
     at: datetime
@@ -112,6 +113,9 @@ class Threshold(Rule):
     severity: str = "major"
     severity_levels: tuple[tuple[float, str], ...] = ()
     when: When | None = None
+    # Judge an exponentially weighted average over this time instead of single samples, for
+    # signals whose noise would otherwise keep restarting the sustain time.
+    smooth_s: float = 0.0
 
     def _beyond(self, value: float, level: float) -> bool:
         return value > level if self.direction == "above" else value < level
@@ -120,28 +124,33 @@ class Threshold(Rule):
         value = sample.values.get(self.signal)
         if value is None:
             return []
+        if self.smooth_s:
+            value = _smoothed(state, sample.ts, value, self.smooth_s)
         if self.when is not None and not self.when.holds(sample):
             state.pop("since", None)  # the sustain time counts only while the condition holds
             state.pop("back_since", None)
+            state.pop("smooth", None)
             return []
         ts = sample.ts
         if not state.get("active"):
             if not self._beyond(value, self.raise_at):
-                state.clear()
+                state.pop("since", None)
+                state.pop("worst", None)
                 return []
             since = state.setdefault("since", ts.isoformat())
-            worst = state.get("worst", value)
-            state["worst"] = max(worst, value) if self.direction == "above" else min(worst, value)
+            previous_worst = state.get("worst", value)
+            worst = max(previous_worst, value) if self.direction == "above" else min(previous_worst, value)
+            state["worst"] = worst
             if _seconds(ts, since) < self.sustain_s:
                 return []
             severity = self.severity
             for level, level_severity in self.severity_levels:
-                if self._beyond(state["worst"], level):
+                if self._beyond(worst, level):
                     severity = level_severity
-            state.clear()
+            del state["since"], state["worst"]
             state["active"] = True
             return [_raise(self, severity, datetime.fromisoformat(since), {
-                "signal": self.signal, "value": value, "worst": worst if worst != value else value,
+                "signal": self.signal, "value": round(value, 3), "worst": round(worst, 3),
                 "limit": self.raise_at, "direction": self.direction, "sustain_s": self.sustain_s,
             })]
         if self._beyond(value, self.clear_at) or value == self.clear_at:
@@ -150,9 +159,21 @@ class Threshold(Rule):
         back_since = state.setdefault("back_since", ts.isoformat())
         if _seconds(ts, back_since) < self.clear_sustain_s:
             return []
-        state.clear()
-        return [_clear(self, datetime.fromisoformat(back_since), {"signal": self.signal, "value": value,
+        state.pop("active")
+        state.pop("back_since")
+        return [_clear(self, datetime.fromisoformat(back_since), {"signal": self.signal, "value": round(value, 3),
                                                                   "clear_at": self.clear_at})]
+
+
+def _smoothed(state: dict[str, Any], ts: datetime, value: float, time_constant_s: float) -> float:
+    now = ts.timestamp()
+    smooth = state.get("smooth")
+    if smooth is None:
+        state["smooth"] = [now, value]
+        return value
+    alpha = 1.0 - math.exp(-max(0.0, now - smooth[0]) / time_constant_s)
+    smooth[0], smooth[1] = now, smooth[1] + alpha * (value - smooth[1])
+    return smooth[1]
 
 
 @dataclass(frozen=True)
@@ -491,7 +512,7 @@ class OilTempResidual(Rule):
 
     raise_sigmas: float = 5.0
     clear_sigmas: float = 2.0
-    min_excess_c: float = 4.0
+    min_excess_c: float = 5.0
     sustain_s: float = 20.0
     clear_sustain_s: float = 60.0
     severity: str = "minor"
@@ -503,6 +524,9 @@ class OilTempResidual(Rule):
         model = ctx.models.get(OIL_MODEL_KIND)
         oil = sample.values.get("oil_temp_c")
         if model is None or features is None or oil is None:
+            return []
+        if not model.knows(features):
+            state.pop("since", None)  # an operating point the model never saw: no judgement
             return []
         expected, sigmas = model.residual_sigmas(features, oil)
         above = sigmas > self.raise_sigmas and oil - expected > self.min_excess_c

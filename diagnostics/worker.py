@@ -29,6 +29,7 @@ from core.telemetry import CHANNELS
 from diagnostics.engine import EquipmentEngine
 from diagnostics.rulebook import rulebook_for
 from diagnostics.rules import EquipmentContext, FaultChange, Offline, Sample, Site
+from diagnostics.training import load_active_models
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ class DiagnosticsWorker:
         now = time.monotonic()
         missing = [e for e in equipment_ids if e not in self._contexts or now - self._contexts[e][0] > CONTEXT_TTL_S]
         if missing:
+            models = load_active_models(conn, missing)
             with conn.cursor(row_factory=dict_row) as cur:
                 for row in cur.execute(_CONTEXT, (missing,)):
                     site = None
@@ -204,15 +206,21 @@ class DiagnosticsWorker:
                             hours = (row["permitted_from_hour"], row["permitted_to_hour"])
                         site = Site(row["lat"], row["lon"], row["radius_m"], row["timezone"], hours)
                     self._contexts[row["id"]] = (now, EquipmentContext(
-                        row["id"], row["model"], site, row["last_service_hours"], self.models_for(row["model"])))
+                        row["id"], row["model"], site, row["last_service_hours"], models.get(row["id"], {})))
         return {e: self._contexts[e][1] for e in equipment_ids if e in self._contexts}
-
-    def models_for(self, equipment_model: str) -> dict[str, Any]:
-        return {}
 
     # --- faults ---
 
     def _record(self, conn: psycopg.Connection, equipment_id: str, change: FaultChange) -> None:
+        if change.kind == "updated":
+            diagnosis = change.diagnosis or {}
+            conn.execute(
+                """UPDATE faults SET diagnosis = %s, remote_resolvable = %s
+                   WHERE equipment_id = %s AND fault_code = %s AND rule = %s AND ended_at IS NULL""",
+                (Jsonb(diagnosis), diagnosis.get("remote_resolvable"), equipment_id, change.fault_code, change.rule))
+            log.info("diagnosis of %s on %s revised: most probable %s", change.fault_code, equipment_id,
+                     (diagnosis.get("causes") or [{}])[0].get("id"))
+            return
         if change.kind == "raised":
             fault_id = self._insert_fault(conn, equipment_id, change)
             if fault_id is None:

@@ -82,6 +82,35 @@ def cmd_alarms(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from core.db import connect
+    from diagnostics.training import train
+
+    until = datetime.now(UTC)
+    since = until - timedelta(hours=args.hours)
+    with connect(_require(settings.database_url, "IRONSIGHT_DATABASE_URL"), application_name="ironsight-train") as conn:
+        trained = train(conn, since=since, until=until, equipment_model=args.equipment_model)
+    for model in trained:
+        scope = model.equipment_id or f"all {model.equipment_model}"
+        print(f"{model.kind:10} {scope:24} {model.samples:8d} samples  residual spread {model.residual_spread:.2f} °C")
+    print(f"trained {len(trained)} models on {since:%Y-%m-%d %H:%M} … {until:%H:%M} UTC")
+    return 0
+
+
+def cmd_diagnose_csv(args: argparse.Namespace, settings: Settings) -> int:
+    from diagnostics.offline import write_diagnosis_csv
+
+    try:
+        write_diagnosis_csv(args.path, sys.stdout, train_rows=args.train_rows, time_column=args.time_column,
+                            sep=args.sep, contributors=args.contributors)
+    except (OSError, ValueError) as exc:
+        print(f"ironsight diagnose-csv: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -142,7 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.set_defaults(handler=cmd_ingest)
 
     sub.add_parser("diagnostics", help="run the diagnostics worker").set_defaults(handler=cmd_diagnostics)
+
+    train = sub.add_parser("train", help="train the diagnostic models on healthy history in the database")
+    train.add_argument("--hours", type=float, default=24.0, help="history to learn from (default 24)")
+    train.add_argument("--equipment-model", default=None, help="only this equipment model")
+    train.set_defaults(handler=cmd_train)
     sub.add_parser("alarms", help="run the alarms worker").set_defaults(handler=cmd_alarms)
+
+    offline = sub.add_parser("diagnose-csv", help="score a recorded series (CSV) with the multivariate detector")
+    offline.add_argument("path", help="CSV file: a header row, then one or more numeric columns")
+    offline.add_argument("--train-rows", type=int, required=True, help="leading rows taken as healthy")
+    offline.add_argument("--time-column", default=None, help="a column copied to the output as the time")
+    offline.add_argument("--sep", default=",", help="field separator (default ,)")
+    offline.add_argument("--contributors", action="store_true", help="add the signals behind each anomaly")
+    offline.set_defaults(handler=cmd_diagnose_csv)
 
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--port", type=int, default=None)

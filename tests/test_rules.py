@@ -195,9 +195,9 @@ def test_offline_raised_by_the_clock_and_cleared_by_the_next_sample():
 
 
 def test_causes_are_ranked_by_the_evidence():
-    coolant_normal = {"coolant_temp_c.mean": 88.0, "coolant_temp_c.jitter": 0.4}
-    coolant_hot_smooth = {"coolant_temp_c.mean": 108.0, "coolant_temp_c.jitter": 0.4}
-    coolant_erratic = {"coolant_temp_c.mean": 110.0, "coolant_temp_c.jitter": 3.5}
+    coolant_normal = {"coolant_temp_c.now": 88.0, "coolant_temp_c.jitter": 0.4}
+    coolant_hot_smooth = {"coolant_temp_c.now": 108.0, "coolant_temp_c.jitter": 0.4}
+    coolant_erratic = {"coolant_temp_c.now": 110.0, "coolant_temp_c.jitter": 3.5}
     assert rank_causes("OIL_OVERHEAT", coolant_normal)[0].cause.id == "oil_cooler_clogged"
     assert rank_causes("OIL_OVERHEAT", coolant_hot_smooth)[0].cause.id == "radiator_clogged"
     assert rank_causes("OIL_OVERHEAT", coolant_erratic)[0].cause.id == "low_coolant"

