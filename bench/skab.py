@@ -16,22 +16,24 @@ are then fed in order, exactly as the live engine feeds readings (the score of r
 How each setting was chosen (no setting was tuned on the test parts' labels)
 ----------------------------------------------------------------------------
 - 10-row smoothing window, 300-row reference time constant, threshold at a multiple of the 0.99
-  quantile of the training scores, 95 % confidence for the small-sample widening of each signal's
+  quantile of the training scores (for the multivariate norm and, separately, for the largest
+  single-signal squared deviation), 95 % confidence for the small-sample widening of each signal's
   spread, 0.99 quantile for "settled" after an episode, 60-row cap on re-learning, Ledoit-Wolf
   shrinkage on every 10th training row: fixed from first principles (see the constants in
   diagnostics/detector.py for the reasons).
 - Threshold factor 2.5: chosen on healthy data only. anomaly-free.csv (9,405 healthy rows, not
   part of the protocol's files) is cut into 17 pseudo-experiments (starts every 500 rows, 400 rows
   train + the next 750 scored, as in the protocol), and the factor is the smallest of
-  1.5, 2, 2.5, 3, 4, 5, 6, 8 whose flagged fraction stays <= 5 % (half the 10 % FAR goal).
+  1.5, 2, 2.5, 3, 4, 5, 6, 8 whose flagged fraction stays <= 5 % (half the 10 % FAR goal); with
+  the single-signal test (variant 11) 2.0 flags 8.2 % and 2.5 flags 4.3 %, so 2.5 stays.
   ``--calibrate`` reruns this and prints the table.
 
 How the method came about (in the open)
 ---------------------------------------
-Eight variants of the detector were run on this protocol while designing it, and for several of
-them the per-file results (false alarms before/after the labelled episode, detection delay) and
-the signal traces of some test files around their labelled episodes were looked at, to understand
-failure modes. What was seen, and the general mechanism that answered it:
+Eight variants of the detector were run on this protocol while designing it (three more below),
+and for several of them the per-file results (false alarms before/after the labelled episode,
+detection delay) and the signal traces of some test files around their labelled episodes were
+looked at, to understand failure modes. What was seen, and the general mechanism that answered it:
   - variant 1: a local-level Kalman reference whose drift was estimated from the training rows
     tracked everything within seconds (F1 0.73, FAR 20 %) -> a fixed, slow reference (300 s),
     frozen during episodes;
@@ -44,15 +46,42 @@ failure modes. What was seen, and the general mechanism that answered it:
     (the 5 % budget would have needed 8);
   - variants 7-8: false alarms from engine-temperature swings that 400 training rows do not show
     -> the small-sample widening of each signal's spread (0.72, 6.3 %), then re-learning that
-    ends when the readings have settled instead of after a fixed 30 s (variant 8, this one).
-Threshold factors were fixed up front (2, an absolute 1, then 3) until variant 7; variants 7-8
+    ends when the readings have settled instead of after a fixed 30 s (variant 8).
+Threshold factors were fixed up front (2, an absolute 1, then 3) until variant 7; variants 7-11
 take theirs from the healthy-data budget above. The widening was kept because it gave a better
 false-alarm/recall trade-off on synthetic faults injected into anomaly-free.csv (no test labels
 involved). No setting was picked because it scored better on the test labels, and this version
 is not the best-scoring one (variant 6 had a higher F1 at a higher FAR, and breaks the budget).
+
+Second round (variants 9-11), aimed at recall inside the long labelled segments. Per-file results
+and signal traces of some test files were looked at (again to understand, not to pick numbers):
+the valve faults show mainly as a drop of the volume flow, often of only 1-3 raw spreads, which
+the norm divided by 8 signals dilutes; the flow only drops ~45-60 s after a labelled segment
+starts and is back ~45 s before it ends; and the anomaly-free recording (flow ~120-127 instead of
+~32 in the labelled files) itself shows healthy flow dips and a thermocouple warm-up ramp.
+  - variant 9 (run before this round, by another session): hysteresis alone, an episode clears
+    only below 0.5 x threshold (0.5 fixed up front): F1 0.7247, FAR 8.18 % - more false alarms,
+    no recall;
+  - variant 10: the single-signal test (below) plus a two-sided per-signal CUSUM on the same
+    deviations, allowance = each signal's 0.99 training quantile of |z|, alarm level =
+    factor x allowance x max(window, the deviation's integrated autocorrelation time), capped at
+    2x the alarm level, reset when an episode closes. With the alarm level factor x allowance x
+    window (no autocorrelation term) no factor of the ladder met the healthy budget (factor 8 still
+    flagged 5.6 %: a CUSUM episode opened by a drifting thermocouple never closes, the frozen
+    reference making the drift look larger); the autocorrelation term (a CUSUM integrates drift,
+    not noise, when deviations stay correlated longer than its horizon) brought factor 4 to 3.7 %,
+    so 4 was used: F1 0.7341, FAR 6.87 %, MAR 38.6 %. The CUSUM then reacts too slowly to matter
+    and was removed (no gain over variant 11, extra persisted state);
+  - variant 11 (this one): the single-signal test alone: the score is the larger of the norm over
+    its threshold and the largest single-signal z^2 over its own threshold (the same factor x the
+    0.99 training quantile). Factor 2.5 from the budget (4.3 %): F1 0.7342, FAR 6.98 %, MAR 38.5 %.
+Not tried, and why: holding an episode open for a fixed time after the readings return (the labels
+outlast the flow drop by ~45 s) - any hold length would come from looking at the test labels.
+
 The goal (F1 >= 0.85 at FAR <= 10 %) is not reached: most misses are faults whose signature is a
 small flow or temperature change that a 400-row training window cannot tell from the rig's own
-swings, plus the ~45 s between a valve command and the flow responding at all.
+swings (the healthy recording has flow dips of the same size), plus the ~45-60 s between a valve
+command and the flow responding, and the ~45 s the labels run on after the flow has recovered.
 """
 
 from __future__ import annotations

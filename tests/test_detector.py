@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from diagnostics.detector import MultivariateDetector, StreamState
+from diagnostics.detector import DetectorSettings, MultivariateDetector, StreamState
 from diagnostics.offline import diagnose_csv, write_diagnosis_csv
 
 N_TRAIN, N_TEST = 400, 1000
@@ -62,6 +62,41 @@ def test_shift_in_one_signal_is_flagged_and_explained():
     assert explanation[0].z > 1  # in (widened) spreads of its deviation; the correlation does the rest
     assert explanation[0].observed - explanation[0].expected > shift / 3
     assert sum(c.contribution for c in explanation) == pytest.approx(scores[650])
+
+
+def test_single_signal_test_catches_a_shift_the_averaged_norm_dilutes():
+    # the supply voltage, uncorrelated with the rest, sags by 1.75 of its raw spreads (~5.5 spreads of
+    # its 10-row mean): averaged over five signals the norm barely notices, the single-signal test does
+    with_test, norm_only = [], []
+    for seed in range(4):
+        x, _ = healthy(seed)
+        y = x.copy()
+        y[EPISODE, 4] -= 1.75 * x[:N_TRAIN, 4].std()
+        det = fitted(x)
+        flags = det.predict(y[N_TRAIN:])
+        assert flags[:500].mean() == 0.0 and flags[830:].mean() == 0.0
+        with_test.append(flags[520:800].mean())
+        norm_only.append(MultivariateDetector(DetectorSettings(univariate=False)).fit(x[:N_TRAIN], NAMES)
+                         .predict(y[N_TRAIN:])[520:800].mean())
+    assert np.mean(with_test) >= 0.7 and np.mean(with_test) > np.mean(norm_only) + 0.2
+    assert all(a >= b for a, b in zip(with_test, norm_only, strict=True))
+
+    det = fitted(x)
+    off = MultivariateDetector(DetectorSettings(univariate=False)).fit(x[:N_TRAIN], NAMES)
+    assert np.isfinite(det.univariate_threshold) and off.univariate_threshold == np.inf
+    for d in (det, off):  # both persist; the switched-off test as JSON null
+        again = MultivariateDetector.from_dict(json.loads(json.dumps(d.to_dict())))
+        assert np.array_equal(again.score(y[N_TRAIN:]), d.score(y[N_TRAIN:]))
+    # the score is the larger of the two tests, each over its own threshold
+    state = det.new_state()
+    for row in y[N_TRAIN:N_TRAIN + 650]:
+        score, _ = det.update(state, row)
+    z = state.last_z
+    norm = float(z @ det.precision @ z) / len(z) / det.threshold
+    assert score == pytest.approx(max(norm, float(np.max(z**2)) / det.univariate_threshold))
+    explanation = det.explain(state=state)
+    assert explanation[0].feature == "voltage"
+    assert sum(c.contribution for c in explanation) == pytest.approx(score)
 
 
 def test_broken_correlation_is_flagged_though_each_signal_stays_in_range():
@@ -124,7 +159,7 @@ def test_to_dict_from_dict_round_trip_scores_identically():
     y[EPISODE, 2] += 2.0
     det = fitted(x)
     data = json.loads(json.dumps(det.to_dict()))
-    assert data["features"] == NAMES and data["training_rows"] == N_TRAIN and data["version"] == 1
+    assert data["features"] == NAMES and data["training_rows"] == N_TRAIN and data["version"] == 2
     assert data["settings"]["window"] == 10
     again = MultivariateDetector.from_dict(data)
     a_scores, a_flags = det.score_predict(y[N_TRAIN:])
