@@ -61,10 +61,37 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.worker import IngestWorker
 
-    worker = IngestWorker(settings, _require(settings.database_url, "IRONSIGHT_DATABASE_URL"),
-                          _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL"), name=args.name)
-    worker.run(_stop_on_signals())
+    database_url = _require(settings.database_url, "IRONSIGHT_DATABASE_URL")
+    mqtt_url = _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL")
+    if args.workers > 1:
+        return _run_ingest_processes(args)
+    IngestWorker(settings, database_url, mqtt_url, name=args.name).run(_stop_on_signals())
     return 0
+
+
+def _run_ingest_processes(args: argparse.Namespace) -> int:
+    """N worker processes on the one shared subscription (each its own GIL, connection, session)."""
+    import subprocess
+
+    from ironsight.services import die_with_parent
+
+    stop = _stop_on_signals()
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "ironsight", "ingest", "--name", f"{args.name}-{i + 1}"],
+                         preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+        for i in range(args.workers)
+    ]
+    while not stop.wait(1.0):
+        exited = [p for p in processes if p.poll() is not None]
+        if exited:
+            log.error("ingest worker %d exited with %s; stopping the others", exited[0].pid, exited[0].returncode)
+            break
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        process.wait()
+    return 0 if stop.is_set() else 1
 
 
 def cmd_diagnostics(args: argparse.Namespace, settings: Settings) -> int:
@@ -168,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="run one ingest worker")
     ingest.add_argument("--name", default="ingest-1", help="worker name (MQTT client id suffix)")
+    ingest.add_argument("--workers", type=int, default=1, help="worker processes sharing the subscription")
     ingest.set_defaults(handler=cmd_ingest)
 
     sub.add_parser("diagnostics", help="run the diagnostics worker").set_defaults(handler=cmd_diagnostics)

@@ -1,0 +1,249 @@
+"""Ingest benchmark: broker, ingest workers, database and load generator on this machine.
+
+A fleet of simulated controllers (device_sim.load) publishes at a fixed rate for ``--duration``
+seconds through the broker to ``--workers`` ingest processes (MQTT 5 shared subscription) that
+write to a fresh database. Measured:
+- msg_per_s / readings_per_s: stored during the load window, per second;
+- p50_ms / p99_ms: publish → committed row, from probe controllers whose newest stored reading is
+  polled every ``PROBE_POLL_S`` (the figures include up to that much polling delay);
+- published / acked / stored / duplicates / lost: every acknowledged reading must be stored once;
+- max_rss_mb per process kind, and its growth from the first to the last quarter of the run.
+Uses IRONSIGHT_DATABASE_URL / IRONSIGHT_MQTT_URL when set, embedded services otherwise. The last
+line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.fleet import EquipmentRecord, register_equipment  # noqa: E402
+from device_sim.load import LoadSpec, run_slice  # noqa: E402
+from ironsight.schema import migrate  # noqa: E402
+
+PROBE_POLL_S = 0.05
+PROBES = 20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--controllers", type=int, default=10_000)
+    parser.add_argument("--readings-per-msg", type=int, default=1)
+    parser.add_argument("--msg-rate", type=float, default=None, help="messages/s (default 20000, or 10000 batched)")
+    parser.add_argument("--codec", choices=("json",), default="json")
+    parser.add_argument("--workers", type=int, default=2, help="ingest processes")
+    parser.add_argument("--load-processes", type=int, default=2)
+    parser.add_argument("--keep-database", action="store_true")
+    args = parser.parse_args()
+    rate = args.msg_rate or (20_000.0 if args.readings_per_msg == 1 else 10_000.0)
+
+    services = []
+    data_dir = Path(".ironsight-bench").resolve()
+    server_url = os.environ.get("IRONSIGHT_DATABASE_URL")
+    if not server_url:
+        from ironsight.services import start_embedded_postgres
+
+        services.append(start_embedded_postgres(data_dir))
+        server_url = services[-1].url
+    mqtt_url = os.environ.get("IRONSIGHT_MQTT_URL")
+    broker_pid = None
+    if not mqtt_url:
+        from ironsight.services import start_embedded_broker
+
+        services.append(start_embedded_broker(data_dir))
+        mqtt_url, broker_pid = services[-1].url, services[-1].pid
+    run_id = uuid.uuid4().hex[:8]
+    dbname = f"ironsight_bench_{run_id}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{dbname}"')
+    database_url = make_conninfo(**{**conninfo_to_dict(server_url), "dbname": dbname})
+    workers: list[subprocess.Popen] = []
+    try:
+        migrate(database_url)
+        ids = [f"B{i:06d}" for i in range(args.controllers)]
+        with psycopg.connect(database_url) as conn:
+            register_equipment(conn, [EquipmentRecord(e, f"S{e}", "EX210", "excavator", "bench") for e in ids])
+        topic_root = f"bench-{run_id}"
+        env = {**os.environ, "IRONSIGHT_DATABASE_URL": database_url, "IRONSIGHT_MQTT_URL": mqtt_url,
+               "IRONSIGHT_TOPIC_ROOT": topic_root, "IRONSIGHT_LOG_LEVEL": "WARNING"}
+        for w in range(args.workers):
+            workers.append(subprocess.Popen([sys.executable, "-m", "ironsight", "ingest", "--name", f"bench-{w + 1}"],
+                                            env=env, stdout=subprocess.DEVNULL))
+        time.sleep(3.0)  # connected and subscribed
+
+        rss = RssSampler({"ingest": [w.pid for w in workers]} | ({"broker": [broker_pid]} if broker_pid else {}))
+        probes = ids[:PROBES]
+        latency = LatencyProbe(database_url, probes)
+        results: mp.Queue = mp.Queue()
+        slices = [tuple(ids[i::args.load_processes]) for i in range(args.load_processes)]
+        loaders = [mp.Process(target=run_slice, args=(LoadSpec(
+            mqtt_url, topic_root, s, rate / args.load_processes, args.readings_per_msg, args.duration), results))
+            for s in slices]
+        started = time.monotonic()
+        for p in loaders:
+            p.start()
+        rss.add("load", [p.pid for p in loaders])
+        rss.start()
+        latency.start()
+        stored_at_end_of_load = _wait_and_count(database_url, started + args.duration)
+        counts = [results.get(timeout=120) for _ in loaders]
+        for p in loaders:
+            p.join()
+        acked_readings = sum(c["readings_acked"] for c in counts)
+        drain_started = time.monotonic()
+        stored = _drain(database_url, acked_readings)
+        drain_s = time.monotonic() - drain_started
+        latency.stop()
+        rss.stop()
+        with psycopg.connect(database_url) as conn:
+            distinct = conn.execute(
+                "SELECT count(*) FROM (SELECT DISTINCT equipment_id, ts FROM readings) d").fetchone()[0]
+            redelivered = conn.execute("SELECT coalesce(sum(readings_duplicate), 0) FROM ingest_stats").fetchone()[0]
+        samples = sorted(latency.samples_ms)
+        result = {
+            "msg_per_s": round(stored_at_end_of_load / args.readings_per_msg / args.duration, 1),
+            "readings_per_s": round(stored_at_end_of_load / args.duration, 1),
+            "p50_ms": round(statistics.median(samples), 1) if samples else None,
+            "p99_ms": round(samples[int(0.99 * (len(samples) - 1))], 1) if samples else None,
+            "latency_samples": len(samples),
+            "published": sum(c["readings_published"] for c in counts),
+            "acked": acked_readings,
+            "stored": stored,
+            "duplicates": stored - distinct,
+            "redelivered": int(redelivered),
+            "lost": max(0, acked_readings - stored),
+            "drain_s": round(drain_s, 1),
+            "offered_msg_per_s": round(sum(c["achieved_msg_per_s"] for c in counts), 1),
+            "max_rss_mb": rss.max_mb(),
+            "rss_growth_mb": rss.growth_mb(),
+            "controllers": args.controllers, "readings_per_msg": args.readings_per_msg, "codec": args.codec,
+            "workers": args.workers, "duration_s": args.duration, "target_msg_per_s": rate,
+            "load_processes": args.load_processes, "broker": mqtt_url, "at": datetime.now(UTC).isoformat(),
+        }
+        print(json.dumps(result))
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(15)
+        if not args.keep_database:
+            with psycopg.connect(server_url, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        for service in reversed(services):
+            service.stop()
+
+
+def _stored(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT coalesce(sum(readings_stored), 0)::bigint FROM ingest_stats").fetchone()[0]
+
+
+def _wait_and_count(database_url: str, until: float) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < until:
+            time.sleep(min(1.0, max(0.0, until - time.monotonic())))
+        return _stored(conn)
+
+
+def _drain(database_url: str, expected: int, timeout_s: float = 120.0) -> int:
+    """Wait until everything acknowledged is stored, or the count stops moving."""
+    deadline = time.monotonic() + timeout_s
+    last, still_since = -1, time.monotonic()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            stored = _stored(conn)
+            if stored >= expected:
+                return stored
+            if stored != last:
+                last, still_since = stored, time.monotonic()
+            elif time.monotonic() - still_since > 10:
+                return stored
+            time.sleep(0.5)
+    return last
+
+
+class LatencyProbe(threading.Thread):
+    """Polls the newest stored reading of a few controllers; each newly seen one gives a latency."""
+
+    def __init__(self, database_url: str, equipment_ids: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.database_url = database_url
+        self.ids = equipment_ids
+        self.samples_ms: list[float] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        newest: dict[str, datetime] = {}
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            while not self._stop_event.is_set():
+                rows = conn.execute("SELECT equipment_id, max(ts) FROM readings WHERE equipment_id = ANY(%s) "
+                                    "GROUP BY 1", (self.ids,)).fetchall()
+                seen_at = datetime.now(UTC)
+                for equipment_id, ts in rows:
+                    if ts is not None and ts != newest.get(equipment_id):
+                        if equipment_id in newest:  # the first sighting may be of an old row
+                            self.samples_ms.append((seen_at - ts).total_seconds() * 1000)
+                        newest[equipment_id] = ts
+                time.sleep(PROBE_POLL_S)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pids_by_kind: dict[str, list[int]]) -> None:
+        super().__init__(daemon=True)
+        self.pids = dict(pids_by_kind)
+        self.series: dict[str, list[float]] = {}
+        self._stop_event = threading.Event()
+
+    def add(self, kind: str, pids: list[int]) -> None:
+        self.pids[kind] = pids
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            for kind, pids in list(self.pids.items()):
+                total = []
+                for pid in pids:
+                    try:
+                        total.append(psutil.Process(pid).memory_info().rss / 2**20)
+                    except psutil.Error:
+                        pass
+                if total:
+                    self.series.setdefault(kind, []).append(max(total))
+            time.sleep(1.0)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+    def max_mb(self) -> dict[str, float]:
+        return {k: round(max(v), 1) for k, v in self.series.items() if v}
+
+    def growth_mb(self) -> dict[str, float]:
+        out = {}
+        for kind, values in self.series.items():
+            quarter = max(1, len(values) // 4)
+            out[kind] = round(statistics.mean(values[-quarter:]) - statistics.mean(values[:quarter]), 1)
+        return out
+
+
+if __name__ == "__main__":
+    main()
