@@ -37,7 +37,7 @@ BATCH_MAX_MESSAGES = 2_000
 # Bounds the memory of one batch whatever the message sizes (each is at most MAX_PAYLOAD_BYTES).
 BATCH_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 # How long the first message of a batch may wait for company before the batch is written.
-BATCH_MAX_WAIT_S = 0.2
+BATCH_MAX_WAIT_S = 0.1
 SESSION_EXPIRY_S = 24 * 3600
 DB_RETRY_MAX_S = 5.0
 PARTITION_CHECK_INTERVAL_S = 3600.0

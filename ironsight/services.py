@@ -356,9 +356,10 @@ def _write_mosquitto_config(work_dir: Path, port: int, run_as: pwd.struct_passwd
         f"persistence_location {work_dir}/",
         "persistence_file mosquitto.db",
         "autosave_interval 30",
-        # Persistent sessions (ingest's shared subscription, clean_start=False) that are offline keep
-        # their QoS 1 messages: queue generously and do not cap bytes.
-        "max_queued_messages 100000",
+        # Mosquitto drops QoS 1 messages it has acknowledged once a client's queue is full, so an
+        # ingest worker that is down or behind must have room: a million messages is a 2-minute
+        # database outage at 8,000 msg/s, about 0.5 GB of broker memory at worst.
+        "max_queued_messages 1000000",
         "max_queued_bytes 0",
         # No broker-side cap on in-flight messages: the client's Receive Maximum governs.
         "max_inflight_messages 0",
