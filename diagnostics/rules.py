@@ -87,6 +87,19 @@ def _clear(rule: Rule, at: datetime, evidence: dict[str, Any], code: str | None 
     return FaultChange("cleared", code or rule.fault_code, "", at, evidence, rule.key, rule.version)
 
 
+def _episode(state: dict[str, Any], ts: datetime, condition: bool, sustain_s: float) -> tuple[str | None, datetime]:
+    """The common life of a fault: ``condition`` holding for ``sustain_s`` raises it (returned with
+    the time it began), the condition ending clears it. Returns (None | "raised" | "cleared", since)."""
+    if condition:
+        since = state.setdefault("since", ts.isoformat())
+        if not state.get("active") and _seconds(ts, since) >= sustain_s:
+            state["active"] = True
+            return "raised", datetime.fromisoformat(since)
+        return None, ts
+    state.pop("since", None)
+    return ("cleared" if state.pop("active", False) else None), ts
+
+
 @dataclass(frozen=True)
 class Rule:
     key: str
@@ -311,17 +324,12 @@ class Plausible(Rule):
         value = sample.values.get(self.signal)
         if value is None:
             return []
-        outside = not self.low <= value <= self.high
-        if outside and not state.get("active"):
-            since = state.setdefault("since", sample.ts.isoformat())
-            if _seconds(sample.ts, since) >= self.sustain_s:
-                state["active"] = True
-                return [_raise(self, self.severity, datetime.fromisoformat(since), {
-                    "signal": self.signal, "value": value, "plausible": [self.low, self.high]})]
-        elif not outside:
-            state.pop("since", None)
-            if state.pop("active", False):
-                return [_clear(self, sample.ts, {"signal": self.signal, "value": value})]
+        event, since = _episode(state, sample.ts, not self.low <= value <= self.high, self.sustain_s)
+        if event == "raised":
+            return [_raise(self, self.severity, since, {
+                "signal": self.signal, "value": value, "plausible": [self.low, self.high]})]
+        if event == "cleared":
+            return [_clear(self, sample.ts, {"signal": self.signal, "value": value})]
         return []
 
 
@@ -335,16 +343,12 @@ class Missing(Rule):
 
     def evaluate(self, state, sample, ctx):
         missing = all(sample.values.get(s) is None for s in self.signals)
-        if missing and not state.get("active"):
-            since = state.setdefault("since", sample.ts.isoformat())
-            if _seconds(sample.ts, since) >= self.sustain_s:
-                state["active"] = True
-                return [_raise(self, self.severity, datetime.fromisoformat(since),
-                               {"signals": list(self.signals), "missing_for_s": _seconds(sample.ts, since)})]
-        elif not missing:
-            state.pop("since", None)
-            if state.pop("active", False):
-                return [_clear(self, sample.ts, {"signals": list(self.signals)})]
+        event, since = _episode(state, sample.ts, missing, self.sustain_s)
+        if event == "raised":
+            return [_raise(self, self.severity, since, {
+                "signals": list(self.signals), "missing_for_s": _seconds(sample.ts, since.isoformat())})]
+        if event == "cleared":
+            return [_clear(self, sample.ts, {"signals": list(self.signals)})]
         return []
 
 
@@ -404,17 +408,12 @@ class Curfew(Rule):
         start, end = site.permitted_hours
         hour = sample.ts.astimezone(ZoneInfo(site.timezone)).hour
         permitted = start <= hour < end if start <= end else (hour >= start or hour < end)
-        violating = rpm > self.running_rpm and not permitted
-        if violating and not state.get("active"):
-            since = state.setdefault("since", sample.ts.isoformat())
-            if _seconds(sample.ts, since) >= self.sustain_s:
-                state["active"] = True
-                return [_raise(self, self.severity, datetime.fromisoformat(since), {
-                    "local_hour": hour, "permitted_hours": [start, end], "engine_rpm": rpm})]
-        elif not violating:
-            state.pop("since", None)
-            if state.pop("active", False):
-                return [_clear(self, sample.ts, {"local_hour": hour, "engine_rpm": rpm})]
+        event, since = _episode(state, sample.ts, rpm > self.running_rpm and not permitted, self.sustain_s)
+        if event == "raised":
+            return [_raise(self, self.severity, since, {
+                "local_hour": hour, "permitted_hours": [start, end], "engine_rpm": rpm})]
+        if event == "cleared":
+            return [_clear(self, sample.ts, {"local_hour": hour, "engine_rpm": rpm})]
         return []
 
 
