@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--backfill", type=float, default=0.0, help="seconds of history to upload first")
     sim.add_argument("--seed", type=int, default=1)
     sim.set_defaults(handler=cmd_sim)
+
+    from dashboards.cli import add_parser as add_dashboards_parser
+
+    add_dashboards_parser(sub)
     return parser
 
 

@@ -19,7 +19,7 @@ def test_the_timescaledb_or_plain_variant_is_chosen_under_one_name():
     assert plain["0001_readings"] == "0001_readings.plain.sql"
     assert timescale["0001_readings"] == "0001_readings.timescaledb.sql"
     assert plain.keys() == timescale.keys()
-    assert [m.name for m in discover(core, timescaledb=False)] == ["0001_fleet", "0002_sites"]
+    assert [m.name for m in discover(core, timescaledb=False)] == ["0001_fleet", "0002_sites", "0003_grafana_reader"]
 
 
 def test_plain_path_partitions_by_day_and_parks_strays_in_the_default(conn):

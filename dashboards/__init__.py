@@ -1,0 +1,9 @@
+"""Grafana dashboards as code: fleet overview, machine drill-down, alarm console, work orders.
+
+Typed Python (dashboards.model) rendered to deterministic JSON in dashboards/json/ for Grafana's
+file provisioning (deploy/grafana/) or uploaded with ``push``. Every panel reads IronSight's
+database through one PostgreSQL data source (uid ``ironsight-pg``) as a read-only role; the SQL
+runs on plain PostgreSQL and on TimescaleDB alike.
+
+May import: ``core`` (names and defaults only).
+"""
