@@ -157,7 +157,7 @@ def test_a_broker_restart_under_load(database_url, fleet, background, tmp_path):
         broker.stop()
         time.sleep(1.0)
         broker = start_embedded_broker(tmp_path / "broker", port=port)
-        wait_for(worker.connected.is_set, timeout_s=30, what="the worker reconnected")
+        wait_for(worker.connected.is_set, timeout_s=60, what="the worker reconnected")
         time.sleep(3.0)
         load.finish()
         assert_exactly_once(database_url, "EX-1", load.acked)
