@@ -7,15 +7,23 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from alarms.lifecycle import ALARM_COLUMNS
 from core.db import where_equal
 
-_COLUMNS = ("a.id, a.equipment_id, a.fault_code, a.severity, a.state, a.raised_at, a.cleared_at, a.occurrences, "
-            "a.ticket_id, a.ticket_error, f.title, f.diagnosis")
+_COLUMNS = ALARM_COLUMNS + ", f.title, f.diagnosis"
 
 
 def list_alarms(conn: psycopg.Connection, *, equipment_id: str | None, state: str | None,
-                limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+                limit: int, offset: int, acknowledged: bool | None = None,
+                include_shelved: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """Alarms newest first. Shelved alarms (until their period ends) are left out unless asked for."""
     where, params = where_equal("a", equipment_id=equipment_id, state=state)
+    clauses = [where.removeprefix("WHERE ")] if where else []
+    if acknowledged is not None:
+        clauses.append("a.acknowledged_at IS NOT NULL" if acknowledged else "a.acknowledged_at IS NULL")
+    if not include_shelved:
+        clauses.append("(a.shelved_until IS NULL OR a.shelved_until <= now())")
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     with conn.cursor(row_factory=dict_row) as cur:
         count = cur.execute(f"SELECT count(*) AS n FROM alarms a {where}", params).fetchone()["n"]
         rows = cur.execute(

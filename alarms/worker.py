@@ -1,19 +1,24 @@
 """The alarms worker: follows ``fault_events``, keeps alarms, and opens a ticket per new alarm.
 
 Ticket opening is retried with backoff until the API answers; the alarm id is the idempotency
-key, so a retry after a lost response never opens a second ticket.
+key, so a retry after a lost response never opens a second ticket. Each round also ends the
+shelvings whose period is over, and records and delivers escalations (alarms.escalation); all of
+that state is in the database, so a restarted worker carries on where it stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from typing import Any
 
 import httpx
 import psycopg
 
-from alarms.lifecycle import clear_alarm, raise_alarm
+from alarms.escalation import deliver_escalations, schedule_escalations
+from alarms.lifecycle import SYSTEM_ACTOR, clear_alarm, raise_or_reopen, record_event, unshelve_expired
+from alarms.policy import AlarmPolicy
 from alarms.tickets_client import TicketRequest, TicketsClient
 from core import outbox
 from core.db import poll_until_stopped
@@ -50,18 +55,30 @@ def describe(diagnosis: dict[str, Any] | None) -> str:
 
 
 class AlarmsWorker:
-    def __init__(self, database_url: str, tickets_api_url: str) -> None:
+    def __init__(self, database_url: str, tickets_api_url: str, *, policy: AlarmPolicy | None = None) -> None:
         self.database_url = database_url
         self.tickets = TicketsClient(tickets_api_url)
+        if policy is None:
+            from core.settings import Settings
+
+            policy = AlarmPolicy.from_settings(Settings())
+        self.policy = policy
+        self.webhook = httpx.Client(timeout=10.0)
 
     def run(self, stop: threading.Event) -> None:
         try:
             poll_until_stopped(self.database_url, CONSUMER, self.process_round, stop)
         finally:
             self.tickets.close()
+            self.webhook.close()
 
     def process_round(self, conn: psycopg.Connection) -> int:
-        return self.process_fault_events(conn) + self.open_pending_tickets(conn)
+        return (self.process_fault_events(conn) + self.open_pending_tickets(conn) + self.process_timers(conn))
+
+    def process_timers(self, conn: psycopg.Connection, *, now: datetime | None = None) -> int:
+        """Unshelve what is due, record escalations that came due, deliver pending ones."""
+        return (unshelve_expired(conn, now=now) + schedule_escalations(conn, self.policy, now=now)
+                + deliver_escalations(conn, self.policy, self.webhook, now=now))
 
     def process_fault_events(self, conn: psycopg.Connection) -> int:
         with conn.transaction():
@@ -73,9 +90,12 @@ class AlarmsWorker:
                 _EVENTS, ([e["id"] for e in events],)
             ):
                 if kind == "raised":
-                    alarm_id, new = raise_alarm(conn, equipment_id, fault_code, severity, at, fault_id)
-                    if new:
-                        log.info("alarm %d raised: %s on %s (%s)", alarm_id, fault_code, equipment_id, severity)
+                    result = raise_or_reopen(conn, equipment_id, fault_code, severity, at, fault_id,
+                                             flap_window_s=self.policy.flap_window_s,
+                                             flap_threshold=self.policy.flap_threshold)
+                    if result.outcome != "occurrence":
+                        log.info("alarm %d %s: %s on %s (%s)%s", result.alarm_id, result.outcome, fault_code,
+                                 equipment_id, severity, " — flapping" if result.flapping else "")
                 else:
                     alarm_id = clear_alarm(conn, equipment_id, fault_code, at)
                     if alarm_id:
@@ -116,6 +136,10 @@ class AlarmsWorker:
                     "WHERE id = %s",
                     (ticket_id, alarm_id),
                 )
+                # Once per alarm and ticket in the history, also when a retry got the same ticket back.
+                if not conn.execute("SELECT 1 FROM alarm_events WHERE alarm_id = %s AND kind = 'ticket_opened' "
+                                    "AND detail ->> 'ticket_id' = %s", (alarm_id, str(ticket_id))).fetchone():
+                    record_event(conn, alarm_id, "ticket_opened", SYSTEM_ACTOR, detail={"ticket_id": ticket_id})
             log.info("alarm %d opened ticket %d", alarm_id, ticket_id)
             opened += 1
         return opened

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 Severity = Literal["critical", "major", "minor", "warning"]
 
@@ -69,11 +69,74 @@ class AlarmPublic(BaseModel):
     ticket_error: str | None
     title: str | None = None
     diagnosis: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    last_raised_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    assignee: str | None = None
+    shelved_until: datetime | None = None
+    shelved_by: str | None = None
+    flap_count: int = Field(0, description="times the alarm cleared and came back within the flap window")
+    flapping: bool = False
+    escalation_level: int = Field(0, description="highest escalation level reached (0: not escalated)")
 
 
 class AlarmsPublic(BaseModel):
     data: list[AlarmPublic]
     count: int
+
+
+# Who acts on an alarm. There is no authentication yet: the caller names itself, validated here.
+AlarmActor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
+                                              pattern=r"^[\w][\w .@'-]*$")]
+
+
+class AlarmAck(BaseModel):
+    actor: AlarmActor
+    note: str | None = Field(None, max_length=1000)
+
+
+class AlarmCommentCreate(BaseModel):
+    actor: AlarmActor
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class AlarmAssigneeUpdate(BaseModel):
+    actor: AlarmActor
+    assignee: AlarmActor | None = Field(description="who handles the alarm; null removes the assignee")
+
+
+class AlarmShelve(BaseModel):
+    actor: AlarmActor
+    minutes: int = Field(ge=1, description="how long the alarm stays shelved (bounded, see the error for the maximum)")
+    reason: str | None = Field(None, max_length=1000)
+
+
+class AlarmUnshelve(BaseModel):
+    actor: AlarmActor
+
+
+class AlarmEventPublic(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    actor: str
+    detail: dict[str, Any]
+
+
+class AlarmEscalationPublic(BaseModel):
+    level: int
+    status: Literal["pending", "sent", "unsent"]
+    created_at: datetime
+    attempts: int
+    next_try_at: datetime
+    last_error: str | None
+    sent_at: datetime | None
+
+
+class AlarmDetailPublic(AlarmPublic):
+    history: list[AlarmEventPublic]
+    escalations: list[AlarmEscalationPublic]
 
 
 class TicketCreate(BaseModel):
@@ -109,11 +172,120 @@ class TicketPublic(BaseModel):
     diagnosis: dict[str, Any] | None = None
     remote_resolvable: bool | None = None
     history: list[TicketEventPublic] | None = None
+    engineer: str | None = None
+    expert_group: str | None = None
+    escalated_from: str | None = None
+    resolution: Literal["remote", "on_site"] | None = None
+    first_time_fix: bool | None = None
+    work_done: str | None = None
+    parts_used: list[dict[str, Any]] | None = None
+    respond_by: datetime | None = None
+    arrive_by: datetime | None = None
+    resolve_by: datetime | None = None
+    responded_at: datetime | None = None
+    dispatched_at: datetime | None = None
+    arrived_at: datetime | None = None
+    resolved_at: datetime | None = None
+    ended_at: datetime | None = None
+    sla: dict[str, SlaTimerPublic] | None = Field(None, description="respond / arrive / resolve timers")
+    surveys: list[SurveyPublic] | None = None
 
 
 class TicketsPublic(BaseModel):
     data: list[TicketPublic]
     count: int
+
+
+class SlaTimerPublic(BaseModel):
+    due: datetime | None
+    stopped_at: datetime | None
+    status: Literal["none", "running", "warning", "met", "breached"]
+    warned_at: datetime | None
+    breached_at: datetime | None
+
+
+class PartUsed(BaseModel):
+    part: str = Field(min_length=1, max_length=100)
+    quantity: int = Field(1, ge=1)
+
+
+class SurveyScores(BaseModel):
+    """Six indicators on a five-point scale (5 best)."""
+
+    product_quality: int = Field(ge=1, le=5)
+    overall_service: int = Field(ge=1, le=5)
+    timeliness: int = Field(ge=1, le=5)
+    attitude: int = Field(ge=1, le=5)
+    engineer_skill: int = Field(ge=1, le=5)
+    parts_supply: int = Field(ge=1, le=5)
+
+
+class SurveyCreate(SurveyScores):
+    actor: str = Field(min_length=1, max_length=100, description="who made the callback")
+    comment: str = Field("", max_length=5000)
+
+
+class SurveyPublic(SurveyScores):
+    round: int = Field(description="1: the callback after resolution; 2: the callback after a complaint")
+    comment: str
+    actor: str
+    at: datetime
+
+
+class TicketActionBody(BaseModel):
+    """The body of ``POST /tickets/{id}/actions/{action}``; which fields an action needs is listed
+    with the endpoint (e.g. dispatch: engineer; resolve: work_done and first_time_fix)."""
+
+    actor: str = Field(min_length=1, max_length=100)
+    reason: str | None = Field(None, max_length=2000)
+    note: str | None = Field(None, max_length=5000)
+    engineer: str | None = Field(None, min_length=1, max_length=100)
+    arrive_by: datetime | None = Field(None, description="promised arrival (dispatch); default respond_by + 4 h")
+    expert_group: str | None = Field(None, min_length=1, max_length=100, description="e.g. R&D, supplier")
+    work_done: str | None = Field(None, max_length=5000)
+    parts_used: list[PartUsed] | None = None
+    first_time_fix: bool | None = None
+    survey: SurveyScores | None = Field(None, description="second_callback: the customer's scores again")
+
+
+class SlaKpi(BaseModel):
+    decided: int
+    met: int
+    compliance: float | None
+    warnings: int
+    breaches: int
+
+
+class DurationKpi(BaseModel):
+    count: int
+    mean: float | None
+    p90: float | None
+
+
+class SurveyKpi(BaseModel):
+    count: int
+    complaints: int
+    means: dict[str, float | None]
+
+
+class KpisPublic(BaseModel):
+    start: datetime
+    end: datetime
+    customer: str | None
+    engineer: str | None
+    tickets: int
+    resolved: int
+    resolved_remotely: int
+    resolved_on_site: int
+    closed: int
+    remote_resolution_rate: float | None
+    first_time_fix_rate: float | None
+    sla: dict[str, SlaKpi]
+    time_to_respond_h: DurationKpi
+    time_to_resolve_h: DurationKpi
+    backlog: dict[str, int]
+    backlog_total: int
+    survey: SurveyKpi
 
 
 class FaultPublic(BaseModel):

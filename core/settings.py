@@ -28,6 +28,20 @@ class Settings(BaseSettings):
     # A controller silent for this long is shown offline.
     offline_after_s: float = 60.0
 
+    # A cleared alarm whose fault returns within this window is reopened (one alarm with a count), not a new
+    # alarm; reopened more than alarm_flap_threshold times within the window, it is marked flapping.
+    alarm_flap_window_s: float = 600.0
+    alarm_flap_threshold: int = 2
+    # An unacknowledged critical alarm escalates after this many minutes (level k after k times it), up to
+    # escalation_max_level; each level is POSTed as JSON to escalation_webhook_url (unset: recorded, not sent).
+    escalation_after_min: float = 15.0
+    escalation_max_level: int = 2
+    escalation_webhook_url: str | None = None
+
+    # SLA scheduler: how often it checks, and at what share of the allowed time it warns.
+    sla_check_every_s: float = 10.0
+    sla_warn_fraction: float = 0.75
+
     log_level: str = "INFO"
 
     def tickets_api_url(self) -> str:

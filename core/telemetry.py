@@ -151,26 +151,40 @@ def _parse_reading(raw: Any, latest_allowed: datetime) -> Reading:
         raise InvalidTelemetry("reading_not_an_object", type(raw).__name__)
     ts = _parse_ts(raw.get("ts"), latest_allowed)
     values: dict[str, float] = {}
-    for name, (low, high) in CHANNEL_BOUNDS.items():
+    for name in CHANNELS:
         value = raw.get(name)
         if value is None:
             continue
         if not _is_number(value):
             raise InvalidTelemetry("bad_type", f"{name}={value!r}"[:100])
         try:
-            value = float(value)
+            values[name] = float(value)
         except OverflowError:  # an integer too long for a float
             raise InvalidTelemetry("out_of_range", f"{name} has {len(str(value))} digits") from None
+    check_channels(values)
+    return Reading(ts=ts, fault_codes=_parse_fault_codes(raw.get("dtc")), **values)
+
+
+def check_channels(values: dict[str, float]) -> None:
+    """The checks every codec's readings pass: finite, within physical bounds, a whole position."""
+    for name, value in values.items():
         if not math.isfinite(value):
             raise InvalidTelemetry("not_finite", name)
+        low, high = CHANNEL_BOUNDS[name]
         if not low <= value <= high:
             raise InvalidTelemetry("out_of_range", f"{name}={value} not in [{low}, {high}]")
-        values[name] = value
     if not values:
         raise InvalidTelemetry("no_channels", "a reading needs at least one channel")
     if ("lat" in values) != ("lon" in values):
         raise InvalidTelemetry("half_position", "lat and lon come together")
-    return Reading(ts=ts, fault_codes=_parse_fault_codes(raw.get("dtc")), **values)
+
+
+def check_time(ts: datetime, latest_allowed: datetime) -> datetime:
+    if ts > latest_allowed:
+        raise InvalidTelemetry("ts_in_future", format_ts(ts))
+    if ts < EARLIEST_VALID_TS:
+        raise InvalidTelemetry("ts_too_old", format_ts(ts))
+    return ts
 
 
 def _parse_ts(raw_ts: Any, latest_allowed: datetime) -> datetime:
@@ -182,11 +196,7 @@ def _parse_ts(raw_ts: Any, latest_allowed: datetime) -> datetime:
         raise InvalidTelemetry("bad_ts", raw_ts) from None
     if ts.tzinfo is None:
         raise InvalidTelemetry("ts_without_timezone", raw_ts)
-    if ts > latest_allowed:
-        raise InvalidTelemetry("ts_in_future", raw_ts)
-    if ts < EARLIEST_VALID_TS:
-        raise InvalidTelemetry("ts_too_old", raw_ts)
-    return ts
+    return check_time(ts, latest_allowed)
 
 
 def _parse_fault_codes(raw: Any) -> tuple[FaultCode, ...]:

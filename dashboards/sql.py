@@ -21,9 +21,12 @@ ALL_VALUE = f"'{ALL}'"
 SEVERITIES = ("critical", "major", "minor", "warning")
 SEVERITY_COLORS = {"critical": "dark-red", "major": "red", "minor": "orange", "warning": "yellow"}
 
-# Ticket states in which a work order is still open (tickets.service.OPEN_STATES; a test keeps
-# the two equal). The service loop (dispatch, arrival, resolution, callback) will add states.
-OPEN_TICKET_STATES = ("created",)
+# Ticket states in which a work order is still open (tickets.workflow.OPEN_STATES; a test keeps
+# the two equal).
+OPEN_TICKET_STATES = (
+    "created", "accepted", "remote_diagnosis", "escalated", "dispatched", "en_route", "on_site", "resolved",
+    "complaint",
+)
 
 # What the map calls a machine's state, first match wins.
 STATE_IN_ALARM = "in alarm"

@@ -24,6 +24,7 @@ from core.db import connect
 from core.errors import InvalidTelemetry
 from core.settings import Settings
 from core.telemetry import decode_message
+from core.telemetry_binary import decode_binary
 from ingest.partitions import ensure_partitions
 from ingest.writer import Batch, BatchWriter, DeadLetter, dead_letter_for_reading
 
@@ -99,8 +100,9 @@ class IngestWorker:
         if reason_code.is_failure:
             log.error("broker refused ingest connection: %s", reason_code)
             return
-        subscription = topics.telemetry_subscription(self.settings.topic_root, SHARE_GROUP)
-        client.subscribe(subscription, qos=1)
+        subscription = [(topics.telemetry_subscription(self.settings.topic_root, SHARE_GROUP, kind), 1)
+                        for kind in topics.TELEMETRY_KINDS]
+        client.subscribe(subscription)
         log.info("ingest %s connected to %s, subscribed to %s (session present: %s)",
                  self.name, self.address.url, subscription, flags.session_present)
         self.connected.set()
@@ -237,7 +239,8 @@ class IngestWorker:
         now = datetime.now(UTC)
         root = self.settings.topic_root
         for message in messages:
-            equipment_id = topics.equipment_id_from_topic(root, message.topic)
+            parsed = topics.parse_telemetry_topic(root, message.topic)
+            equipment_id, kind = parsed if parsed else (None, None)
             if equipment_id is None:
                 batch.dead_letters.append(DeadLetter(message.topic, None, "bad_topic", "", message.payload))
                 continue
@@ -246,8 +249,8 @@ class IngestWorker:
                     DeadLetter(message.topic, equipment_id, "unknown_equipment", "", message.payload))
                 continue
             try:
-                decoded = decode_message(message.payload, now=now,
-                                         future_tolerance_s=self.settings.future_tolerance_s)
+                decode = decode_binary if kind == topics.TELEMETRY_BINARY else decode_message
+                decoded = decode(message.payload, now=now, future_tolerance_s=self.settings.future_tolerance_s)
             except InvalidTelemetry as exc:
                 batch.dead_letters.append(
                     DeadLetter(message.topic, equipment_id, exc.reason, exc.detail, message.payload))

@@ -109,6 +109,14 @@ def cmd_alarms(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_sla(args: argparse.Namespace, settings: Settings) -> int:
+    from tickets.sla import SlaWorker
+
+    SlaWorker(_require(settings.database_url, "IRONSIGHT_DATABASE_URL"), check_every_s=settings.sla_check_every_s,
+              warn_fraction=settings.sla_warn_fraction).run(_stop_on_signals())
+    return 0
+
+
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime, timedelta
 
@@ -205,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--equipment-model", default=None, help="only this equipment model")
     train.set_defaults(handler=cmd_train)
     sub.add_parser("alarms", help="run the alarms worker").set_defaults(handler=cmd_alarms)
+    sub.add_parser("sla", help="run the SLA scheduler (time-limit warnings and breaches)").set_defaults(
+        handler=cmd_sla)
 
     offline = sub.add_parser("diagnose-csv", help="score a recorded series (CSV) with the multivariate detector")
     offline.add_argument("path", help="CSV file: a header row, then one or more numeric columns")

@@ -79,6 +79,7 @@ class Supervisor:
                 Worker("ingest", [*python, "ingest"], logs / "ingest.log"),
                 Worker("diagnostics", [*python, "diagnostics"], logs / "diagnostics.log"),
                 Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
+                Worker("sla", [*python, "sla"], logs / "sla.log"),
                 Worker("sim", [*python, "sim", "--controllers", str(self.controllers),
                                "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
                                "--interval", str(self.interval_s)],
@@ -168,7 +169,7 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         # The fleet first so nothing new arrives, the API last so alarms can finish a request.
-        order = {"sim": 0, "ingest": 1, "diagnostics": 2, "alarms": 3, "api": 4}
+        order = {"sim": 0, "ingest": 1, "diagnostics": 2, "alarms": 3, "sla": 4, "api": 5}
         for worker in sorted(self.workers, key=lambda w: order.get(w.name, 9)):
             process = worker.process
             if process is not None and process.poll() is None:

@@ -152,3 +152,19 @@ class TcpProxy:
         self._closed.set()
         self.cut()
         self._listener.close()
+
+
+def drain_outbox(round_: Callable, conn, table: str, consumer: str, *, timeout_s: float = 15.0) -> None:
+    """Run a consumer's rounds until its cursor reaches the newest row of ``table``.
+
+    Rows become visible to a consumer only once no older transaction is running anywhere on the
+    server (core.outbox), so a single round may legitimately see nothing yet; poll instead.
+    """
+    def caught_up() -> bool:
+        round_(conn)
+        newest = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+        row = conn.execute("SELECT last_id FROM consumer_cursors WHERE consumer = %s", (consumer,)).fetchone()
+        conn.commit()
+        return (row[0] if row else 0) >= newest
+
+    wait_for(caught_up, timeout_s=timeout_s, interval_s=0.05, what=f"{consumer} to process {table}")

@@ -6,6 +6,7 @@ from core.fleet import EquipmentRecord, SiteRecord, register_equipment, register
 from core.telemetry import Reading
 from diagnostics.worker import DiagnosticsWorker
 from ingest.writer import Batch, BatchWriter
+from tests.helpers import drain_outbox
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 
@@ -19,8 +20,7 @@ def write(conn, temps, start, step_s=10, equipment_id="EX-1"):
 
 
 def drain(worker, conn):
-    while worker.process_available(conn):
-        pass
+    drain_outbox(worker.process_available, conn, "accepted_batches", "diagnostics")
 
 
 def faults(conn):

@@ -141,3 +141,20 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_of_its_bat
         conn.rollback()
         conn.execute("ALTER TABLE readings DROP CONSTRAINT refuse_for_test")
         conn.commit()
+
+
+def test_binary_telemetry_is_stored_like_json_and_bad_binary_is_dead_lettered(settings, conn, ingesting):
+    from core.telemetry_binary import encode_binary
+
+    _, publisher = ingesting
+    binary_topic = topics.telemetry_topic(settings.topic_root, "EX-2", topics.TELEMETRY_BINARY)
+    now = datetime.now(UTC).replace(microsecond=0)
+    publisher.publish(binary_topic, encode_binary(1, [reading(now - timedelta(seconds=s), oil=80.0 + s)
+                                                      for s in range(5)]))
+    publisher.publish(binary_topic, b"\x01\x01\x01garbage")
+    wait_for(lambda: count(conn, "SELECT count(*) FROM readings WHERE equipment_id = 'EX-2'") == 5, timeout_s=20,
+             what="five binary readings")
+    wait_for(lambda: count(conn, "SELECT count(*) FROM dead_letters") == 1, timeout_s=10, what="a dead letter")
+    assert conn.execute("SELECT reason FROM dead_letters").fetchone()[0] == "bad_binary"
+    oil = [r[0] for r in conn.execute("SELECT oil_temp_c FROM readings WHERE equipment_id = 'EX-2' ORDER BY ts")]
+    assert oil == pytest.approx([84.0, 83.0, 82.0, 81.0, 80.0])

@@ -16,7 +16,7 @@ from ingest.worker import IngestWorker
 from ingest.writer import Batch, BatchWriter
 from ironsight.schema import register_fleet
 from ironsight.services import free_tcp_port
-from tests.helpers import ApiServer, wait_for
+from tests.helpers import ApiServer, drain_outbox, wait_for
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
@@ -34,8 +34,7 @@ def test_diagnostics_raise_and_clear_a_fault_and_resume_after_restart(conn):
     diagnostics = DiagnosticsWorker(conn.info.dsn)
     # 90 s above 105 °C (sustain 60 s) raises …
     write_readings(conn, "EX-1", [90.0] * 3 + [112.0] * 10)
-    while diagnostics.process_available(conn):
-        pass
+    drain_outbox(diagnostics.process_available, conn, "accepted_batches", "diagnostics")
     fault = conn.execute("SELECT fault_code, severity, started_at, ended_at, evidence FROM faults").fetchone()
     assert fault[:2] == ("OIL_OVERHEAT", "major")
     assert fault[2] == T0 + timedelta(seconds=30) and fault[3] is None
@@ -45,8 +44,7 @@ def test_diagnostics_raise_and_clear_a_fault_and_resume_after_restart(conn):
     # after 60 s below 98 °C, and nothing is evaluated twice.
     write_readings(conn, "EX-1", [95.0] * 10, start=T0 + timedelta(seconds=200))
     restarted = DiagnosticsWorker(conn.info.dsn)
-    while restarted.process_available(conn):
-        pass
+    drain_outbox(restarted.process_available, conn, "accepted_batches", "diagnostics")
     events = conn.execute("SELECT kind, at FROM fault_events ORDER BY id").fetchall()
     assert events == [("raised", T0 + timedelta(seconds=30)), ("cleared", T0 + timedelta(seconds=200))]
     assert restarted.late_readings == 0
@@ -56,8 +54,7 @@ def test_healthy_readings_and_a_short_spike_raise_nothing(conn):
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
     write_readings(conn, "EX-1", [85.0] * 20 + [110.0] * 3 + [85.0] * 20)
     diagnostics = DiagnosticsWorker(conn.info.dsn)
-    while diagnostics.process_available(conn):
-        pass
+    drain_outbox(diagnostics.process_available, conn, "accepted_batches", "diagnostics")
     assert conn.execute("SELECT count(*) FROM faults").fetchone()[0] == 0
 
 
@@ -86,11 +83,10 @@ def test_concurrent_raises_of_one_fault_make_one_active_alarm(database_url, conn
 def test_alarm_retries_ticket_opening_until_the_api_answers_and_opens_one_ticket(settings, conn, background):
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
     write_readings(conn, "EX-1", [112.0] * 10)
-    while DiagnosticsWorker(settings.database_url).process_available(conn):
-        pass
+    drain_outbox(DiagnosticsWorker(settings.database_url).process_available, conn, "accepted_batches", "diagnostics")
     # The API is not up yet: the alarm is raised, the ticket attempt fails and is retried later.
     alarms = AlarmsWorker(settings.database_url, f"http://127.0.0.1:{free_tcp_port()}")
-    alarms.process_fault_events(conn)
+    drain_outbox(alarms.process_fault_events, conn, "fault_events", "alarms")
     assert alarms.open_pending_tickets(conn) == 0
     attempts, error = conn.execute("SELECT ticket_attempts, ticket_error FROM alarms").fetchone()
     conn.commit()

@@ -1,8 +1,11 @@
-"""Work orders: creation (idempotent), listing, history. SQL for the tickets tables lives here."""
+"""Work orders: creation (idempotent), actions through the state machine (tickets.workflow),
+callback surveys, listing, history. SQL for the tickets tables lives here (SLA timers: tickets.sla,
+KPIs: tickets.kpis)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -11,8 +14,21 @@ from psycopg.types.json import Jsonb
 
 from core.db import where_equal
 from core.errors import IronSightError
+from tickets import sla, workflow
+from tickets.workflow import ACTIVE_STATES, OPEN_STATES, PREVIOUS, TransitionError
 
-OPEN_STATES = ("created",)
+SURVEY_INDICATORS = ("product_quality", "overall_service", "timeliness", "attitude", "engineer_skill", "parts_supply")
+# A score at or below this opens a complaint follow-up.
+COMPLAINT_SCORE_MAX = 2
+# Who a complaint about each indicator goes back to.
+RESPONSIBLE_DEPARTMENT = {
+    "product_quality": "quality / R&D",
+    "overall_service": "service management",
+    "timeliness": "dispatch",
+    "attitude": "service management",
+    "engineer_skill": "service engineering",
+    "parts_supply": "parts logistics",
+}
 
 
 class UnknownEquipment(IronSightError):
@@ -21,6 +37,10 @@ class UnknownEquipment(IronSightError):
 
 class IdempotencyConflict(IronSightError):
     """The idempotency key or alarm was already used for a different request."""
+
+
+class TicketNotFound(IronSightError):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,40 +55,55 @@ class NewTicket:
     created_by: str = "api"
     diagnosis: dict[str, Any] | None = None
     remote_resolvable: bool | None = None
+    created_at: datetime | None = None  # now when None; a simulated clock or an import passes its own
 
 
 _COLUMNS = ("id, equipment_id, title, description, priority, state, fault_code, source_alarm_id, "
-            "created_by, created_at, updated_at, diagnosis, remote_resolvable")
+            "created_by, created_at, updated_at, diagnosis, remote_resolvable, engineer, expert_group, "
+            "escalated_from, resolution, first_time_fix, work_done, parts_used, respond_by, arrive_by, resolve_by, "
+            "responded_at, dispatched_at, arrived_at, resolved_at, ended_at")
 
 
 def create_ticket(conn: psycopg.Connection, new: NewTicket) -> tuple[dict[str, Any], bool]:
     """Return (ticket, created). A repeat with the same alarm or idempotency key returns the first
-    ticket; an alarm for a machine that already has an open ticket is linked to that ticket."""
+    ticket; an alarm for a machine whose ticket is still being worked on (``ACTIVE_STATES``) is
+    linked to that ticket. The response and resolution deadlines come from the customer's contract."""
+    ticket, created = _create_ticket(conn, new)
+    with conn.cursor(row_factory=dict_row) as cur:
+        _attach_sla(cur, [ticket])
+    return ticket, created
+
+
+def _create_ticket(conn: psycopg.Connection, new: NewTicket) -> tuple[dict[str, Any], bool]:
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         existing = _find_repeat(cur, new)
         if existing is not None:
             return existing, False
-        if cur.execute("SELECT 1 FROM equipment WHERE id = %s", (new.equipment_id,)).fetchone() is None:
+        contract = sla.contract_for(cur, new.equipment_id)
+        if contract is None:
             raise UnknownEquipment(new.equipment_id)
         if new.source_alarm_id is not None:
             # Serialise alarm tickets per machine so that two alarms at once make one work order.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('ticket:' || %s))", (new.equipment_id,))
             open_ticket = cur.execute(
                 f"SELECT {_COLUMNS} FROM tickets WHERE equipment_id = %s AND state = ANY(%s) ORDER BY id LIMIT 1",
-                (new.equipment_id, list(OPEN_STATES)),
+                (new.equipment_id, list(ACTIVE_STATES)),
             ).fetchone()
             if open_ticket is not None:
                 _link_alarm(cur, open_ticket["id"], new.source_alarm_id, new.created_by, new.fault_code)
                 return open_ticket, False
         row = cur.execute(
             f"""INSERT INTO tickets (equipment_id, title, description, priority, fault_code, source_alarm_id,
-                                    idempotency_key, created_by, diagnosis, remote_resolvable)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                    idempotency_key, created_by, diagnosis, remote_resolvable,
+                                    created_at, updated_at, respond_by, resolve_by)
+                SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, at, at, at + %s, at + %s
+                FROM (SELECT COALESCE(%s::timestamptz, now()) AS at) AS clock
                 ON CONFLICT DO NOTHING
                 RETURNING {_COLUMNS}""",
             (new.equipment_id, new.title, new.description, new.priority, new.fault_code, new.source_alarm_id,
              new.idempotency_key, new.created_by, Jsonb(new.diagnosis) if new.diagnosis is not None else None,
-             new.remote_resolvable),
+             new.remote_resolvable, timedelta(hours=contract.respond_h), timedelta(hours=contract.resolve_h),
+             new.created_at),
         ).fetchone()
         if row is None:
             # A concurrent request with the same key won the race; its ticket is the answer.
@@ -77,8 +112,8 @@ def create_ticket(conn: psycopg.Connection, new: NewTicket) -> tuple[dict[str, A
                 raise IdempotencyConflict("ticket insert conflicted but no matching ticket was found")
             return existing, False
         cur.execute(
-            "INSERT INTO ticket_events (ticket_id, actor, event, detail) VALUES (%s, %s, 'created', %s)",
-            (row["id"], new.created_by, Jsonb({"source_alarm_id": new.source_alarm_id})),
+            "INSERT INTO ticket_events (ticket_id, at, actor, event, detail) VALUES (%s, %s, %s, 'created', %s)",
+            (row["id"], row["created_at"], new.created_by, Jsonb({"source_alarm_id": new.source_alarm_id})),
         )
         if new.source_alarm_id is not None:
             cur.execute("INSERT INTO ticket_alarms (alarm_id, ticket_id) VALUES (%s, %s)",
@@ -115,26 +150,152 @@ def _same_equipment(row: dict[str, Any], new: NewTicket) -> dict[str, Any]:
 
 
 def get_ticket(conn: psycopg.Connection, ticket_id: int) -> dict[str, Any] | None:
+    """The ticket with its SLA timers, its history (every event, oldest first) and its surveys."""
     with conn.cursor(row_factory=dict_row) as cur:
         ticket = cur.execute(f"SELECT {_COLUMNS} FROM tickets WHERE id = %s", (ticket_id,)).fetchone()
         if ticket is None:
             return None
+        _attach_sla(cur, [ticket])
         ticket["history"] = cur.execute(
             "SELECT at, actor, event, detail FROM ticket_events WHERE ticket_id = %s ORDER BY at, id", (ticket_id,)
+        ).fetchall()
+        ticket["surveys"] = cur.execute(
+            f"SELECT round, {', '.join(SURVEY_INDICATORS)}, comment, actor, at FROM ticket_surveys "
+            "WHERE ticket_id = %s ORDER BY round", (ticket_id,)
         ).fetchall()
         return ticket
 
 
+def _attach_sla(cur: psycopg.Cursor, tickets: list[dict[str, Any]]) -> None:
+    if not tickets:
+        return
+    alerts: dict[int, list[dict[str, Any]]] = {}
+    for alert in cur.execute("SELECT ticket_id, timer, kind, at FROM ticket_sla_alerts WHERE ticket_id = ANY(%s)",
+                             ([t["id"] for t in tickets],)):
+        alerts.setdefault(alert["ticket_id"], []).append(alert)
+    now = datetime.now(UTC)
+    for ticket in tickets:
+        ticket["sla"] = sla.timer_status(ticket, alerts.get(ticket["id"], []), now)
+
+
 def list_tickets(conn: psycopg.Connection, *, equipment_id: str | None, state: str | None,
-                 limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-    where, params = where_equal(equipment_id=equipment_id, state=state)
+                 limit: int, offset: int, engineer: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    where, params = where_equal(equipment_id=equipment_id, state=state, engineer=engineer)
     with conn.cursor(row_factory=dict_row) as cur:
         count = cur.execute(f"SELECT count(*) AS n FROM tickets {where}", params).fetchone()["n"]
         rows = cur.execute(
             f"SELECT {_COLUMNS} FROM tickets {where} ORDER BY id DESC LIMIT %s OFFSET %s", [*params, limit, offset]
         ).fetchall()
+        _attach_sla(cur, rows)
     return rows, count
 
 
 def count_open(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM tickets WHERE state = ANY(%s)", (list(OPEN_STATES),)).fetchone()[0]
+
+
+def apply_action(conn: psycopg.Connection, ticket_id: int, action: str, *, actor: str,
+                 fields: dict[str, Any] | None = None, at: datetime | None = None) -> dict[str, Any]:
+    """Take ``action`` on the ticket (tickets.workflow.TRANSITIONS) and return the ticket after it.
+
+    Raises TicketNotFound, UnknownAction, TransitionError (not allowed in the current state) or
+    MissingFields. ``fields``: reason, note, engineer, arrive_by, expert_group, work_done,
+    parts_used, first_time_fix, survey (second_callback only). ``at`` defaults to now.
+    """
+    fields = {k: v for k, v in (fields or {}).items() if v is not None}
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        ticket = _lock(cur, ticket_id)
+        transition = workflow.transition_for(action, ticket["state"])
+        workflow.check_required(transition, fields)
+        at = at or cur.execute("SELECT now() AS now").fetchone()["now"]
+        if action == "second_callback" and fields.get("survey"):
+            _insert_survey(cur, ticket_id, 2, fields["survey"], fields.get("note") or fields.get("reason", ""),
+                           actor, at)
+        _transition(cur, ticket, transition, fields, actor, at)
+    result = get_ticket(conn, ticket_id)
+    assert result is not None
+    return result
+
+
+def submit_survey(conn: psycopg.Connection, ticket_id: int, scores: dict[str, int], *, actor: str,
+                  comment: str = "", at: datetime | None = None) -> dict[str, Any]:
+    """The callback survey of a resolved ticket: closes it, or opens a complaint follow-up when
+    any indicator scores ``COMPLAINT_SCORE_MAX`` or less (closed later by ``second_callback``)."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        ticket = _lock(cur, ticket_id)
+        if ticket["state"] != "resolved":
+            raise TransitionError(
+                f"a callback survey needs a resolved ticket; ticket {ticket_id} is {ticket['state']!r}")
+        at = at or cur.execute("SELECT now() AS now").fetchone()["now"]
+        _insert_survey(cur, ticket_id, 1, scores, comment, actor, at)
+        low = [name for name in SURVEY_INDICATORS if scores[name] <= COMPLAINT_SCORE_MAX]
+        detail: dict[str, Any] = {"scores": {name: scores[name] for name in SURVEY_INDICATORS}, "comment": comment}
+        if low:
+            detail |= {"low": low, "responsible": sorted({RESPONSIBLE_DEPARTMENT[name] for name in low})}
+        transition = workflow.transition_for("complain" if low else "callback", "resolved", via_survey=True)
+        _transition(cur, ticket, transition, {}, actor, at, extra=detail)
+    result = get_ticket(conn, ticket_id)
+    assert result is not None
+    return result
+
+
+def _lock(cur: psycopg.Cursor, ticket_id: int) -> dict[str, Any]:
+    ticket = cur.execute(f"SELECT {_COLUMNS} FROM tickets WHERE id = %s FOR UPDATE", (ticket_id,)).fetchone()
+    if ticket is None:
+        raise TicketNotFound(f"no ticket {ticket_id}")
+    return ticket
+
+
+def _insert_survey(cur: psycopg.Cursor, ticket_id: int, round_: int, scores: dict[str, int], comment: str,
+                   actor: str, at: datetime) -> None:
+    cur.execute(
+        f"""INSERT INTO ticket_surveys (ticket_id, round, {', '.join(SURVEY_INDICATORS)}, comment, actor, at)
+            VALUES (%s, %s, {', '.join(['%s'] * len(SURVEY_INDICATORS))}, %s, %s, %s)""",
+        (ticket_id, round_, *(scores[name] for name in SURVEY_INDICATORS), comment, actor, at),
+    )
+
+
+def _transition(cur: psycopg.Cursor, ticket: dict[str, Any], transition: workflow.Transition,
+                fields: dict[str, Any], actor: str, at: datetime, extra: dict[str, Any] | None = None) -> None:
+    """Apply a validated transition: the ticket's columns, then its event."""
+    source = ticket["state"]
+    target = transition.target
+    if target == PREVIOUS:
+        target = ticket["escalated_from"] or "accepted"
+    target = target or source
+    changes: dict[str, Any] = {"state": target, "updated_at": at}
+    if source == "created" and target != "created":
+        changes["responded_at"] = at
+    action = transition.action
+    if action == "dispatch":
+        changes |= {"engineer": fields["engineer"], "dispatched_at": at,
+                    "arrive_by": fields.get("arrive_by") or ticket["arrive_by"] or _default_arrive_by(cur, ticket)}
+    elif action == "return":
+        changes["engineer"] = None
+    elif action == "arrive":
+        changes["arrived_at"] = at
+    elif action in ("resolve", "resolve_remote"):
+        changes |= {"resolution": "on_site" if action == "resolve" else "remote", "resolved_at": at,
+                    "work_done": fields["work_done"], "first_time_fix": fields.get("first_time_fix"),
+                    "parts_used": Jsonb(fields.get("parts_used") or [])}
+    elif action == "escalate":
+        changes |= {"expert_group": fields["expert_group"], "escalated_from": source}
+    elif action == "reassign":
+        changes |= {"expert_group": None, "escalated_from": None}
+    if target in workflow.TERMINAL_STATES:
+        changes["ended_at"] = at
+    assignments = ", ".join(f"{column} = %s" for column in changes)
+    cur.execute(f"UPDATE tickets SET {assignments} WHERE id = %s", [*changes.values(), ticket["id"]])
+    detail: dict[str, Any] = {"action": action, "from": source, "to": target}
+    detail |= {k: v.isoformat() if isinstance(v, datetime) else v for k, v in fields.items()}
+    if action == "dispatch":
+        detail["arrive_by"] = changes["arrive_by"].isoformat()
+    detail |= extra or {}
+    cur.execute("INSERT INTO ticket_events (ticket_id, at, actor, event, detail) VALUES (%s, %s, %s, %s, %s)",
+                (ticket["id"], at, actor, transition.event_name, Jsonb(detail)))
+
+
+def _default_arrive_by(cur: psycopg.Cursor, ticket: dict[str, Any]) -> datetime:
+    """Without a distance-based promise from dispatch: the response deadline + the contract's arrive_h."""
+    contract = sla.contract_for(cur, ticket["equipment_id"]) or sla.Contract()
+    return ticket["respond_by"] + timedelta(hours=contract.arrive_h)

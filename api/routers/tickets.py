@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 
 from api.deps import DbConn
-from api.schemas import TicketCreate, TicketPublic, TicketsPublic
-from tickets import service
+from api.schemas import SurveyCreate, TicketActionBody, TicketCreate, TicketPublic, TicketsPublic
+from tickets import service, workflow
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
@@ -40,9 +40,11 @@ def create_ticket(
 
 @router.get("", response_model=TicketsPublic)
 def list_tickets(conn: DbConn, equipment_id: str | None = None, state: str | None = None,
+                 engineer: str | None = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Annotated[int, Query(ge=0)] = 0) -> TicketsPublic:
-    rows, count = service.list_tickets(conn, equipment_id=equipment_id, state=state, limit=limit, offset=offset)
+    rows, count = service.list_tickets(conn, equipment_id=equipment_id, state=state, engineer=engineer,
+                                       limit=limit, offset=offset)
     return TicketsPublic(data=rows, count=count)
 
 
@@ -51,4 +53,52 @@ def get_ticket(ticket_id: int, conn: DbConn) -> TicketPublic:
     ticket = service.get_ticket(conn, ticket_id)
     if ticket is None:
         raise HTTPException(404, f"no ticket {ticket_id}")
+    return TicketPublic(**ticket)
+
+
+def _actions_table() -> str:
+    lines = ["| action | from | to | needs |", "|---|---|---|---|"]
+    for t in workflow.TRANSITIONS:
+        if t.survey_only:
+            continue
+        target = {None: "(same state)", workflow.PREVIOUS: "(state before escalation)"}.get(t.target, t.target)
+        sources = "any open state" if t.sources == workflow.OPEN_STATES else ", ".join(t.sources)
+        lines.append(f"| `{t.action}` | {sources} | {target} | {', '.join(t.requires) or '-'} |")
+    return "\n".join(lines)
+
+
+@router.post("/{ticket_id}/actions/{action}", response_model=TicketPublic,
+             description="Move the ticket through its work-order loop; every action is recorded in its history "
+                         "with actor and time.\n\n" + _actions_table(),
+             responses={404: {"description": "no such ticket or action"},
+                        409: {"description": "the action is not allowed in the ticket's current state"},
+                        422: {"description": "a field the action needs is missing"}})
+def take_action(ticket_id: int, action: Annotated[str, Path(examples=list(workflow.ACTIONS))],
+                body: TicketActionBody, conn: DbConn) -> TicketPublic:
+    fields = body.model_dump(exclude={"actor"}, exclude_none=True)
+    try:
+        ticket = service.apply_action(conn, ticket_id, action, actor=body.actor, fields=fields)
+    except (service.TicketNotFound, workflow.UnknownAction) as exc:
+        raise HTTPException(404, str(exc)) from None
+    except workflow.TransitionError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except workflow.MissingFields as exc:
+        raise HTTPException(422, str(exc)) from None
+    return TicketPublic(**ticket)
+
+
+@router.post("/{ticket_id}/survey", response_model=TicketPublic,
+             description="The callback survey of a resolved ticket. Without a score of 2 or less the ticket is "
+                         "closed; otherwise it enters `complaint` (with the responsible departments in its "
+                         "history) until the `second_callback` action closes it.",
+             responses={404: {"description": "no such ticket"},
+                        409: {"description": "the ticket is not resolved (or already surveyed)"}})
+def submit_survey(ticket_id: int, body: SurveyCreate, conn: DbConn) -> TicketPublic:
+    scores = body.model_dump(include=set(service.SURVEY_INDICATORS))
+    try:
+        ticket = service.submit_survey(conn, ticket_id, scores, actor=body.actor, comment=body.comment)
+    except service.TicketNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except workflow.TransitionError as exc:
+        raise HTTPException(409, str(exc)) from None
     return TicketPublic(**ticket)

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException
+
+from api.deps import DbConn
+from api.schemas import KpisPublic
+from tickets.kpis import compute_kpis
+
+router = APIRouter(prefix="/kpis", tags=["kpis"])
+
+
+@router.get("", response_model=KpisPublic,
+            description="Service KPIs over the tickets created in [start, end): remote resolution and "
+                        "first-time-fix rates, respond/arrive/resolve SLA compliance with the scheduler's "
+                        "warnings and breaches, mean and p90 time to respond and to resolve (hours), open "
+                        "backlog by state, mean of each callback-survey indicator.")
+def get_kpis(conn: DbConn, start: datetime, end: datetime, customer: str | None = None,
+             engineer: str | None = None) -> KpisPublic:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise HTTPException(422, "start and end need a time zone (e.g. 2026-01-01T00:00:00Z)")
+    if end <= start:
+        raise HTTPException(422, "end must be after start")
+    return KpisPublic(**compute_kpis(conn, start, end, customer=customer, engineer=engineer))

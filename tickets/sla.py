@@ -1,0 +1,181 @@
+"""SLA timers: deadlines per customer contract, and the scheduler that warns before and flags after.
+
+Three timers per ticket, each a deadline column, the moment it starts and the moment that stops it:
+
+- respond: ``respond_by`` = created + contract ``respond_h`` (default 4 h); stopped by the first step
+  out of ``created`` (accept, reject, cancel).
+- arrive: ``arrive_by``, set when the ticket is dispatched (dispatch passes a distance-based time;
+  without one, the response deadline + contract ``arrive_h``, default 4 h); stopped by the arrival,
+  or by a resolution / end without a visit.
+- resolve: ``resolve_by`` = created + contract ``resolve_h`` (default 24 h); stopped by the
+  resolution or the end of the ticket.
+
+``run_sla_round`` emits, per ticket and timer, a ``sla_warning`` event once ``WARN_FRACTION`` of the
+allowed time has passed on a running timer, and a ``sla_breach`` event once the deadline passed with
+the timer still running (or stopped late). ``ticket_sla_alerts`` has one row per ticket, timer and
+kind, so each is emitted exactly once, across restarts and concurrent schedulers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from core.db import poll_until_stopped
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESPOND_H = 4.0
+DEFAULT_ARRIVE_H = 4.0
+DEFAULT_RESOLVE_H = 24.0
+# Warn when this share of the allowed time has passed: 3 h into a 4 h response promise.
+WARN_FRACTION = 0.75
+# A timer stopped after its deadline without a breach event (the scheduler was down all along)
+# still gets its breach, when it stopped within this window.
+LATE_STOP_LOOKBACK = timedelta(days=7)
+# Deadlines are hours apart; checking more often than this only costs queries.
+SLA_CHECK_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    name: str
+    due: str     # deadline column of tickets
+    start: str   # SQL over alias t: when the allowed time started
+    stop: str    # SQL over alias t: when the timer stopped (NULL while running)
+
+
+TIMERS = (
+    Timer("respond", "respond_by", "t.created_at", "COALESCE(t.responded_at, t.ended_at)"),
+    Timer("arrive", "arrive_by", "t.dispatched_at", "COALESCE(t.arrived_at, t.resolved_at, t.ended_at)"),
+    Timer("resolve", "resolve_by", "t.created_at", "COALESCE(t.resolved_at, t.ended_at)"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    respond_h: float = DEFAULT_RESPOND_H
+    arrive_h: float = DEFAULT_ARRIVE_H
+    resolve_h: float = DEFAULT_RESOLVE_H
+
+
+def contract_for(conn: psycopg.Connection | psycopg.Cursor, equipment_id: str) -> Contract | None:
+    """The contract of the machine's customer (defaults without one); None for unknown equipment."""
+    row = conn.execute(
+        """SELECT c.respond_h, c.arrive_h, c.resolve_h FROM equipment e
+           LEFT JOIN service_contracts c ON c.customer = e.customer WHERE e.id = %s""",
+        (equipment_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    values = row.values() if isinstance(row, dict) else row
+    respond_h, arrive_h, resolve_h = values
+    if respond_h is None:
+        return Contract()
+    return Contract(respond_h, arrive_h, resolve_h)
+
+
+def set_contract(conn: psycopg.Connection, customer: str, *, respond_h: float = DEFAULT_RESPOND_H,
+                 arrive_h: float = DEFAULT_ARRIVE_H, resolve_h: float = DEFAULT_RESOLVE_H) -> None:
+    """Create or change a customer's contract; applies to tickets created from then on."""
+    with conn.transaction():
+        conn.execute(
+            """INSERT INTO service_contracts (customer, respond_h, arrive_h, resolve_h) VALUES (%s, %s, %s, %s)
+               ON CONFLICT (customer) DO UPDATE SET respond_h = EXCLUDED.respond_h, arrive_h = EXCLUDED.arrive_h,
+                   resolve_h = EXCLUDED.resolve_h, updated_at = now()""",
+            (customer, respond_h, arrive_h, resolve_h),
+        )
+
+
+_FIRE = """
+WITH hits AS (
+    SELECT t.id, t.{due} AS due FROM tickets t
+    WHERE t.{due} IS NOT NULL AND {start} IS NOT NULL AND ({condition})
+), fired AS (
+    INSERT INTO ticket_sla_alerts (ticket_id, timer, kind, due, at)
+    SELECT id, %(timer)s, %(kind)s, due, %(now)s FROM hits
+    ON CONFLICT DO NOTHING
+    RETURNING ticket_id, due
+)
+INSERT INTO ticket_events (ticket_id, at, actor, event, detail)
+SELECT ticket_id, %(now)s, 'sla', 'sla_' || %(kind)s,
+       jsonb_build_object('timer', %(timer)s, 'due', due, 'late_by_s',
+                          greatest(0, extract(epoch FROM %(now)s - due))::bigint)
+FROM fired
+RETURNING ticket_id
+"""
+
+_WARNING = "{stop} IS NULL AND %(now)s >= {start} + (t.{due} - {start}) * %(fraction)s AND %(now)s < t.{due}"
+_BREACH = "({stop} IS NULL AND %(now)s >= t.{due}) OR ({stop} > t.{due} AND {stop} >= %(now)s - %(lookback)s)"
+
+
+def run_sla_round(conn: psycopg.Connection, now: datetime | None = None, *,
+                  warn_fraction: float = WARN_FRACTION) -> int:
+    """Emit the SLA warnings and breaches that are due at ``now`` (the database clock when None);
+    return how many events were emitted. Safe to repeat and to run concurrently."""
+    emitted = 0
+    with conn.transaction():
+        if now is None:
+            now = conn.execute("SELECT now()").fetchone()[0]
+        for timer in TIMERS:
+            for kind, condition in (("breach", _BREACH), ("warning", _WARNING)):
+                cols = {"due": timer.due, "start": timer.start, "stop": timer.stop}
+                sql = _FIRE.format(condition=condition.format(**cols), **cols)
+                rows = conn.execute(sql, {"timer": timer.name, "kind": kind, "now": now, "fraction": warn_fraction,
+                                          "lookback": LATE_STOP_LOOKBACK}).fetchall()
+                for (ticket_id,) in rows:
+                    log.info("ticket %d: SLA %s of the %s timer", ticket_id, kind, timer.name)
+                emitted += len(rows)
+    return emitted
+
+
+def timer_status(ticket: dict[str, Any], alerts: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """Each timer's deadline, when it stopped, its status and when it was warned / breached."""
+    stops = {
+        "respond": ticket.get("responded_at") or ticket.get("ended_at"),
+        "arrive": ticket.get("arrived_at") or ticket.get("resolved_at") or ticket.get("ended_at"),
+        "resolve": ticket.get("resolved_at") or ticket.get("ended_at"),
+    }
+    out: dict[str, Any] = {}
+    for timer in TIMERS:
+        due = ticket.get(timer.due)
+        stopped = stops[timer.name]
+        mine = {a["kind"]: a["at"] for a in alerts if a["timer"] == timer.name}
+        if due is None:
+            status = "none"
+        elif stopped is not None:
+            status = "met" if stopped <= due else "breached"
+        elif now >= due:
+            status = "breached"
+        else:
+            status = "warning" if "warning" in mine else "running"
+        out[timer.name] = {"due": due, "stopped_at": stopped, "status": status,
+                           "warned_at": mine.get("warning"), "breached_at": mine.get("breach")}
+    return out
+
+
+class SlaWorker:
+    """The SLA scheduler as a worker: ``run(stop)`` checks every ``check_every_s`` until stopped."""
+
+    def __init__(self, database_url: str, *, check_every_s: float = SLA_CHECK_EVERY_S,
+                 warn_fraction: float = WARN_FRACTION) -> None:
+        self.database_url = database_url
+        self.check_every_s = check_every_s
+        self.warn_fraction = warn_fraction
+        self._next_check = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        poll_until_stopped(self.database_url, "sla", self.process_round, stop)
+
+    def process_round(self, conn: psycopg.Connection) -> int:
+        """One round for ``core.db.poll_until_stopped`` (or another worker's loop): checks when due."""
+        if time.monotonic() < self._next_check:
+            return 0
+        self._next_check = time.monotonic() + self.check_every_s
+        return run_sla_round(conn, warn_fraction=self.warn_fraction)
