@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--controllers", type=int, default=10_000)
     parser.add_argument("--readings-per-msg", type=int, default=1)
     parser.add_argument("--msg-rate", type=float, default=None, help="messages/s (default 20000, or 10000 batched)")
-    parser.add_argument("--codec", choices=("json",), default="json")
+    parser.add_argument("--codec", choices=("json", "binary"), default="json")
     parser.add_argument("--workers", type=int, default=2, help="ingest processes")
     parser.add_argument("--load-processes", type=int, default=2)
     parser.add_argument("--keep-database", action="store_true")
@@ -94,7 +94,8 @@ def main() -> None:
         results: mp.Queue = mp.Queue()
         slices = [tuple(ids[i::args.load_processes]) for i in range(args.load_processes)]
         loaders = [mp.Process(target=run_slice, args=(LoadSpec(
-            mqtt_url, topic_root, s, rate / args.load_processes, args.readings_per_msg, args.duration), results))
+            mqtt_url, topic_root, s, rate / args.load_processes, args.readings_per_msg, args.duration,
+            codec=args.codec), results))
             for s in slices]
         started = time.monotonic()
         for p in loaders:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core import mqtt, topics
+from core.telemetry import Reading
+from core.telemetry_binary import encode_binary
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class LoadSpec:
     readings_per_msg: int
     duration_s: float
     connections: int = 4
+    codec: str = "json"  # or "binary"
 
 
 def _iso_ms(epoch_ms: int, cache: dict[int, str]) -> str:
@@ -52,6 +55,32 @@ _CHANNELS = ('"oil_temp_c":86.4,"engine_rpm":1812.5,"hydraulic_pressure_bar":243
 def json_payload(seq: int, timestamps_ms: list[int], cache: dict[int, str]) -> bytes:
     readings = ",".join(f'{{"ts":"{_iso_ms(t, cache)}",{_CHANNELS}}}' for t in timestamps_ms)
     return f'{{"v":1,"seq":{seq},"readings":[{readings}]}}'.encode()
+
+
+_TEMPLATE = Reading(ts=datetime(2026, 1, 1, tzinfo=UTC), oil_temp_c=86.4, engine_rpm=1812.5,
+                    hydraulic_pressure_bar=243.1, coolant_temp_c=84.2, fuel_level_pct=61.35, engine_hours=2210.417,
+                    lat=51.949011, lon=4.142035, speed_kmh=0.0)
+# The binary form of one reading after its time delta: presence mask and channel values, constant here.
+_BINARY_BODY = encode_binary(0, [_TEMPLATE])[1 + 1 + 1 + 8 + 1:]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def binary_payload(seq: int, timestamps_ms: list[int]) -> bytes:
+    """The compact codec's message for readings at ``timestamps_ms`` (ascending) with template values."""
+    out = bytearray(b"\x01") + _varint(seq) + _varint(len(timestamps_ms)) + timestamps_ms[0].to_bytes(8, "big")
+    previous = timestamps_ms[0]
+    for ts in timestamps_ms:
+        out += _varint((ts - previous) << 1) + _BINARY_BODY
+        previous = ts
+    return bytes(out)
 
 
 def run_slice(spec: LoadSpec, results: mp.Queue) -> None:
@@ -75,7 +104,8 @@ def run_slice(spec: LoadSpec, results: mp.Queue) -> None:
         mqtt.start(client, address, clean_start=True)
         connected.wait(10)
         clients.append(client)
-    topic_of = [topics.telemetry_topic(spec.topic_root, e) for e in spec.equipment_ids]
+    kind = topics.TELEMETRY_BINARY if spec.codec == "binary" else topics.TELEMETRY
+    topic_of = [topics.telemetry_topic(spec.topic_root, e, kind) for e in spec.equipment_ids]
     n = len(spec.equipment_ids)
     seqs = [0] * n
     # Each controller's readings are spaced evenly over its own message period.
@@ -99,7 +129,11 @@ def run_slice(spec: LoadSpec, results: mp.Queue) -> None:
             stamps = [first + k * reading_gap_ms for k in range(spec.readings_per_msg)]
             last_ts[i] = stamps[-1]
             seqs[i] += 1
-            info = clients[i % len(clients)].publish(topic_of[i], json_payload(seqs[i], stamps, cache), qos=1)
+            if spec.codec == "binary":
+                payload = binary_payload(seqs[i], stamps)
+            else:
+                payload = json_payload(seqs[i], stamps, cache)
+            info = clients[i % len(clients)].publish(topic_of[i], payload, qos=1)
             if info.rc != 0:
                 errors += 1
             published += 1
