@@ -1,6 +1,6 @@
 """The work-order state machine as data: every action, the states it applies in, where it leads.
 
-The loop (docs/tickets.md):
+The loop:
 
     created ─accept─► accepted ─start_remote_diagnosis─► remote_diagnosis ─resolve_remote─► resolved
                          │  ▲                                   │
