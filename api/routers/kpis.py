@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, HTTPException
 
@@ -10,14 +10,19 @@ from tickets.kpis import compute_kpis
 
 router = APIRouter(prefix="/kpis", tags=["kpis"])
 
+DEFAULT_PERIOD = timedelta(days=30)
+
 
 @router.get("", response_model=KpisPublic,
-            description="Service KPIs over the tickets created in [start, end): remote resolution and "
+            description="Service KPIs over the tickets created in [start, end) (default: the last 30 days): "
+                        "remote resolution and "
                         "first-time-fix rates, respond/arrive/resolve SLA compliance with the scheduler's "
                         "warnings and breaches, mean and p90 time to respond and to resolve (hours), open "
                         "backlog by state, mean of each callback-survey indicator.")
-def get_kpis(conn: DbConn, start: datetime, end: datetime, customer: str | None = None,
-             engineer: str | None = None) -> KpisPublic:
+def get_kpis(conn: DbConn, start: datetime | None = None, end: datetime | None = None,
+             customer: str | None = None, engineer: str | None = None) -> KpisPublic:
+    end = end or datetime.now(UTC)
+    start = start or end - DEFAULT_PERIOD
     if start.tzinfo is None or end.tzinfo is None:
         raise HTTPException(422, "start and end need a time zone (e.g. 2026-01-01T00:00:00Z)")
     if end <= start:
