@@ -14,6 +14,7 @@ from dashboards.common import (
     api_url_variable,
     customer_variable,
     machine_link,
+    severity_bars,
 )
 from dashboards.model import (
     CustomVariable,
@@ -21,13 +22,10 @@ from dashboards.model import (
     Panel,
     Query,
     Row,
-    fixed_color,
     override,
     stat_options,
     table_options,
     thresholds,
-    timeseries_defaults,
-    timeseries_options,
     value_colors,
 )
 from dashboards.sql import ALL_VALUE, SEVERITIES, SEVERITY_COLORS, any_of, severity_rank
@@ -113,8 +111,7 @@ LIMIT 1000""")],
 
 
 def raised_over_time() -> Panel:
-    return Panel(
-        "timeseries", "Alarms raised", [Query(f"""
+    return severity_bars("Alarms raised", f"""
 SELECT $__timeGroupAlias(a.raised_at, $__interval),
        a.severity AS metric,
        count(*) AS value
@@ -122,14 +119,7 @@ FROM alarms a
 JOIN equipment e ON e.id = a.equipment_id
 WHERE $__timeFilter(a.raised_at) AND {FILTER}
 GROUP BY 1, 2
-ORDER BY 1, 2""", "time_series")],
-        width=12, height=8,
-        options=timeseries_options(),
-        defaults={**timeseries_defaults("short"),
-                  "custom": {**timeseries_defaults("short")["custom"], "drawStyle": "bars", "fillOpacity": 80,
-                             "stacking": {"mode": "normal", "group": "A"}}},
-        overrides=[override(s, ("color", fixed_color(c))) for s, c in SEVERITY_COLORS.items()],
-    )
+ORDER BY 1, 2""")
 
 
 def top_faults() -> Panel:

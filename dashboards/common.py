@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from dashboards.model import ConstantVariable, QueryVariable, TextboxVariable, link
-from dashboards.sql import ALL_VALUE, OFFLINE_AFTER_S, any_of
+from dashboards.model import (
+    ConstantVariable,
+    Panel,
+    Query,
+    QueryVariable,
+    TextboxVariable,
+    fixed_color,
+    link,
+    override,
+    timeseries_defaults,
+    timeseries_options,
+)
+from dashboards.sql import ALL_VALUE, OFFLINE_AFTER_S, SEVERITY_COLORS, any_of
 
 FLEET_UID = "ironsight-fleet"
 MACHINE_UID = "ironsight-machine"
@@ -65,3 +76,16 @@ def api_open_ticket_link() -> dict:
     """The API's own docs for POST /api/v1/tickets (Swagger UI: tag, then operation id)."""
     return link("Open a work order (POST /api/v1/tickets)",
                 "${api_url}/docs#/tickets/create_ticket_api_v1_tickets_post", new_tab=True)
+
+
+def severity_bars(title: str, sql: str) -> Panel:
+    """Counts over time as bars stacked by severity (the query returns time, metric = severity, value)."""
+    defaults = timeseries_defaults("short")
+    return Panel(
+        "timeseries", title, [Query(sql, "time_series")],
+        width=12, height=8,
+        options=timeseries_options(),
+        defaults={**defaults, "custom": {**defaults["custom"], "drawStyle": "bars", "fillOpacity": 80,
+                                         "stacking": {"mode": "normal", "group": "A"}}},
+        overrides=[override(s, ("color", fixed_color(c))) for s, c in SEVERITY_COLORS.items()],
+    )

@@ -14,6 +14,7 @@ from dashboards.common import (
     api_url_variable,
     customer_variable,
     machine_link,
+    severity_bars,
 )
 from dashboards.model import (
     Dashboard,
@@ -26,8 +27,6 @@ from dashboards.model import (
     stat_options,
     table_options,
     thresholds,
-    timeseries_defaults,
-    timeseries_options,
     value_colors,
 )
 from dashboards.sql import ALL_VALUE, OPEN_TICKET, SEVERITIES, SEVERITY_COLORS, any_of, severity_rank
@@ -92,8 +91,7 @@ ORDER BY t.state""")],
 
 
 def opened_over_time() -> Panel:
-    return Panel(
-        "timeseries", "Work orders opened", [Query(f"""
+    return severity_bars("Work orders opened", f"""
 SELECT $__timeGroupAlias(t.created_at, $__interval),
        t.priority AS metric,
        count(*) AS value
@@ -101,14 +99,7 @@ FROM tickets t
 JOIN equipment e ON e.id = t.equipment_id
 WHERE $__timeFilter(t.created_at) AND {FILTER}
 GROUP BY 1, 2
-ORDER BY 1, 2""", "time_series")],
-        width=12, height=8,
-        options=timeseries_options(),
-        defaults={**timeseries_defaults("short"),
-                  "custom": {**timeseries_defaults("short")["custom"], "drawStyle": "bars", "fillOpacity": 80,
-                             "stacking": {"mode": "normal", "group": "A"}}},
-        overrides=[override(p, ("color", fixed_color(c))) for p, c in SEVERITY_COLORS.items()],
-    )
+ORDER BY 1, 2""")
 
 
 def open_list() -> Panel:
