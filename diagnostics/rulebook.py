@@ -24,7 +24,7 @@ from diagnostics.rules import (
     When,
 )
 
-RULEBOOK_VERSION = 3
+RULEBOOK_VERSION = 4
 WORKING = When("engine_rpm", ">", 1600.0)
 ENGINE_RUNNING = When("engine_rpm", ">", 300.0)
 
@@ -49,7 +49,7 @@ def _standard(oil_limit_c: float = 105.0, coolant_limit_c: float = 105.0, pressu
                   clear_at=coolant_limit_c - 7.0, sustain_s=30.0, clear_sustain_s=60.0, severity="major",
                   severity_levels=((coolant_limit_c + 8.0, "critical"),)),
         OilTempResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED"),
-        RateOfChange("oil_rising_fast", "OIL_TEMP_RISING_FAST", signal="oil_temp_c", max_per_min=3.0,
+        RateOfChange("oil_rising_fast", "OIL_TEMP_RISING_FAST", version=2, signal="oil_temp_c", max_per_min=3.0,
                      window_s=120.0, steady_signal="engine_rpm", steady_band=150.0, steady_s=420.0),
         Threshold("hydraulic_pressure_low", "HYDRAULIC_PRESSURE_LOW", signal="hydraulic_pressure_bar",
                   raise_at=pressure_low_bar, clear_at=pressure_low_bar + 20.0, direction="below",

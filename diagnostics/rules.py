@@ -225,8 +225,13 @@ class Repeated(Rule):
 
 @dataclass(frozen=True)
 class RateOfChange(Rule):
-    """The signal rises faster than ``max_per_min`` (least-squares slope over ``window_s``) while
-    ``steady_signal`` has stayed within ``steady_band`` for at least ``steady_s``."""
+    """The signal rises faster than ``max_per_min`` while ``steady_signal`` has stayed within
+    ``steady_band`` for at least ``steady_s``.
+
+    The rate comes from two exponentially weighted averages of the signal over a quarter and three
+    quarters of ``window_s``: on a steady ramp each lags the signal by its time constant, so their
+    difference over the difference of the time constants is the slope. That keeps the state at a
+    few numbers per machine (it is saved every round) and smooths sensor noise."""
 
     signal: str = ""
     max_per_min: float = 3.0
@@ -245,10 +250,16 @@ class RateOfChange(Rule):
         anchor = state.get("steady_ref")
         if anchor is None or abs(steady_value - anchor) > self.steady_band:
             state["steady_ref"], state["steady_since"] = steady_value, now
-        points = [p for p in state.get("points", []) if now - p[0] <= self.window_s] + [[now, value]]
-        state["points"] = points
+        fast_s, slow_s = self.window_s / 4, self.window_s * 3 / 4
+        state.pop("points", None)  # the window of samples version 1 kept
+        if "fast" not in state:
+            state.update(t=now, fast=value, slow=value)
+        dt = max(0.0, now - state["t"])
+        state["t"] = now
+        state["fast"] += (1 - math.exp(-dt / fast_s)) * (value - state["fast"])
+        state["slow"] += (1 - math.exp(-dt / slow_s)) * (value - state["slow"])
         steady = now - state["steady_since"] >= self.steady_s
-        slope = _slope_per_min(points) if steady and now - points[0][0] >= self.window_s * 0.9 else None
+        slope = (state["fast"] - state["slow"]) / (slow_s - fast_s) * 60.0 if steady else None
         rising = slope is not None and slope > self.max_per_min
         if rising and not state.get("active"):
             state["active"] = True
@@ -260,18 +271,6 @@ class RateOfChange(Rule):
             state["active"] = False
             return [_clear(self, sample.ts, {"signal": self.signal, "rate_per_min": round(slope, 2)})]
         return []
-
-
-def _slope_per_min(points: list[list[float]]) -> float:
-    n = len(points)
-    if n < 3:
-        return 0.0
-    mean_t = sum(p[0] for p in points) / n
-    mean_v = sum(p[1] for p in points) / n
-    var_t = sum((p[0] - mean_t) ** 2 for p in points)
-    if var_t == 0:
-        return 0.0
-    return sum((p[0] - mean_t) * (p[1] - mean_v) for p in points) / var_t * 60.0
 
 
 @dataclass(frozen=True)
