@@ -100,9 +100,10 @@ class IngestWorker:
         if reason_code.is_failure:
             log.error("broker refused ingest connection: %s", reason_code)
             return
-        subscription = [(topics.telemetry_subscription(self.settings.topic_root, SHARE_GROUP, kind), 1)
+        # A share group per codec: rumqttd keys shared subscriptions by group name alone.
+        subscription = [topics.telemetry_subscription(self.settings.topic_root, f"{SHARE_GROUP}-{kind}", kind)
                         for kind in topics.TELEMETRY_KINDS]
-        client.subscribe(subscription)
+        client.subscribe([(topic_filter, 1) for topic_filter in subscription])
         log.info("ingest %s connected to %s, subscribed to %s (session present: %s)",
                  self.name, self.address.url, subscription, flags.session_present)
         self.connected.set()

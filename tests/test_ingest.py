@@ -158,3 +158,27 @@ def test_binary_telemetry_is_stored_like_json_and_bad_binary_is_dead_lettered(se
     assert conn.execute("SELECT reason FROM dead_letters").fetchone()[0] == "bad_binary"
     oil = [r[0] for r in conn.execute("SELECT oil_temp_c FROM readings WHERE equipment_id = 'EX-2' ORDER BY ts")]
     assert oil == pytest.approx([84.0, 83.0, 82.0, 81.0, 80.0])
+
+
+def test_both_codecs_arrive_through_the_fallback_broker_too(database_url, conn, background, tmp_path):
+    """The iotcore (rumqttd) broker that ``ironsight run`` falls back to without Mosquitto."""
+    from core.settings import Settings
+    from core.telemetry_binary import encode_binary
+    from ironsight.services import start_embedded_broker
+
+    register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
+    broker = start_embedded_broker(tmp_path / "broker", prefer="iotcore")
+    try:
+        settings = Settings(database_url=database_url, mqtt_url=broker.url, topic_root="fallback")
+        worker = IngestWorker(settings, database_url, broker.url, name="fallback")
+        background.start(worker.run, "ingest")
+        assert worker.connected.wait(10)
+        publisher = Publisher(broker.url, "fallback-pub")
+        now = datetime.now(UTC).replace(microsecond=0)
+        publisher.publish(topics.telemetry_topic("fallback", "EX-1"), encode_message(1, [reading(now, oil=80.0)]))
+        publisher.publish(topics.telemetry_topic("fallback", "EX-1", topics.TELEMETRY_BINARY),
+                          encode_binary(2, [reading(now - timedelta(seconds=1), oil=81.0)]))
+        publisher.close()
+        wait_for(lambda: count(conn, "SELECT count(*) FROM readings") == 2, timeout_s=20, what="both readings")
+    finally:
+        broker.stop()
