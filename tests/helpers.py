@@ -168,3 +168,25 @@ def drain_outbox(round_: Callable, conn, table: str, consumer: str, *, timeout_s
         return (row[0] if row else 0) >= newest
 
     wait_for(caught_up, timeout_s=timeout_s, interval_s=0.05, what=f"{consumer} to process {table}")
+
+
+def at_once_in_transactions(database_url: str, workers: int, action: Callable) -> list:
+    """Run ``action(connection)`` from ``workers`` threads released together, each in its own
+    connection and transaction; return what each returned."""
+    import psycopg
+
+    barrier = threading.Barrier(workers)
+    results: list = []
+
+    def run() -> None:
+        with psycopg.connect(database_url) as own:
+            barrier.wait()
+            with own.transaction():
+                results.append(action(own))
+
+    threads = [threading.Thread(target=run) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

@@ -19,7 +19,7 @@ from alarms.policy import AlarmPolicy
 from alarms.worker import AlarmsWorker
 from core.fleet import EquipmentRecord, register_equipment
 from ironsight.services import free_tcp_port
-from tests.helpers import ApiServer, wait_for
+from tests.helpers import ApiServer, at_once_in_transactions, wait_for
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 MIN = timedelta(minutes=1)
@@ -165,20 +165,8 @@ def test_concurrent_raises_of_a_cleared_alarm_reopen_it_once(database_url, conn,
     clear_alarm(conn, "EX-1", "OIL_OVERHEAT", T0 + MIN)
     conn.commit()
     workers = 8
-    barrier = threading.Barrier(workers)
-    results = []
-
-    def raise_same() -> None:
-        with psycopg.connect(database_url) as own:
-            barrier.wait()
-            with own.transaction():
-                results.append(raise_or_reopen(own, "EX-1", "OIL_OVERHEAT", "major", T0 + 2 * MIN, 1))
-
-    threads = [threading.Thread(target=raise_same) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once_in_transactions(
+        database_url, workers, lambda own: raise_or_reopen(own, "EX-1", "OIL_OVERHEAT", "major", T0 + 2 * MIN, 1))
     assert len(results) == workers
     assert conn.execute("SELECT id, occurrences FROM alarms WHERE state = 'active'").fetchall() == [
         (alarm_id, 1 + workers)]

@@ -1,10 +1,8 @@
 """Diagnostics and alarms over a real database; the whole path end to end through the real broker."""
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import psycopg
 
 from alarms.lifecycle import raise_alarm
 from alarms.worker import AlarmsWorker
@@ -16,7 +14,7 @@ from ingest.worker import IngestWorker
 from ingest.writer import Batch, BatchWriter
 from ironsight.schema import register_fleet
 from ironsight.services import free_tcp_port
-from tests.helpers import ApiServer, drain_outbox, wait_for
+from tests.helpers import ApiServer, at_once_in_transactions, drain_outbox, wait_for
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
@@ -61,20 +59,8 @@ def test_healthy_readings_and_a_short_spike_raise_nothing(conn):
 def test_concurrent_raises_of_one_fault_make_one_active_alarm(database_url, conn):
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
     workers = 8
-    barrier = threading.Barrier(workers)
-    results = []
-
-    def raise_same() -> None:
-        with psycopg.connect(database_url) as own:
-            barrier.wait()
-            with own.transaction():
-                results.append(raise_alarm(own, "EX-1", "OIL_OVERHEAT", "major", T0, 1))
-
-    threads = [threading.Thread(target=raise_same) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once_in_transactions(
+        database_url, workers, lambda own: raise_alarm(own, "EX-1", "OIL_OVERHEAT", "major", T0, 1))
     assert len({alarm_id for alarm_id, _ in results}) == 1
     assert sum(new for _, new in results) == 1
     assert conn.execute("SELECT count(*), max(occurrences) FROM alarms").fetchone() == (1, workers)
