@@ -13,6 +13,7 @@ from core.fleet import EquipmentRecord, register_equipment
 from tests.helpers import ApiServer
 from tickets import service, sla, workflow
 from tickets.kpis import compute_kpis
+from tickets.resources import Engineer, Station, Vehicle, upsert_engineer, upsert_station, upsert_vehicle
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -46,7 +47,10 @@ PATHS: dict[str, list[str]] = {
 def fleet(conn):
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme", "rotterdam"),
                               EquipmentRecord("CR-2", "S-2", "TC500", "crane", "nordbau", "munich")])
-    conn.execute("DELETE FROM service_contracts")  # until tests/conftest.py truncates it
+    upsert_station(conn, Station("ST-R", "Rotterdam station", 51.92, 4.48))
+    for name in ("Eva", "Bob"):
+        upsert_engineer(conn, Engineer(name, name, "ST-R", ("EX210", "TC500")))
+        upsert_vehicle(conn, Vehicle(f"VAN-{name}", "ST-R", name), at=T0)
     conn.commit()
     return conn
 

@@ -14,7 +14,8 @@ from psycopg.types.json import Jsonb
 
 from core.db import where_equal
 from core.errors import IronSightError
-from tickets import sla, workflow
+from tickets import dispatch, sla, stock, workflow
+from tickets.dispatch import TravelModel
 from tickets.workflow import ACTIVE_STATES, OPEN_STATES, PREVIOUS, TransitionError
 
 SURVEY_INDICATORS = ("product_quality", "overall_service", "timeliness", "attitude", "engineer_skill", "parts_supply")
@@ -61,7 +62,8 @@ class NewTicket:
 _COLUMNS = ("id, equipment_id, title, description, priority, state, fault_code, source_alarm_id, "
             "created_by, created_at, updated_at, diagnosis, remote_resolvable, engineer, expert_group, "
             "escalated_from, resolution, first_time_fix, work_done, parts_used, respond_by, arrive_by, resolve_by, "
-            "responded_at, dispatched_at, arrived_at, resolved_at, ended_at")
+            "responded_at, dispatched_at, arrived_at, resolved_at, ended_at, vehicle_id, pickup_warehouse_id, "
+            "required_part, part_picked_up_at, eta, eta_updated_at, late_warned_at")
 
 
 def create_ticket(conn: psycopg.Connection, new: NewTicket) -> tuple[dict[str, Any], bool]:
@@ -195,12 +197,18 @@ def count_open(conn: psycopg.Connection) -> int:
 
 
 def apply_action(conn: psycopg.Connection, ticket_id: int, action: str, *, actor: str,
-                 fields: dict[str, Any] | None = None, at: datetime | None = None) -> dict[str, Any]:
+                 fields: dict[str, Any] | None = None, at: datetime | None = None,
+                 travel: TravelModel | None = None) -> dict[str, Any]:
     """Take ``action`` on the ticket (tickets.workflow.TRANSITIONS) and return the ticket after it.
 
     Raises TicketNotFound, UnknownAction, TransitionError (not allowed in the current state) or
-    MissingFields. ``fields``: reason, note, engineer, arrive_by, expert_group, work_done,
+    MissingFields. ``fields``: reason, note, engineer, warehouse, arrive_by, expert_group, work_done,
     parts_used, first_time_fix, survey (second_callback only). ``at`` defaults to now.
+
+    ``dispatch`` plans the engineer's trip (tickets.dispatch; DispatchRefused when the engineer cannot
+    be sent): the vehicle, the warehouse where the diagnosed part is collected (its unit moves to the
+    vehicle at once, so no other dispatch counts on it), the ETA and — unless ``arrive_by`` is given
+    — the promised arrival. ``resolve`` takes ``parts_used`` out of the vehicle's stock.
     """
     fields = {k: v for k, v in (fields or {}).items() if v is not None}
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -211,7 +219,7 @@ def apply_action(conn: psycopg.Connection, ticket_id: int, action: str, *, actor
         if action == "second_callback" and fields.get("survey"):
             _insert_survey(cur, ticket_id, 2, fields["survey"], fields.get("note") or fields.get("reason", ""),
                            actor, at)
-        _transition(cur, ticket, transition, fields, actor, at)
+        _transition(cur, ticket, transition, fields, actor, at, travel=travel or TravelModel())
     result = get_ticket(conn, ticket_id)
     assert result is not None
     return result
@@ -256,8 +264,9 @@ def _insert_survey(cur: psycopg.Cursor, ticket_id: int, round_: int, scores: dic
 
 
 def _transition(cur: psycopg.Cursor, ticket: dict[str, Any], transition: workflow.Transition,
-                fields: dict[str, Any], actor: str, at: datetime, extra: dict[str, Any] | None = None) -> None:
-    """Apply a validated transition: the ticket's columns, then its event."""
+                fields: dict[str, Any], actor: str, at: datetime, extra: dict[str, Any] | None = None,
+                travel: TravelModel | None = None) -> None:
+    """Apply a validated transition: the ticket's columns, the stock it moves, then its event."""
     source = ticket["state"]
     target = transition.target
     if target == PREVIOUS:
@@ -267,17 +276,44 @@ def _transition(cur: psycopg.Cursor, ticket: dict[str, Any], transition: workflo
     if source == "created" and target != "created":
         changes["responded_at"] = at
     action = transition.action
+    extra = dict(extra or {})
     if action == "dispatch":
-        changes |= {"engineer": fields["engineer"], "dispatched_at": at,
-                    "arrive_by": fields.get("arrive_by") or ticket["arrive_by"] or _default_arrive_by(cur, ticket)}
-    elif action == "return":
-        changes["engineer"] = None
+        plan = dispatch.plan_for_engineer(cur, ticket["id"], fields["engineer"], at, travel or TravelModel(),
+                                          fields.get("warehouse"))
+        changes |= {"engineer": fields["engineer"], "dispatched_at": at, "part_picked_up_at": None,
+                    "late_warned_at": None, "vehicle_id": None, "pickup_warehouse_id": None, "eta": None,
+                    "required_part": (ticket["diagnosis"] or {}).get("spare_part")}
+        promised = fields.get("arrive_by")
+        if plan is not None:
+            eta = at + timedelta(hours=plan.travel_h)
+            changes |= {"vehicle_id": plan.vehicle_id, "pickup_warehouse_id": plan.warehouse_id, "eta": eta,
+                        "eta_updated_at": at}
+            promised = promised or eta + timedelta(minutes=(travel or TravelModel()).margin_min)
+            extra["plan"] = plan.as_dict() | {"eta": eta.isoformat()}
+            if plan.warehouse_id is not None and plan.part is not None:
+                stock.move(cur, plan.part, 1, ("warehouse", plan.warehouse_id), ("vehicle", plan.vehicle_id),
+                           ticket_id=ticket["id"], reason="collect for visit", at=at)
+        changes["arrive_by"] = promised or ticket["arrive_by"] or _default_arrive_by(cur, ticket)
+    elif action in ("return", "cancel") and ticket["pickup_warehouse_id"] and ticket["part_picked_up_at"] is None \
+            and ticket["required_part"] and ticket["vehicle_id"]:
+        # The part was set aside for this visit but never collected: back on the shelf.
+        stock.move(cur, ticket["required_part"], 1, ("vehicle", ticket["vehicle_id"]),
+                   ("warehouse", ticket["pickup_warehouse_id"]), ticket_id=ticket["id"],
+                   reason=f"visit {action}ed", at=at)
+    if action == "return":
+        changes |= {"engineer": None, "vehicle_id": None, "pickup_warehouse_id": None, "eta": None}
     elif action == "arrive":
         changes["arrived_at"] = at
     elif action in ("resolve", "resolve_remote"):
         changes |= {"resolution": "on_site" if action == "resolve" else "remote", "resolved_at": at,
                     "work_done": fields["work_done"], "first_time_fix": fields.get("first_time_fix"),
                     "parts_used": Jsonb(fields.get("parts_used") or [])}
+        if action == "resolve" and ticket["vehicle_id"] and fields.get("parts_used"):
+            extra["stock"] = [
+                stock.use(cur, used["part"], used.get("quantity", 1), ("vehicle", ticket["vehicle_id"]),
+                          ticket_id=ticket["id"], at=at)
+                for used in fields["parts_used"]
+            ]
     elif action == "escalate":
         changes |= {"expert_group": fields["expert_group"], "escalated_from": source}
     elif action == "reassign":
@@ -290,7 +326,7 @@ def _transition(cur: psycopg.Cursor, ticket: dict[str, Any], transition: workflo
     detail |= {k: v.isoformat() if isinstance(v, datetime) else v for k, v in fields.items()}
     if action == "dispatch":
         detail["arrive_by"] = changes["arrive_by"].isoformat()
-    detail |= extra or {}
+    detail |= extra
     cur.execute("INSERT INTO ticket_events (ticket_id, at, actor, event, detail) VALUES (%s, %s, %s, %s, %s)",
                 (ticket["id"], at, actor, transition.event_name, Jsonb(detail)))
 
