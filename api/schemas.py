@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, time
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 Severity = Literal["critical", "major", "minor", "warning"]
 
@@ -187,6 +188,13 @@ class TicketPublic(BaseModel):
     arrived_at: datetime | None = None
     resolved_at: datetime | None = None
     ended_at: datetime | None = None
+    vehicle_id: str | None = None
+    pickup_warehouse_id: str | None = Field(None, description="where the part is collected on the way")
+    required_part: str | None = Field(None, description="the spare part the diagnosis names")
+    part_picked_up_at: datetime | None = None
+    eta: datetime | None = Field(None, description="estimated arrival, updated from the vehicle's position")
+    eta_updated_at: datetime | None = None
+    late_warned_at: datetime | None = Field(None, description="when the ETA first passed arrive_by")
     sla: dict[str, SlaTimerPublic] | None = Field(None, description="respond / arrive / resolve timers")
     surveys: list[SurveyPublic] | None = None
 
@@ -239,8 +247,11 @@ class TicketActionBody(BaseModel):
     actor: str = Field(min_length=1, max_length=100)
     reason: str | None = Field(None, max_length=2000)
     note: str | None = Field(None, max_length=5000)
-    engineer: str | None = Field(None, min_length=1, max_length=100)
-    arrive_by: datetime | None = Field(None, description="promised arrival (dispatch); default respond_by + 4 h")
+    engineer: str | None = Field(None, min_length=1, max_length=100, description="dispatch: the engineer's id")
+    warehouse: str | None = Field(None, min_length=1, max_length=100,
+                                  description="dispatch: collect the part at this warehouse (default: the best)")
+    arrive_by: datetime | None = Field(None, description="promised arrival (dispatch); default: the ETA + a "
+                                                         "margin, or respond_by + 4 h without a route")
     expert_group: str | None = Field(None, min_length=1, max_length=100, description="e.g. R&D, supplier")
     work_done: str | None = Field(None, max_length=5000)
     parts_used: list[PartUsed] | None = None
@@ -313,3 +324,109 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: bool
     detail: str | None = None
+
+
+# --- dispatch -------------------------------------------------------------------------------------
+
+_ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class StationBody(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class StationPublic(StationBody):
+    id: str
+
+
+class EngineerBody(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    station_id: str = _ID
+    skills: list[str] = Field(default_factory=list, max_length=100, description="equipment models")
+    shift_start: time = Field(time(0, 0), description="local time at the station")
+    shift_end: time = Field(time(23, 59, 59), description="before shift_start: a night shift over midnight")
+    timezone: str = Field("UTC", max_length=64)
+    active: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class EngineerPublic(EngineerBody):
+    id: str
+    vehicle_id: str | None
+    current_ticket_id: int | None
+    on_shift: bool
+    available: bool
+
+
+class StockLine(BaseModel):
+    part: str = Field(min_length=1, max_length=100)
+    quantity: int = Field(ge=0, le=1_000_000)
+
+
+class VehicleBody(BaseModel):
+    station_id: str = _ID
+    engineer_id: str | None = _ID
+    parts: list[StockLine] = Field(default_factory=list, max_length=500)
+
+
+class VehiclePublic(BaseModel):
+    id: str
+    station_id: str
+    engineer_id: str | None
+    lat: float
+    lon: float
+    speed_kmh: float | None
+    reported_at: datetime | None
+    current_ticket_id: int | None
+    parts: dict[str, int]
+
+
+class WarehouseBody(StationBody):
+    parts: list[StockLine] = Field(default_factory=list, max_length=500)
+
+
+class WarehousePublic(StationBody):
+    id: str
+    parts: dict[str, int]
+
+
+class StockQuantity(BaseModel):
+    quantity: int = Field(ge=0, le=1_000_000)
+
+
+class PartTotals(BaseModel):
+    part: str
+    in_warehouses: int | None
+    in_vehicles: int | None
+
+
+class DispatchPlanPublic(BaseModel):
+    ticket_id: int
+    engineer_id: str
+    vehicle_id: str
+    warehouse_id: str | None = Field(description="collect the part here on the way; None: straight to the site")
+    part: str | None
+    part_on_board: bool = Field(description="false: no warehouse holds the part, the engineer would arrive without")
+    distance_km: float
+    travel_min: float
+    eta: datetime
+
+
+class DispatchProposalPublic(BaseModel):
+    at: datetime
+    proposals: list[DispatchPlanPublic]
+    unassigned: list[int] = Field(description="waiting tickets no available engineer can take now")
+    waiting: int
+    crews_available: int
+    weighted_hours: float = Field(description="sum of priority-weighted travel hours of this proposal")
+    greedy_weighted_hours: float = Field(description="the same for nearest-first assignment, for comparison")

@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     sla_check_every_s: float = 10.0
     sla_warn_fraction: float = 0.75
 
+    # Dispatch travel times: great-circle distance × road factor ÷ average speed, plus a stop to collect a
+    # part; the promised arrival is the ETA + the margin.
+    dispatch_road_factor: float = 1.3
+    dispatch_speed_kmh: float = 60.0
+    dispatch_pickup_min: float = 15.0
+    dispatch_margin_min: float = 30.0
+    # The tracking worker calls a vehicle arrived within this distance of the machine (or of the
+    # warehouse where it collects a part).
+    arrival_radius_m: float = 300.0
+
     log_level: str = "INFO"
 
     def tickets_api_url(self) -> str:

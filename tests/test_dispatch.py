@@ -190,3 +190,54 @@ def test_dispatch_refuses_unknown_or_unqualified_engineers(world):
     with pytest.raises(dispatch.DispatchRefused, match="no active engineer"):
         service.apply_action(world, crane, "dispatch", actor="d", fields={"engineer": "zed"}, at=T0)
     assert service.get_ticket(world, crane)["state"] == "accepted"
+
+
+def test_dispatch_over_http(settings, conn):
+    import httpx
+
+    from tests.helpers import ApiServer
+
+    register_sites(conn, [SiteRecord("site", LAT, east(0.0), 1000.0, "Europe/Berlin")])
+    register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme", "site")])
+    conn.commit()
+    server = ApiServer(settings, settings.database_url)
+    try:
+        with httpx.Client(base_url=server.url + "/api/v1", timeout=10) as api:
+            assert api.put("/service-stations/ST-E", json={"name": "east", "lat": LAT, "lon": east(5.0)}).is_success
+            bad_zone = api.put("/engineers/anna", json={"name": "Anna", "station_id": "ST-E", "timezone": "Mars/Base"})
+            assert bad_zone.status_code == 422
+            no_station = api.put("/engineers/anna", json={"name": "Anna", "station_id": "nowhere"})
+            assert no_station.status_code == 422 and "nowhere" in no_station.json()["detail"]
+            anna = api.put("/engineers/anna", json={"name": "Anna", "station_id": "ST-E", "skills": ["EX210"]})
+            assert anna.json()["on_shift"] and not anna.json()["available"]  # no vehicle yet
+            van = api.put("/vehicles/V-anna", json={"station_id": "ST-E", "engineer_id": "anna"}).json()
+            assert van["lat"] == LAT and van["parts"] == {}
+            for wid, km in (("W-far", 60.0), ("W-near", 30.0)):
+                api.put(f"/warehouses/{wid}", json={"name": wid, "lat": LAT, "lon": east(km),
+                                                    "parts": [{"part": "fan belt", "quantity": 2}]})
+            assert api.put("/warehouses/W-x/stock/fan%20belt", json={"quantity": 1}).status_code == 404
+            assert api.get("/parts").json() == [{"part": "fan belt", "in_warehouses": 4, "in_vehicles": None}]
+            ticket = api.post("/tickets", json={"equipment_id": "EX-1", "title": "belt squeal", "priority": "minor",
+                                                "diagnosis": {"spare_part": "fan belt"}}).json()
+            api.post(f"/tickets/{ticket['id']}/actions/accept", json={"actor": "dispatcher"})
+            proposal = api.get("/dispatch/proposals").json()
+            assert proposal["waiting"] == 1 and proposal["unassigned"] == []
+            [plan] = proposal["proposals"]
+            assert (plan["engineer_id"], plan["warehouse_id"]) == ("anna", "W-near")
+            options = api.get(f"/tickets/{ticket['id']}/dispatch-options").json()
+            assert [o["engineer_id"] for o in options] == ["anna"]
+            assert api.get("/tickets/999999/dispatch-options").status_code == 404
+            unknown = api.post(f"/tickets/{ticket['id']}/actions/dispatch", json={"actor": "d", "engineer": "zed"})
+            assert unknown.status_code == 422
+            # The dispatcher overrides the warehouse.
+            sent = api.post(f"/tickets/{ticket['id']}/actions/dispatch",
+                            json={"actor": "d", "engineer": "anna", "warehouse": "W-far"}).json()
+            assert sent["state"] == "dispatched" and sent["pickup_warehouse_id"] == "W-far"
+            assert sent["eta"] is not None and sent["vehicle_id"] == "V-anna"
+            assert api.get("/warehouses/W-far").json()["parts"] == {"fan belt": 1}
+            assert api.get("/vehicles/V-anna").json()["current_ticket_id"] == ticket["id"]
+            assert api.get("/engineers/anna").json()["current_ticket_id"] == ticket["id"]
+            assert api.get("/dispatch/proposals").json()["waiting"] == 0
+            assert api.get("/engineers/nobody").status_code == 404
+    finally:
+        server.close()

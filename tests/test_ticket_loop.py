@@ -158,19 +158,7 @@ def test_alarms_join_an_active_ticket_but_not_a_resolved_one(fleet):
 
 
 @pytest.fixture
-def api(settings, fleet, monkeypatch):
-    import api.app as app_module
-    from api.routers import kpis
-
-    original = app_module.create_app
-
-    def create_app(settings, database_url):  # the kpis router, until api/app.py registers it
-        app = original(settings, database_url)
-        if not any(getattr(route, "path", "") == "/api/v1/kpis" for route in app.routes):
-            app.include_router(kpis.router, prefix=app_module.API_PREFIX)
-        return app
-
-    monkeypatch.setattr(app_module, "create_app", create_app)
+def api(settings, fleet):
     server = ApiServer(settings, settings.database_url)
     with httpx.Client(base_url=server.url + "/api/v1", timeout=10) as client:
         yield client

@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 
-from api.deps import DbConn
+from api.deps import DbConn, SettingsDep
+from api.routers.dispatch import travel_model
 from api.schemas import SurveyCreate, TicketActionBody, TicketCreate, TicketPublic, TicketsPublic
-from tickets import service, workflow
+from tickets import dispatch, service, stock, workflow
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
@@ -72,17 +73,19 @@ def _actions_table() -> str:
                          "with actor and time.\n\n" + _actions_table(),
              responses={404: {"description": "no such ticket or action"},
                         409: {"description": "the action is not allowed in the ticket's current state"},
-                        422: {"description": "a field the action needs is missing"}})
+                        422: {"description": "a field the action needs is missing, or the engineer cannot be "
+                                             "sent (unknown, no vehicle, not qualified)"}})
 def take_action(ticket_id: int, action: Annotated[str, Path(examples=list(workflow.ACTIONS))],
-                body: TicketActionBody, conn: DbConn) -> TicketPublic:
+                body: TicketActionBody, conn: DbConn, settings: SettingsDep) -> TicketPublic:
     fields = body.model_dump(exclude={"actor"}, exclude_none=True)
     try:
-        ticket = service.apply_action(conn, ticket_id, action, actor=body.actor, fields=fields)
+        ticket = service.apply_action(conn, ticket_id, action, actor=body.actor, fields=fields,
+                                      travel=travel_model(settings))
     except (service.TicketNotFound, workflow.UnknownAction) as exc:
         raise HTTPException(404, str(exc)) from None
-    except workflow.TransitionError as exc:
+    except (workflow.TransitionError, stock.OutOfStock) as exc:
         raise HTTPException(409, str(exc)) from None
-    except workflow.MissingFields as exc:
+    except (workflow.MissingFields, dispatch.DispatchRefused) as exc:
         raise HTTPException(422, str(exc)) from None
     return TicketPublic(**ticket)
 
