@@ -149,7 +149,7 @@ def _is_number(value: Any) -> bool:
 def _parse_reading(raw: Any, latest_allowed: datetime) -> Reading:
     if not isinstance(raw, dict):
         raise InvalidTelemetry("reading_not_an_object", type(raw).__name__)
-    ts = _parse_ts(raw.get("ts"), latest_allowed)
+    ts = parse_ts(raw.get("ts"), latest_allowed)
     values: dict[str, float] = {}
     for name in CHANNELS:
         value = raw.get(name)
@@ -187,7 +187,7 @@ def check_time(ts: datetime, latest_allowed: datetime) -> datetime:
     return ts
 
 
-def _parse_ts(raw_ts: Any, latest_allowed: datetime) -> datetime:
+def parse_ts(raw_ts: Any, latest_allowed: datetime) -> datetime:
     if not isinstance(raw_ts, str) or len(raw_ts) > 40:
         raise InvalidTelemetry("bad_ts", repr(raw_ts)[:50])
     try:
