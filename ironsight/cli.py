@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         settings.api_port = args.api_port
     supervisor = Supervisor(settings, controllers=args.controllers, fault_share=args.fault_share,
                             faults=_fault_kinds(args.faults), interval_s=args.interval,
-                            status_every_s=args.status_every)
+                            status_every_s=args.status_every, speed=args.speed)
     return supervisor.run(_stop_on_signals())
 
 
@@ -114,6 +114,27 @@ def cmd_sla(args: argparse.Namespace, settings: Settings) -> int:
 
     SlaWorker(_require(settings.database_url, "IRONSIGHT_DATABASE_URL"), check_every_s=settings.sla_check_every_s,
               warn_fraction=settings.sla_warn_fraction).run(_stop_on_signals())
+    return 0
+
+
+def cmd_tracking(args: argparse.Namespace, settings: Settings) -> int:
+    from api.routers.dispatch import travel_model
+    from tickets.tracking import TrackingWorker
+
+    TrackingWorker(_require(settings.database_url, "IRONSIGHT_DATABASE_URL"),
+                   _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL"), topic_root=settings.topic_root,
+                   travel=travel_model(settings), arrival_radius_m=settings.arrival_radius_m,
+                   future_tolerance_s=settings.future_tolerance_s).run(_stop_on_signals())
+    return 0
+
+
+def cmd_crew(args: argparse.Namespace, settings: Settings) -> int:
+    from device_sim.crew import ServiceCrew
+
+    ServiceCrew(settings.tickets_api_url(), _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL"),
+                topic_root=settings.topic_root, speed=args.speed, seed=args.seed,
+                road_speed_kmh=settings.dispatch_speed_kmh / args.speed,
+                road_factor=settings.dispatch_road_factor).run(_stop_on_signals())
     return 0
 
 
@@ -197,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--api-port", type=int, default=None, help="API port (default 8000)")
     run.add_argument("--interval", type=float, default=1.0, help="seconds between readings (default 1)")
     run.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines")
+    run.add_argument("--speed", type=float, default=1.0,
+                     help="the service crew acts and its vans drive this many times faster than real time "
+                          "(default 1); telemetry and SLA clocks stay real")
     run.set_defaults(handler=cmd_run)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(handler=cmd_migrate)
@@ -213,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--equipment-model", default=None, help="only this equipment model")
     train.set_defaults(handler=cmd_train)
     sub.add_parser("alarms", help="run the alarms worker").set_defaults(handler=cmd_alarms)
+    sub.add_parser("tracking", help="run the vehicle tracking worker (positions → ETA, late warnings, arrivals)"
+                   ).set_defaults(handler=cmd_tracking)
+    crew = sub.add_parser("crew", help="run a simulated service crew (dispatcher, engineers and vans, call centre)")
+    crew.add_argument("--speed", type=float, default=1.0,
+                      help="people act and vans drive this many times faster (default 1); give the tracking worker "
+                           "IRONSIGHT_DISPATCH_SPEED_KMH scaled the same way")
+    crew.add_argument("--seed", type=int, default=1)
+    crew.set_defaults(handler=cmd_crew)
     sub.add_parser("sla", help="run the SLA scheduler (time-limit warnings and breaches)").set_defaults(
         handler=cmd_sla)
 

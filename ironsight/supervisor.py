@@ -27,7 +27,9 @@ from core.settings import Settings
 from ingest.queries import count_online, readings_stored_total
 from ironsight.schema import migrate
 from ironsight.services import die_with_parent, start_embedded_broker, start_embedded_postgres
-from tickets.service import count_open
+from ironsight.world import seed_service_world
+from tickets.service import count_by_state, events_after, last_event_id
+from tickets.workflow import OPEN_STATES
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +52,16 @@ class Worker:
 
 class Supervisor:
     def __init__(self, settings: Settings, *, controllers: int, fault_share: float, faults: tuple[str, ...],
-                 interval_s: float, status_every_s: float = 5.0) -> None:
+                 interval_s: float, status_every_s: float = 5.0, speed: float = 1.0) -> None:
         self.settings = settings
         self.controllers = controllers
         self.fault_share = fault_share
         self.faults = faults
         self.interval_s = interval_s
         self.status_every_s = status_every_s
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.speed = speed
         self.workers: list[Worker] = []
         self._services: list = []
 
@@ -69,10 +74,15 @@ class Supervisor:
             database_url = settings.database_url or self._embedded_database(data_dir)
             mqtt_url = settings.mqtt_url or self._embedded_broker(data_dir)
             applied = migrate(database_url)
-            self._say(f"database ready ({len(applied)} migrations applied)")
+            with connect(database_url, application_name="ironsight-run") as conn:
+                seed_service_world(conn)
+            self._say(f"database ready ({len(applied)} migrations applied; service stations, engineers, vans and "
+                      "warehouses registered)")
             env = {**os.environ, "IRONSIGHT_DATABASE_URL": database_url, "IRONSIGHT_MQTT_URL": mqtt_url,
                    "IRONSIGHT_API_URL": settings.tickets_api_url(), "IRONSIGHT_API_PORT": str(settings.api_port),
-                   "IRONSIGHT_TOPIC_ROOT": settings.topic_root}
+                   "IRONSIGHT_TOPIC_ROOT": settings.topic_root,
+                   # Vans drive `speed` times faster: every ETA is computed at that speed too.
+                   "IRONSIGHT_DISPATCH_SPEED_KMH": str(settings.dispatch_speed_kmh * self.speed)}
             python = [sys.executable, "-m", "ironsight"]
             self.workers = [
                 Worker("api", [*python, "api", "--port", str(settings.api_port)], logs / "api.log"),
@@ -80,6 +90,8 @@ class Supervisor:
                 Worker("diagnostics", [*python, "diagnostics"], logs / "diagnostics.log"),
                 Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
                 Worker("sla", [*python, "sla"], logs / "sla.log"),
+                Worker("tracking", [*python, "tracking"], logs / "tracking.log"),
+                Worker("crew", [*python, "crew", "--speed", str(self.speed)], logs / "crew.log"),
                 Worker("sim", [*python, "sim", "--controllers", str(self.controllers),
                                "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
                                "--interval", str(self.interval_s)],
@@ -119,6 +131,7 @@ class Supervisor:
     def _watch(self, stop: threading.Event, database_url: str, env: dict[str, str]) -> None:
         previous: tuple[float, int] | None = None
         last_alarm_id = 0
+        last_ticket_event_id: int | None = None
         conn: psycopg.Connection | None = None
         next_status = time.monotonic() + self.status_every_s
         while not stop.wait(0.5):
@@ -134,9 +147,17 @@ class Supervisor:
                 rate = (stored - previous[1]) / (now - previous[0]) if previous else 0.0
                 previous = (now, stored)
                 online = count_online(conn, offline_after_s=self.settings.offline_after_s)
+                tickets = count_by_state(conn)
+                open_tickets = sum(n for state, n in tickets.items() if state in OPEN_STATES)
+                driving = tickets.get("dispatched", 0) + tickets.get("en_route", 0)
                 self._say(f"{datetime.now():%H:%M:%S}  readings/s {rate:8.1f}  online {online:5d}  "
-                          f"active alarms {count_active(conn):4d}  open tickets {count_open(conn):4d}")
+                          f"active alarms {count_active(conn):4d}  open tickets {open_tickets:4d}  "
+                          f"(vans out {driving}, on site {tickets.get('on_site', 0)})  "
+                          f"closed {tickets.get('closed', 0)}")
                 last_alarm_id = self._announce_alarms(conn, last_alarm_id)
+                if last_ticket_event_id is None:
+                    last_ticket_event_id = last_event_id(conn)  # a restart announces only what is new
+                last_ticket_event_id = self._announce_ticket_events(conn, last_ticket_event_id)
             except psycopg.Error as exc:
                 self._say(f"{datetime.now():%H:%M:%S}  status unavailable: {exc}")
                 conn = None
@@ -150,6 +171,14 @@ class Supervisor:
             top = f" — most probable: {causes[0]['title']} ({causes[0]['probability']:.0%})" if causes else ""
             self._say(f"          alarm {alarm['severity']:>8}  {alarm['fault_code']} on {alarm['equipment_id']}{top}")
             after_id = alarm["id"]
+        return after_id
+
+    def _announce_ticket_events(self, conn: psycopg.Connection, after_id: int) -> int:
+        """One line per milestone of a work order: dispatched (with ETA), late, arrived, resolved, closed."""
+        for event in events_after(conn, after_id, limit=ANNOUNCE_MAX_ALARMS):
+            what = describe_ticket_event(event)
+            self._say(f"          ticket {event['ticket_id']:>5}  {event['equipment_id']}: {what}")
+            after_id = event["id"]
         return after_id
 
     def _restart_dead(self, env: dict[str, str]) -> None:
@@ -169,7 +198,7 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         # The fleet first so nothing new arrives, the API last so alarms can finish a request.
-        order = {"sim": 0, "ingest": 1, "diagnostics": 2, "alarms": 3, "sla": 4, "api": 5}
+        order = {"sim": 0, "crew": 0, "ingest": 1, "diagnostics": 2, "alarms": 3, "sla": 4, "tracking": 4, "api": 5}
         for worker in sorted(self.workers, key=lambda w: order.get(w.name, 9)):
             process = worker.process
             if process is not None and process.poll() is None:
@@ -190,3 +219,21 @@ class Supervisor:
     @staticmethod
     def _say(line: str) -> None:
         print(line, flush=True)
+
+
+def describe_ticket_event(event: dict) -> str:
+    detail = event["detail"] or {}
+    kind = event["event"]
+    if kind == "dispatched":
+        warehouse = (detail.get("plan") or {}).get("warehouse_id")
+        return (f"dispatched to {detail.get('engineer')}" + (f" via {warehouse}" if warehouse else "")
+                + (f", ETA {event['eta'].astimezone():%H:%M}" if event["eta"] else ""))
+    if kind == "late_arrival_warning":
+        return f"running late by {detail.get('late_by_min')} min"
+    if kind == "arrived":
+        return f"{event['engineer']} on site"
+    if kind == "resolved":
+        return "resolved " + ("remotely" if detail.get("action") == "resolve_remote" else "on site")
+    if kind == "complaint_opened":
+        return f"callback: complaint about {', '.join(detail.get('low', []))}"
+    return "closed after the callback" if kind == "closed" else kind

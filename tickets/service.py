@@ -192,6 +192,28 @@ def list_tickets(conn: psycopg.Connection, *, equipment_id: str | None, state: s
     return rows, count
 
 
+ANNOUNCED_EVENTS = ("dispatched", "late_arrival_warning", "arrived", "resolved", "complaint_opened", "closed")
+
+
+def count_by_state(conn: psycopg.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT state, count(*) FROM tickets GROUP BY state").fetchall())
+
+
+def events_after(conn: psycopg.Connection, after_id: int, *, limit: int) -> list[dict[str, Any]]:
+    """Milestones of the work-order loop (``ANNOUNCED_EVENTS``) newer than ``after_id``, oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """SELECT e.id, e.ticket_id, e.at, e.actor, e.event, e.detail, t.equipment_id, t.engineer, t.eta
+               FROM ticket_events e JOIN tickets t ON t.id = e.ticket_id
+               WHERE e.id > %s AND e.event = ANY(%s) ORDER BY e.id LIMIT %s""",
+            (after_id, list(ANNOUNCED_EVENTS), limit),
+        ).fetchall()
+
+
+def last_event_id(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT COALESCE(max(id), 0) FROM ticket_events").fetchone()[0]
+
+
 def count_open(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM tickets WHERE state = ANY(%s)", (list(OPEN_STATES),)).fetchone()[0]
 

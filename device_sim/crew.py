@@ -1,0 +1,238 @@
+"""A simulated service organisation working the tickets through the real API and broker.
+
+The people act through ``/api/v1`` exactly as a control centre's users would, and the vans report
+their positions over MQTT like the controllers do:
+
+- the dispatcher accepts new tickets, tries remote diagnosis where the diagnosis says it may work
+  (it does most of the time), and confirms the joint dispatch proposals for the rest;
+- each engineer accepts a dispatch, drives the route the plan gave (via the warehouse when the part
+  must be collected) at road speed, repairs on site once tracking has recorded the arrival, resolves
+  with the part used, and drives home;
+- the call centre calls every customer back (a few give a low score, opening a complaint that ends
+  in a second callback).
+
+Human delays are drawn from ranges of minutes and divided by ``speed``; vans drive ``speed`` times
+road speed (run the tracking worker with the same factor on its travel model so ETAs match).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from core import mqtt
+from core.geo import distance_km, step_towards
+from core.positions import Position, encode_position, position_topic
+
+log = logging.getLogger(__name__)
+
+SURVEY_INDICATORS = ("product_quality", "overall_service", "timeliness", "attitude", "engineer_skill", "parts_supply")
+DISPATCHER = "dispatcher.sim"
+CALL_CENTRE = "callcentre.sim"
+
+# Minutes, before dividing by the speed factor.
+ACCEPT_MIN = (0.5, 2.0)
+REMOTE_DIAGNOSIS_MIN = (3.0, 8.0)
+ENGINEER_ACCEPT_MIN = (0.3, 1.0)
+REPAIR_MIN = (20.0, 50.0)
+CALLBACK_MIN = (2.0, 6.0)
+SECOND_CALLBACK_MIN = (5.0, 10.0)
+PICKUP_MIN = 15.0
+
+REMOTE_SUCCESS = 0.75
+FIRST_TIME_FIX = 0.93
+LOW_SCORE_SHARE = 0.1
+
+
+@dataclass
+class Van:
+    vehicle_id: str
+    engineer_id: str
+    lat: float
+    lon: float
+    home: tuple[float, float]
+    ticket_id: int | None = None
+    waypoints: list[tuple[str, float, float]] = field(default_factory=list)  # (kind, lat, lon)
+    paused_until: float = 0.0
+    last_report: float = 0.0
+
+
+class ServiceCrew:
+    def __init__(self, api_url: str, mqtt_url: str, *, topic_root: str, speed: float = 1.0, seed: int = 1,
+                 road_speed_kmh: float = 60.0, road_factor: float = 1.3, report_every_s: float = 5.0,
+                 round_every_s: float = 2.0) -> None:
+        self.api = httpx.Client(base_url=api_url.rstrip("/") + "/api/v1", timeout=10)
+        self.broker = mqtt.parse_mqtt_url(mqtt_url)
+        self.topic_root = topic_root
+        self.speed = speed
+        self.rng = random.Random(seed)
+        # Straight-line progress: the road is longer than the crow flies by the road factor.
+        self.crow_kmh = road_speed_kmh * speed / road_factor
+        self.report_every_s = report_every_s
+        self.round_every_s = round_every_s
+        self.due: dict[tuple[str, int], float] = {}      # (step, ticket) → when the person gets to it
+        self.needs_visit: set[int] = set()
+        self.vans: dict[str, Van] = {}
+        self.counts: dict[str, int] = {}
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def _later(self, minutes: tuple[float, float]) -> float:
+        return time.monotonic() + self.rng.uniform(*minutes) * 60 / self.speed
+
+    def _ready(self, step: str, ticket_id: int, minutes: tuple[float, float]) -> bool:
+        """True once the person's delay for this step of this ticket has passed (drawn on first sight)."""
+        key = (step, ticket_id)
+        if key not in self.due:
+            self.due[key] = self._later(minutes)
+        return time.monotonic() >= self.due[key]
+
+    def _tickets(self, state: str) -> list[dict[str, Any]]:
+        return self.api.get("/tickets", params={"state": state, "limit": 1000}).json()["data"]
+
+    def _act(self, ticket_id: int, action: str, actor: str, **fields: Any) -> bool:
+        response = self.api.post(f"/tickets/{ticket_id}/actions/{action}", json={"actor": actor, **fields})
+        if response.status_code != 200:
+            log.info("crew: %s on ticket %s refused: %s %s", action, ticket_id, response.status_code,
+                     response.text[:200])
+            return False
+        self.counts[action] = self.counts.get(action, 0) + 1
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        client = mqtt.new_client(f"ironsight-crew-{self.rng.randrange(1 << 30):x}")
+        mqtt.start(client, self.broker, clean_start=True)
+        last_tick = time.monotonic()
+        try:
+            while not stop.wait(self.round_every_s):
+                now = time.monotonic()
+                try:
+                    self.round(client, now - last_tick)
+                except httpx.HTTPError as exc:
+                    log.warning("crew: API unavailable (%s); retrying", exc)
+                last_tick = now
+        finally:
+            mqtt.stop(client)
+            self.api.close()
+
+    # --- one round of everyone's work -------------------------------------------------------------
+
+    def round(self, client: Any, dt_s: float) -> None:
+        self._dispatcher()
+        self._engineers(client, dt_s)
+        self._call_centre()
+
+    def _dispatcher(self) -> None:
+        for ticket in self._tickets("created"):
+            if self._ready("accept", ticket["id"], ACCEPT_MIN):
+                self._act(ticket["id"], "accept", DISPATCHER)
+        for ticket in self._tickets("accepted"):
+            if ticket["remote_resolvable"] and ticket["id"] not in self.needs_visit:
+                self._act(ticket["id"], "start_remote_diagnosis", DISPATCHER)
+        for ticket in self._tickets("remote_diagnosis"):
+            tid = ticket["id"]
+            if tid in self.needs_visit or not self._ready("remote", tid, REMOTE_DIAGNOSIS_MIN):
+                continue
+            if self.rng.random() < REMOTE_SUCCESS:
+                self._act(tid, "resolve_remote", DISPATCHER, work_done=_remedy(ticket) or "solved with the customer")
+            else:
+                self.needs_visit.add(tid)
+                self._act(tid, "follow_up", DISPATCHER, reason="remote diagnosis did not solve it; a visit is needed")
+        proposal = self.api.get("/dispatch/proposals").json()
+        waiting = {t["id"]: t for t in self._tickets("accepted") + self._tickets("remote_diagnosis")}
+        for plan in proposal["proposals"]:
+            ticket = waiting.get(plan["ticket_id"])
+            if ticket is None or (ticket["remote_resolvable"] and ticket["id"] not in self.needs_visit):
+                continue
+            self._act(ticket["id"], "dispatch", DISPATCHER, engineer=plan["engineer_id"],
+                      warehouse=plan["warehouse_id"])
+
+    def _engineers(self, client: Any, dt_s: float) -> None:
+        for vehicle in self.api.get("/vehicles").json():
+            van = self.vans.get(vehicle["id"])
+            if van is None:
+                if vehicle["engineer_id"] is None:
+                    continue
+                station = (vehicle["lat"], vehicle["lon"])
+                van = self.vans[vehicle["id"]] = Van(vehicle["id"], vehicle["engineer_id"], *station, home=station)
+            self._work(van, vehicle.get("current_ticket_id"), client, dt_s)
+
+    def _work(self, van: Van, ticket_id: int | None, client: Any, dt_s: float) -> None:
+        if ticket_id is not None and ticket_id != van.ticket_id:
+            van.ticket_id, van.waypoints = ticket_id, []
+        if ticket_id is None:
+            van.ticket_id = None
+            if (van.lat, van.lon) != van.home:
+                self._drive(van, [("home", *van.home)], client, dt_s)
+            return
+        ticket = self.api.get(f"/tickets/{ticket_id}").json()
+        state = ticket["state"]
+        if state == "dispatched" and self._ready("engineer_accept", ticket_id, ENGINEER_ACCEPT_MIN):
+            self._act(ticket_id, "engineer_accept", van.engineer_id)
+        elif state == "en_route":
+            if not van.waypoints:
+                van.waypoints = self._route(ticket)
+            self._drive(van, van.waypoints, client, dt_s)
+        elif state == "on_site" and self._ready("repair", ticket_id, REPAIR_MIN):
+            part = ticket.get("required_part")
+            fixed = self.rng.random() < FIRST_TIME_FIX
+            self._act(ticket_id, "resolve", van.engineer_id, first_time_fix=fixed,
+                      work_done=_remedy(ticket) or "repaired on site",
+                      parts_used=[{"part": part, "quantity": 1}] if part else [])
+
+    def _route(self, ticket: dict[str, Any]) -> list[tuple[str, float, float]]:
+        route = []
+        if ticket.get("pickup_warehouse_id") and not ticket.get("part_picked_up_at"):
+            warehouse = self.api.get(f"/warehouses/{ticket['pickup_warehouse_id']}").json()
+            route.append(("warehouse", warehouse["lat"], warehouse["lon"]))
+        machine = self.api.get(f"/equipment/{ticket['equipment_id']}").json()
+        if machine.get("lat") is not None:
+            route.append(("site", machine["lat"], machine["lon"]))
+        return route
+
+    def _drive(self, van: Van, waypoints: list[tuple[str, float, float]], client: Any, dt_s: float) -> None:
+        now = time.monotonic()
+        if now < van.paused_until or not waypoints:
+            return
+        kind, lat, lon = waypoints[0]
+        van.lat, van.lon = step_towards(van.lat, van.lon, lat, lon, self.crow_kmh * dt_s / 3600)
+        reached = distance_km(van.lat, van.lon, lat, lon) < 1e-6
+        if reached:
+            waypoints.pop(0)
+            if kind == "warehouse":
+                van.paused_until = now + PICKUP_MIN * 60 / self.speed
+        if reached or now - van.last_report >= self.report_every_s:
+            moving = 0.0 if reached else self.crow_kmh * 1.3 / max(self.speed, 1e-9)
+            client.publish(position_topic(self.topic_root, van.vehicle_id),
+                           encode_position(Position(datetime.now(UTC), van.lat, van.lon, round(moving, 1))), qos=1)
+            van.last_report = now
+
+    def _call_centre(self) -> None:
+        for ticket in self._tickets("resolved"):
+            if self._ready("callback", ticket["id"], CALLBACK_MIN):
+                scores = {name: self.rng.choice((4, 5, 5)) for name in SURVEY_INDICATORS}
+                if self.rng.random() < LOW_SCORE_SHARE:
+                    scores[self.rng.choice(SURVEY_INDICATORS)] = self.rng.choice((1, 2))
+                response = self.api.post(f"/tickets/{ticket['id']}/survey",
+                                         json={"actor": CALL_CENTRE, **scores, "comment": "callback"})
+                if response.status_code == 200:
+                    self.counts["survey"] = self.counts.get("survey", 0) + 1
+        for ticket in self._tickets("complaint"):
+            if self._ready("second_callback", ticket["id"], SECOND_CALLBACK_MIN):
+                self._act(ticket["id"], "second_callback", CALL_CENTRE,
+                          reason="complaint handled by the responsible department; customer called back")
+
+
+def _remedy(ticket: dict[str, Any]) -> str | None:
+    causes = (ticket.get("diagnosis") or {}).get("causes") or []
+    if causes and causes[0].get("remedy"):
+        remedy = causes[0]["remedy"]
+        return "; ".join(remedy) if isinstance(remedy, list) else str(remedy)
+    return None
