@@ -284,6 +284,7 @@ class KpisPublic(BaseModel):
     end: datetime
     customer: str | None
     engineer: str | None
+    station: str | None = None
     tickets: int
     resolved: int
     resolved_remotely: int

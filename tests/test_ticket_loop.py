@@ -47,10 +47,10 @@ PATHS: dict[str, list[str]] = {
 def fleet(conn):
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme", "rotterdam"),
                               EquipmentRecord("CR-2", "S-2", "TC500", "crane", "nordbau", "munich")])
-    upsert_station(conn, Station("ST-R", "Rotterdam station", 51.92, 4.48))
-    for name in ("Eva", "Bob"):
-        upsert_engineer(conn, Engineer(name, name, "ST-R", ("EX210", "TC500")))
-        upsert_vehicle(conn, Vehicle(f"VAN-{name}", "ST-R", name), at=T0)
+    for name, station in (("Eva", "ST-R"), ("Bob", "ST-M")):
+        upsert_station(conn, Station(station, station, 51.92, 4.48))
+        upsert_engineer(conn, Engineer(name, name, station, ("EX210", "TC500")))
+        upsert_vehicle(conn, Vehicle(f"VAN-{name}", station, name), at=T0)
     conn.commit()
     return conn
 
@@ -391,6 +391,10 @@ def test_kpis_on_a_known_history(history):
     assert nordbau["sla"]["respond"]["compliance"] == 0.0 and nordbau["survey"]["means"]["timeliness"] == 2.0
     eva = compute_kpis(history, T0, T0 + 24 * H, engineer="Eva", now=T0 + 29 * H)
     assert (eva["tickets"], eva["first_time_fix_rate"], eva["sla"]["arrive"]["compliance"]) == (1, 1.0, 1.0)
+    eva_station = compute_kpis(history, T0, T0 + 24 * H, station="ST-R", now=T0 + 29 * H)
+    assert {k: v for k, v in eva_station.items() if k != "station"} == {k: v for k, v in eva.items()
+                                                                         if k not in ("engineer", "station")} | {
+        "engineer": None}
     empty = compute_kpis(history, T0 - 10 * 24 * H, T0 - 9 * 24 * H, now=T0)
     assert empty["tickets"] == 0 and empty["remote_resolution_rate"] is None
     assert empty["time_to_resolve_h"]["mean"] is None

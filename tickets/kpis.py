@@ -1,4 +1,5 @@
-"""Service KPIs over the tickets created in a window (optionally one customer's, one engineer's).
+"""Service KPIs over the tickets created in a window (optionally one customer's, one engineer's, or
+one service station's: the tickets its engineers were sent to).
 
 - remote resolution rate: resolved remotely / resolved.
 - first-time-fix rate: on-site resolutions fixed at the first visit / on-site resolutions.
@@ -29,6 +30,7 @@ _POPULATION = """
     WHERE t.created_at >= %(start)s AND t.created_at < %(end)s
       AND (%(customer)s::text IS NULL OR e.customer = %(customer)s)
       AND (%(engineer)s::text IS NULL OR t.engineer = %(engineer)s)
+      AND (%(station)s::text IS NULL OR t.engineer IN (SELECT id FROM engineers WHERE station_id = %(station)s))
 """
 
 _TOTALS = f"""
@@ -69,6 +71,7 @@ SELECT t.state, count(*) AS n FROM tickets t JOIN equipment e ON e.id = t.equipm
 WHERE t.state = ANY(%(open)s) AND t.created_at < %(end)s
   AND (%(customer)s::text IS NULL OR e.customer = %(customer)s)
   AND (%(engineer)s::text IS NULL OR t.engineer = %(engineer)s)
+  AND (%(station)s::text IS NULL OR t.engineer IN (SELECT id FROM engineers WHERE station_id = %(station)s))
 GROUP BY t.state
 """
 
@@ -91,18 +94,20 @@ def _float(value: Any) -> float | None:
 
 
 def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime, *, customer: str | None = None,
-                 engineer: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+                 engineer: str | None = None, station: str | None = None,
+                 now: datetime | None = None) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         if now is None:
             now = cur.execute("SELECT now() AS now").fetchone()["now"]
-        params = {"start": start, "end": end, "customer": customer, "engineer": engineer, "now": now,
+        params = {"start": start, "end": end, "customer": customer, "engineer": engineer, "station": station,
+                  "now": now,
                   "open": list(OPEN_STATES)}
         t = cur.execute(_TOTALS, params).fetchone()
         alerts = {(r["timer"], r["kind"]): r["n"] for r in cur.execute(_ALERTS, params)}
         backlog = {r["state"]: r["n"] for r in cur.execute(_BACKLOG, params)}
         s = cur.execute(_SURVEYS, params).fetchone()
     return {
-        "start": start, "end": end, "customer": customer, "engineer": engineer,
+        "start": start, "end": end, "customer": customer, "engineer": engineer, "station": station,
         "tickets": t["tickets"], "resolved": t["resolved"], "resolved_remotely": t["resolved_remotely"],
         "resolved_on_site": t["resolved_on_site"], "closed": t["closed"],
         "remote_resolution_rate": _rate(t["resolved_remotely"], t["resolved"]),

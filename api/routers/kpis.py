@@ -18,13 +18,15 @@ DEFAULT_PERIOD = timedelta(days=30)
                         "remote resolution and "
                         "first-time-fix rates, respond/arrive/resolve SLA compliance with the scheduler's "
                         "warnings and breaches, mean and p90 time to respond and to resolve (hours), open "
-                        "backlog by state, mean of each callback-survey indicator.")
+                        "backlog by state, mean of each callback-survey indicator. Filter by `customer`, "
+                        "`engineer` or service `station` (the tickets its engineers were sent to).")
 def get_kpis(conn: DbConn, start: datetime | None = None, end: datetime | None = None,
-             customer: str | None = None, engineer: str | None = None) -> KpisPublic:
+             customer: str | None = None, engineer: str | None = None,
+             station: str | None = None) -> KpisPublic:
     end = end or datetime.now(UTC)
     start = start or end - DEFAULT_PERIOD
     if start.tzinfo is None or end.tzinfo is None:
         raise HTTPException(422, "start and end need a time zone (e.g. 2026-01-01T00:00:00Z)")
     if end <= start:
         raise HTTPException(422, "end must be after start")
-    return KpisPublic(**compute_kpis(conn, start, end, customer=customer, engineer=engineer))
+    return KpisPublic(**compute_kpis(conn, start, end, customer=customer, engineer=engineer, station=station))
