@@ -25,9 +25,9 @@ from tickets.resources import (
 )
 
 VAN_PARTS = ("fan belt", "coolant hose set", "temperature sensor", "fuel filter", "service kit (filters, oil)")
-# Station and warehouse offsets from their site, in degrees (about 9 km north-east, 20 km south-west).
+# Station and warehouse offsets from their site, in degrees (about 9 km north-east, 6 km south-west).
 STATION_OFFSET = (0.06, 0.08)
-WAREHOUSE_OFFSET = (-0.14, -0.18)
+WAREHOUSE_OFFSET = (-0.04, -0.05)
 ALL_MODELS = tuple(model for model, _ in MODELS)
 CRANE_MODELS = tuple(model for model, kind in MODELS if kind == "crane")
 
