@@ -286,6 +286,7 @@ class KpisPublic(BaseModel):
     engineer: str | None
     station: str | None = None
     tickets: int
+    late_arrival_warnings: int = Field(0, description="visits whose tracked ETA passed the promised arrival")
     resolved: int
     resolved_remotely: int
     resolved_on_site: int

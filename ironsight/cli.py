@@ -131,6 +131,7 @@ def cmd_tracking(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_crew(args: argparse.Namespace, settings: Settings) -> int:
     from device_sim.crew import ServiceCrew
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the crew's log
     ServiceCrew(settings.tickets_api_url(), _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL"),
                 topic_root=settings.topic_root, speed=args.speed, seed=args.seed,
                 road_speed_kmh=settings.dispatch_speed_kmh / args.speed,

@@ -11,6 +11,7 @@ from core.positions import Position, encode_position, position_topic
 from tests.helpers import Publisher, wait_for
 from tickets import service
 from tickets.dispatch import TravelModel
+from tickets.kpis import compute_kpis
 from tickets.resources import (
     Engineer,
     Station,
@@ -105,5 +106,7 @@ def test_positions_drive_eta_late_warning_pickup_and_arrival(settings, conn, bac
         vehicle = conn.execute("SELECT lat, lon, reported_at FROM vehicles WHERE id = 'V-1'").fetchone()
         assert vehicle[2] == clock + timedelta(minutes=45) and abs(vehicle[1] - (SITE[1] + 0.001)) < 1e-9
         assert worker.stats.arrivals == 1 and worker.stats.late_warnings == 1
+        kpis = compute_kpis(conn, clock - timedelta(days=1), clock + timedelta(days=1))
+        assert kpis["late_arrival_warnings"] == 1 and kpis["sla"]["arrive"]["decided"] == 1
     finally:
         van.close()

@@ -9,6 +9,7 @@ one service station's: the tickets its engineers were sent to).
   (``ticket_sla_alerts``) are counted alongside.
 - time to respond (created → first step out of 'created') and to resolve (created → resolved, the
   MTTR): mean and 90th percentile, in hours.
+- late-arrival warnings: visits whose tracked ETA passed the promised arrival.
 - open backlog by state: tickets open now that were created before the window's end.
 - survey: the mean of each indicator over the first callbacks, the number of complaints.
 """
@@ -41,6 +42,7 @@ SELECT count(*) AS tickets,
        count(*) FILTER (WHERE resolution = 'on_site') AS resolved_on_site,
        count(*) FILTER (WHERE resolution = 'on_site' AND first_time_fix) AS first_time_fixes,
        count(*) FILTER (WHERE state = 'closed') AS closed,
+       count(*) FILTER (WHERE late_warned_at IS NOT NULL) AS late_arrival_warnings,
        count(*) FILTER (WHERE responded_at IS NOT NULL OR respond_by <= %(now)s) AS respond_decided,
        count(*) FILTER (WHERE responded_at <= respond_by) AS respond_met,
        count(*) FILTER (WHERE arrive_by IS NOT NULL AND (arrived_at IS NOT NULL
@@ -110,6 +112,7 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime, *, cu
         "start": start, "end": end, "customer": customer, "engineer": engineer, "station": station,
         "tickets": t["tickets"], "resolved": t["resolved"], "resolved_remotely": t["resolved_remotely"],
         "resolved_on_site": t["resolved_on_site"], "closed": t["closed"],
+        "late_arrival_warnings": t["late_arrival_warnings"],
         "remote_resolution_rate": _rate(t["resolved_remotely"], t["resolved"]),
         "first_time_fix_rate": _rate(t["first_time_fixes"], t["resolved_on_site"]),
         "sla": {
