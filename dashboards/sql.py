@@ -29,6 +29,9 @@ OPEN_TICKET_STATES = (
 )
 
 # What the map calls a machine's state, first match wins.
+# tickets.service.SURVEY_INDICATORS (dashboards import only core; a test keeps the two equal).
+SURVEY_INDICATORS = ("product_quality", "overall_service", "timeliness", "attitude", "engineer_skill", "parts_supply")
+
 STATE_IN_ALARM = "in alarm"
 STATE_OFFLINE = "offline"
 STATE_WORKING = "working"

@@ -1,9 +1,6 @@
-"""Work orders: open tickets by state and age, the list to work through, and what happened to them.
-
-Covers what the tickets package keeps today (tickets, their history and linked alarms). The service
-loop (dispatch, engineers and vehicles, SLA timers, callback surveys, KPIs) is not built yet; the
-age bands below stand in for the usual promises (respond within 4 h, resolve within 24 h) until
-tickets carry their own time limits. docs/dashboards.md lists what comes with the loop.
+"""Work orders: open tickets against their own time limits, the list to work through, the service
+vans on the map with the visits they are on, parts stock, the service KPIs and callback scores of
+the time range, and what happened to every order.
 """
 
 from __future__ import annotations
@@ -23,13 +20,23 @@ from dashboards.model import (
     QueryVariable,
     Row,
     fixed_color,
+    geomap_options,
+    markers_layer,
     override,
     stat_options,
     table_options,
     thresholds,
     value_colors,
 )
-from dashboards.sql import ALL_VALUE, OPEN_TICKET, SEVERITIES, SEVERITY_COLORS, any_of, severity_rank
+from dashboards.sql import (
+    ALL_VALUE,
+    OPEN_TICKET,
+    SEVERITIES,
+    SEVERITY_COLORS,
+    SURVEY_INDICATORS,
+    any_of,
+    severity_rank,
+)
 
 # Typical promises of a service organisation; the age bands of open work orders.
 RESPOND_WITHIN_H = 4
@@ -39,33 +46,30 @@ FILTER = f"{any_of('customer', 'e.customer')} AND {any_of('state', 't.state')}"
 
 
 def open_stats() -> Panel:
-    age = "now() - t.created_at"
     return Panel(
-        "stat", "Open work orders by age", [Query(f"""
+        "stat", "Open work orders and their time limits", [Query(f"""
 SELECT count(*) AS "open",
-       count(*) FILTER (WHERE {age} < interval '{RESPOND_WITHIN_H} hours') AS "under {RESPOND_WITHIN_H} h",
-       count(*) FILTER (WHERE {age} >= interval '{RESPOND_WITHIN_H} hours'
-                          AND {age} < interval '{RESOLVE_WITHIN_H} hours') AS "{RESPOND_WITHIN_H}–{RESOLVE_WITHIN_H} h",
-       count(*) FILTER (WHERE {age} >= interval '{RESOLVE_WITHIN_H} hours') AS "over {RESOLVE_WITHIN_H} h",
+       count(*) FILTER (WHERE t.responded_at IS NULL AND t.respond_by < now()) AS "response overdue",
+       count(*) FILTER (WHERE t.state IN ('dispatched', 'en_route') AND t.arrive_by < now()) AS "arrival overdue",
+       count(*) FILTER (WHERE t.resolved_at IS NULL AND t.resolve_by < now()) AS "resolution overdue",
+       count(*) FILTER (WHERE t.state IN ('dispatched', 'en_route') AND t.late_warned_at IS NOT NULL)
+           AS "vans running late",
        count(*) FILTER (WHERE t.remote_resolvable) AS "remote fix likely",
-       coalesce(extract(epoch FROM max({age})), 0) AS "oldest"
+       coalesce(extract(epoch FROM max(now() - t.created_at)), 0) AS "oldest"
 FROM tickets t
 JOIN equipment e ON e.id = t.equipment_id
 WHERE {OPEN_TICKET} AND {FILTER}""")],
         width=24, height=4,
-        description=f"Open work orders by age: under {RESPOND_WITHIN_H} h, {RESPOND_WITHIN_H} to "
-                    f"{RESOLVE_WITHIN_H} h, and past {RESOLVE_WITHIN_H} h (the usual promises to respond and "
-                    "to resolve). 'remote fix likely': the diagnosis expects the customer can fix it with "
-                    "the dispatcher on the phone.",
+        description="Open work orders and how many are past a time limit of their customer's contract: the "
+                    "response (accepted), the arrival promised at dispatch, the resolution; vans whose tracked "
+                    "ETA has passed the promised arrival; orders the diagnosis expects to be fixed with the "
+                    "customer on the phone.",
         options=stat_options(),
-        defaults={"color": fixed_color("blue"), "unit": "none"},
-        overrides=[override(f"{RESPOND_WITHIN_H}–{RESOLVE_WITHIN_H} h", ("color", {"mode": "thresholds"}),
-                            ("thresholds", thresholds("green", (1, "orange")))),
-                   override(f"over {RESOLVE_WITHIN_H} h", ("color", {"mode": "thresholds"}),
-                            ("thresholds", thresholds("green", (1, "red")))),
-                   override("oldest", ("unit", "s"), ("color", {"mode": "thresholds"}),
-                            ("thresholds", thresholds("green", (RESPOND_WITHIN_H * 3600, "orange"),
-                                                      (RESOLVE_WITHIN_H * 3600, "red"))))],
+        defaults={"color": {"mode": "thresholds"}, "thresholds": thresholds("green", (1, "red")), "unit": "none"},
+        overrides=[override("open", ("color", fixed_color("blue"))),
+                   override("remote fix likely", ("color", fixed_color("blue"))),
+                   override("vans running late", ("thresholds", thresholds("green", (1, "orange")))),
+                   override("oldest", ("unit", "s"), ("color", fixed_color("blue")))],
     )
 
 
@@ -106,7 +110,10 @@ def open_list() -> Panel:
     return Panel(
         "table", "Open work orders", [Query(f"""
 SELECT t.id AS "ticket", t.created_at AS "opened", extract(epoch FROM now() - t.created_at) AS "age",
-       t.priority, t.state, t.equipment_id, e.customer, e.model, e.site, t.title,
+       t.priority, t.state, t.equipment_id, e.customer, e.model, e.site, t.title, t.engineer,
+       extract(epoch FROM least(CASE WHEN t.responded_at IS NULL THEN t.respond_by END,
+                                CASE WHEN t.state IN ('dispatched', 'en_route') THEN t.arrive_by END,
+                                CASE WHEN t.resolved_at IS NULL THEN t.resolve_by END) - now()) AS "next limit in",
        t.fault_code AS "fault",
        t.diagnosis -> 'causes' -> 0 ->> 'title' AS "most probable cause",
        t.remote_resolvable AS "remote fix likely",
@@ -118,14 +125,18 @@ JOIN equipment e ON e.id = t.equipment_id
 WHERE {OPEN_TICKET} AND {FILTER}
 ORDER BY {severity_rank('t.priority')}, t.created_at""")],
         width=24, height=12,
-        description="Every open work order, highest priority and oldest first: the machine, what the "
-                    "diagnosis suggests, and the spare part a visit would need.",
+        description="Every open work order, highest priority and oldest first: the machine, who holds it, "
+                    "the time left to its next limit (negative: overdue), what the diagnosis suggests, and the "
+                    "spare part a visit would need.",
         options=table_options(),
         defaults={"custom": {"align": "auto", "filterable": True, "cellOptions": {"type": "auto"}}},
         overrides=[
             override("ticket", ("links", [api_ticket_link("ticket")]), ("custom.width", 70)),
             override("equipment_id", ("displayName", "machine"), ("links", [machine_link()])),
             override("opened", ("unit", "dateTimeAsIso")),
+            override("next limit in", ("unit", "s"), ("color", {"mode": "thresholds"}),
+                     ("custom.cellOptions", {"type": "color-text"}),
+                     ("thresholds", thresholds("red", (0, "orange"), (3600, "green")))),
             override("age", ("unit", "s"), ("color", {"mode": "thresholds"}),
                      ("custom.cellOptions", {"type": "color-text"}),
                      ("thresholds", thresholds("green", (RESPOND_WITHIN_H * 3600, "orange"),
@@ -133,6 +144,141 @@ ORDER BY {severity_rank('t.priority')}, t.created_at""")],
             override("priority", ("mappings", value_colors(SEVERITY_COLORS)),
                      ("custom.cellOptions", {"type": "color-background"}), ("custom.width", 90)),
         ],
+    )
+
+
+VAN_STATES = {"free": "green", "driving": "blue", "on site": "purple", "late": "orange"}
+
+
+def vans_map() -> Panel:
+    return Panel(
+        "geomap", "Service vans and the machines they are sent to", [Query(f"""
+SELECT 'van' AS kind, v.id AS name, v.engineer_id AS engineer, v.lat, v.lon,
+       CASE WHEN t.id IS NULL THEN 'free' WHEN t.state = 'on_site' THEN 'on site'
+            WHEN t.late_warned_at IS NOT NULL THEN 'late' ELSE 'driving' END AS status,
+       t.id AS ticket, t.equipment_id, t.eta, v.reported_at AS "last position"
+FROM vehicles v
+LEFT JOIN tickets t ON t.vehicle_id = v.id AND t.state IN ('dispatched', 'en_route', 'on_site')
+WHERE v.lat IS NOT NULL
+UNION ALL
+SELECT 'machine', t.equipment_id, t.engineer, st.lat, st.lon,
+       CASE WHEN t.state = 'on_site' THEN 'on site' ELSE 'waiting for a visit' END,
+       t.id, t.equipment_id, t.eta, st.last_ts
+FROM tickets t
+JOIN equipment e ON e.id = t.equipment_id
+JOIN equipment_state st ON st.equipment_id = t.equipment_id
+WHERE t.state IN ('accepted', 'remote_diagnosis', 'dispatched', 'en_route', 'on_site')
+  AND st.lat IS NOT NULL AND {FILTER}
+ORDER BY 1 DESC, 2""")],
+        width=14, height=14,
+        description="Every service van at its last reported position (free, driving to a visit, late against "
+                    "the promised arrival, on site) and every machine with a work order waiting for or "
+                    "receiving a visit.",
+        options=geomap_options([markers_layer("Vans and machines", color_field="status", size=8,
+                                              text_field="name")]),
+        defaults={"color": {"mode": "thresholds"}, "thresholds": thresholds("red")},
+        overrides=[override("status", ("mappings", value_colors(VAN_STATES | {"waiting for a visit": "red"}))),
+                   override("ticket", ("links", [api_ticket_link("ticket")]))],
+    )
+
+
+def visits() -> Panel:
+    return Panel(
+        "table", "Visits in progress", [Query(f"""
+SELECT t.id AS "ticket", t.priority, t.state, t.equipment_id, e.customer, t.engineer, t.vehicle_id AS "van",
+       t.required_part AS "part", t.pickup_warehouse_id AS "collect at",
+       t.part_picked_up_at IS NOT NULL OR t.pickup_warehouse_id IS NULL AS "part on board",
+       t.eta, t.arrive_by AS "promised", extract(epoch FROM t.eta - t.arrive_by) AS "late by"
+FROM tickets t
+JOIN equipment e ON e.id = t.equipment_id
+WHERE t.state IN ('dispatched', 'en_route', 'on_site') AND {FILTER}
+ORDER BY {severity_rank('t.priority')}, t.dispatched_at""")],
+        width=10, height=14,
+        description="Dispatched visits: who drives, the part and where it is collected, the ETA from the van's "
+                    "last position against the promised arrival.",
+        options=table_options(),
+        overrides=[override("ticket", ("links", [api_ticket_link("ticket")]), ("custom.width", 70)),
+                   override("equipment_id", ("displayName", "machine"), ("links", [machine_link()])),
+                   override("eta", ("unit", "dateTimeAsIso")), override("promised", ("unit", "dateTimeAsIso")),
+                   override("late by", ("unit", "s"), ("color", {"mode": "thresholds"}),
+                            ("custom.cellOptions", {"type": "color-text"}),
+                            ("thresholds", thresholds("green", (0, "orange"))))],
+    )
+
+
+def parts_stock() -> Panel:
+    return Panel(
+        "table", "Spare parts stock", [Query("""
+SELECT part,
+       coalesce(sum(quantity) FILTER (WHERE place_kind = 'warehouse'), 0) AS "in warehouses",
+       coalesce(sum(quantity) FILTER (WHERE place_kind = 'vehicle'), 0) AS "in vans",
+       count(*) FILTER (WHERE place_kind = 'warehouse' AND quantity > 0) AS "warehouses holding it"
+FROM part_stock
+GROUP BY part
+ORDER BY 2, part""")],
+        width=10, height=9,
+        description="Stock of each part on the warehouses' shelves and in the vans; a part no warehouse holds "
+                    "sends engineers further, or without it.",
+        options=table_options(),
+        overrides=[override("in warehouses", ("color", {"mode": "thresholds"}),
+                            ("custom.cellOptions", {"type": "color-text"}),
+                            ("thresholds", thresholds("red", (1, "orange"), (3, "green"))))],
+    )
+
+
+def service_kpis() -> Panel:
+    return Panel(
+        "stat", "Service KPIs of the work orders opened in the time range", [Query(f"""
+SELECT count(*) AS "work orders",
+       count(*) FILTER (WHERE t.resolution = 'remote')::float8
+           / nullif(count(*) FILTER (WHERE t.resolved_at IS NOT NULL), 0) AS "remote resolution",
+       count(*) FILTER (WHERE t.resolution = 'on_site' AND t.first_time_fix)::float8
+           / nullif(count(*) FILTER (WHERE t.resolution = 'on_site'), 0) AS "first-time fix",
+       count(*) FILTER (WHERE t.responded_at <= t.respond_by)::float8
+           / nullif(count(*) FILTER (WHERE t.responded_at IS NOT NULL OR t.respond_by <= now()), 0)
+           AS "responded in time",
+       count(*) FILTER (WHERE t.arrived_at <= t.arrive_by)::float8
+           / nullif(count(*) FILTER (WHERE t.arrived_at IS NOT NULL OR t.arrive_by <= now()), 0)
+           AS "arrived in time",
+       count(*) FILTER (WHERE t.resolved_at <= t.resolve_by)::float8
+           / nullif(count(*) FILTER (WHERE t.resolved_at IS NOT NULL OR t.resolve_by <= now()), 0)
+           AS "resolved in time",
+       avg(extract(epoch FROM t.resolved_at - t.created_at)) AS "mean time to resolve"
+FROM tickets t
+JOIN equipment e ON e.id = t.equipment_id
+WHERE $__timeFilter(t.created_at) AND {FILTER}""")],
+        width=14, height=5,
+        description="The service promises over the orders opened in the range (the API's GET /api/v1/kpis gives "
+                    "the same with p90s, per customer, engineer or station): share resolved remotely, "
+                    "first-time fixes among visits, each time limit met, mean time from opening to resolution.",
+        options=stat_options(),
+        defaults={"unit": "percentunit", "decimals": 0, "color": {"mode": "thresholds"},
+                  "thresholds": thresholds("red", (0.8, "orange"), (0.95, "green"))},
+        overrides=[override("work orders", ("unit", "none"), ("color", fixed_color("blue"))),
+                   override("remote resolution", ("thresholds", thresholds("orange", (0.6, "green")))),
+                   override("mean time to resolve", ("unit", "s"), ("decimals", 1), ("color", fixed_color("blue")))],
+    )
+
+
+def survey_scores() -> Panel:
+    columns = ",\n       ".join(f"avg(s.{i})::float8 AS \"{i.replace('_', ' ')}\"" for i in SURVEY_INDICATORS)
+    return Panel(
+        "stat", "Callback survey (1–5) of the work orders opened in the time range", [Query(f"""
+SELECT count(*) AS "callbacks",
+       count(*) FILTER (WHERE least({', '.join('s.' + i for i in SURVEY_INDICATORS)}) <= 2) AS "complaints",
+       {columns}
+FROM ticket_surveys s
+JOIN tickets t ON t.id = s.ticket_id
+JOIN equipment e ON e.id = t.equipment_id
+WHERE s.round = 1 AND $__timeFilter(t.created_at) AND {FILTER}""")],
+        width=14, height=4,
+        description="Mean score of each indicator at the first callback, and how many callbacks opened a "
+                    "complaint (a score of 2 or less).",
+        options=stat_options(),
+        defaults={"decimals": 1, "min": 1, "max": 5, "color": {"mode": "thresholds"},
+                  "thresholds": thresholds("red", (3, "orange"), (4, "green"))},
+        overrides=[override("callbacks", ("decimals", 0), ("color", fixed_color("blue"))),
+                   override("complaints", ("decimals", 0), ("thresholds", thresholds("green", (1, "orange"))))],
     )
 
 
@@ -159,7 +305,8 @@ def dashboard() -> Dashboard:
     return Dashboard(
         uid=WORK_ORDERS_UID,
         title="IronSight · Work orders",
-        description="Open work orders by state, priority and age; the list to work through; their history.",
+        description="Open work orders against their time limits; the list to work through; service vans and "
+                    "visits; parts stock; service KPIs and callback scores; the history.",
         variables=[customer_variable(multi=True),
                    QueryVariable("state", "State", "SELECT DISTINCT state FROM tickets ORDER BY 1",
                                  include_all=True, multi=True, all_value=ALL_VALUE),
@@ -167,5 +314,6 @@ def dashboard() -> Dashboard:
         time_from="now-7d",
         refresh="1m",
         tags=("work orders",),
-        panels=[open_stats(), by_state(), opened_over_time(), open_list(), Row("History"), history()],
+        panels=[open_stats(), by_state(), opened_over_time(), open_list(), Row("Dispatch"), vans_map(), visits(),
+                parts_stock(), Row("Service KPIs"), service_kpis(), survey_scores(), Row("History"), history()],
     )

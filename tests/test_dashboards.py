@@ -133,6 +133,47 @@ def _open_work_orders(conn: psycopg.Connection) -> None:
             created_by="alarms", diagnosis=diagnosis, remote_resolvable=(diagnosis or {}).get("remote_resolvable")))
         conn.execute("UPDATE alarms SET ticket_id = %s WHERE id = %s", (ticket["id"], alarm_id))
     conn.commit()
+    _work_the_orders(conn)
+
+
+def _work_the_orders(conn: psycopg.Connection) -> None:
+    """The service loop on the seeded orders, through tickets' own code: each machine's first order is
+    dispatched to the best available engineer; the last machine's is then repaired and called back."""
+    from datetime import UTC, datetime
+
+    from core.positions import Position
+    from ironsight.world import seed_service_world
+    from tickets import dispatch, service
+    from tickets.tracking import track_position
+
+    seed_service_world(conn)
+    conn.autocommit = True
+    first = conn.execute("SELECT DISTINCT ON (equipment_id) id FROM tickets ORDER BY equipment_id, id").fetchall()
+    now = datetime.now(UTC)
+    for i, (ticket_id,) in enumerate(first):
+        service.apply_action(conn, ticket_id, "accept", actor="dispatcher")
+        options = dispatch.ticket_options(conn, ticket_id, now, dispatch.TravelModel())
+        assert options, f"no engineer available for ticket {ticket_id}"
+        best = options[0]
+        ticket = service.apply_action(conn, ticket_id, "dispatch", actor="dispatcher",
+                                      fields={"engineer": best.engineer_id})
+        service.apply_action(conn, ticket_id, "engineer_accept", actor=best.engineer_id)
+        van = conn.execute("SELECT s.lat, s.lon FROM vehicles v JOIN service_stations s ON s.id = v.station_id "
+                           "WHERE v.id = %s", (ticket["vehicle_id"],)).fetchone()
+        track_position(conn, ticket["vehicle_id"], Position(now, van[0] + 0.001 * (i + 1), van[1]),
+                       dispatch.TravelModel(), 300.0)
+    last = first[-1][0]
+    repair = {"work_done": "oil cooler cleaned", "first_time_fix": True,
+              "parts_used": [{"part": "fan belt", "quantity": 1}]}
+    for action, body in (("arrive", {}), ("resolve", repair)):
+        service.apply_action(conn, last, action, actor="engineer", fields=body)
+    # A customer's call, solved on the phone and called back: a closed order with its survey.
+    equipment_id = conn.execute("SELECT equipment_id FROM tickets WHERE id = %s", (last,)).fetchone()[0]
+    call, _ = service.create_ticket(conn, service.NewTicket(equipment_id, "customer call: warning lamp", "minor"))
+    for action, body in (("accept", {}), ("start_remote_diagnosis", {}), ("resolve_remote", {"work_done": "reset"})):
+        service.apply_action(conn, call["id"], action, actor="dispatcher", fields=body)
+    service.submit_survey(conn, call["id"], dict.fromkeys(service.SURVEY_INDICATORS, 4), actor="callcentre")
+    conn.autocommit = False
 
 
 def test_the_seeded_fleet_has_what_the_dashboards_show(seeded):
@@ -371,9 +412,10 @@ def test_the_drawn_limits_are_the_rulebook_limits():
 
 def test_open_ticket_states_and_offline_limit_follow_the_code_they_mirror():
     from core.settings import Settings
-    from tickets.service import OPEN_STATES
+    from tickets.service import OPEN_STATES, SURVEY_INDICATORS
 
     assert sql.OPEN_TICKET_STATES == OPEN_STATES
+    assert sql.SURVEY_INDICATORS == SURVEY_INDICATORS
     assert sql.OFFLINE_AFTER_S == Settings.model_fields["offline_after_s"].default
 
 
