@@ -48,6 +48,7 @@ from device_sim.machine import SimulatedMachine
 from diagnostics.worker import DiagnosticsWorker
 from ingest.writer import Batch, BatchWriter, DeadLetter
 from ironsight.schema import register_fleet
+from tests.helpers import drain_outbox
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -104,15 +105,14 @@ def seeded(migrated_database_url: str) -> Iterator[Seeded]:
         conn.execute("""UPDATE equipment_state SET last_received_at = last_ts WHERE equipment_id = %s""",
                      (offline,))
         conn.commit()
-        diagnostics = DiagnosticsWorker(url)
-        while diagnostics.process_available(conn):
-            pass
+        # Rows reach a consumer only once no older transaction runs anywhere on the server: poll.
+        drain_outbox(DiagnosticsWorker(url).process_available, conn, "accepted_batches", "diagnostics",
+                     timeout_s=60)
         from alarms.worker import AlarmsWorker
 
         alarms = AlarmsWorker(url, "http://127.0.0.1:9")
         try:
-            while alarms.process_fault_events(conn):
-                pass
+            drain_outbox(alarms.process_fault_events, conn, "fault_events", "alarms", timeout_s=60)
         finally:
             alarms.tickets.close()
         _open_work_orders(conn)
