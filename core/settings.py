@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     dispatch_speed_kmh: float = 60.0
     dispatch_pickup_min: float = 15.0
     dispatch_margin_min: float = 30.0
+    # Dispatch proposals leave out trips longer than this (the ticket waits for a nearer crew).
+    dispatch_max_travel_h: float = 4.0
     # The tracking worker calls a vehicle arrived within this distance of the machine (or of the
     # warehouse where it collects a part).
     arrival_radius_m: float = 300.0

@@ -221,13 +221,18 @@ class Supervisor:
         print(line, flush=True)
 
 
+def _clock(at: datetime) -> str:
+    local = at.astimezone()
+    return f"{local:%H:%M}" if local.date() == datetime.now().date() else f"{local:%d %b %H:%M}"
+
+
 def describe_ticket_event(event: dict) -> str:
     detail = event["detail"] or {}
     kind = event["event"]
     if kind == "dispatched":
         warehouse = (detail.get("plan") or {}).get("warehouse_id")
         return (f"dispatched to {detail.get('engineer')}" + (f" via {warehouse}" if warehouse else "")
-                + (f", ETA {event['eta'].astimezone():%H:%M}" if event["eta"] else ""))
+                + (f", ETA {_clock(event['eta'])}" if event["eta"] else ""))
     if kind == "late_arrival_warning":
         return f"running late by {detail.get('late_by_min')} min"
     if kind == "arrived":

@@ -94,6 +94,17 @@ def test_joint_assignment_serves_the_critical_job_when_crews_are_short():
     assert [p.ticket_id for p in dispatch.assign_jointly(jobs, [crew("anna", 2.0)], {}, TRAVEL)] == [2]
 
 
+def test_proposals_leave_out_trips_beyond_reach_but_options_list_them():
+    # 300 km at 60 km/h is 5 h: past the 4 h reach, the job waits for a nearer crew.
+    far = [job(1, 0.0)]
+    crews = [crew("anna", 300.0)]
+    assert dispatch.assign_jointly(far, crews, {}, TRAVEL) == []
+    assert dispatch.assign_greedily(far, crews, {}, TRAVEL) == []
+    assert [o.engineer_id for o in dispatch.options_for(far[0], crews, {}, TRAVEL)] == ["anna"]
+    wide = TravelModel(road_factor=1.0, speed_kmh=60.0, pickup_min=0.0, max_travel_h=6.0)
+    assert [p.engineer_id for p in dispatch.assign_jointly(far, crews, {}, wide)] == ["anna"]
+
+
 @pytest.mark.parametrize(("start", "end", "local", "expected"), [
     (time(7), time(17), time(8), True), (time(7), time(17), time(17), False),
     (time(22), time(6), time(23), True), (time(22), time(6), time(5), True), (time(22), time(6), time(12), False),

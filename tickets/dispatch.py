@@ -46,6 +46,9 @@ class TravelModel:
     speed_kmh: float = 60.0         # average speed door to door
     pickup_min: float = 15.0        # a stop at a warehouse to collect a part
     margin_min: float = 30.0        # promised arrival = now + travel time + this
+    # Proposals leave out longer trips: better to wait for a nearer crew to come free (or on shift)
+    # than to send one across the country. A dispatcher can still choose one from the options.
+    max_travel_h: float = 4.0
 
     def hours(self, km: float) -> float:
         return km * self.road_factor / self.speed_kmh
@@ -143,7 +146,7 @@ def assign_jointly(jobs: Sequence[Job], crews: Sequence[Crew], stock: dict[str, 
     """One crew per job at most, minimising the sum of priority-weighted costs over all jobs.
 
     With more jobs than crews the heaviest-weighted jobs win the crews; a job no crew is qualified
-    for stays unassigned."""
+    for, or that no crew reaches within ``travel.max_travel_h``, stays unassigned."""
     if not jobs or not crews:
         return []
     plans: dict[tuple[int, int], Plan] = {}
@@ -152,7 +155,7 @@ def assign_jointly(jobs: Sequence[Job], crews: Sequence[Crew], stock: dict[str, 
         weight = PRIORITY_WEIGHT.get(job.priority, 1.0)
         for j, crew in enumerate(crews):
             plan = plan_trip(job, crew, stock, travel)
-            if plan is not None:
+            if plan is not None and plan.travel_h <= travel.max_travel_h:
                 plans[i, j] = plan
                 # Waiting for a crew is worse than any trip: a job left out costs more than one served.
                 cost[i, j] = weight * plan.cost_h - weight * 1e4
@@ -166,7 +169,7 @@ def assign_greedily(jobs: Sequence[Job], crews: Sequence[Crew], stock: dict[str,
     free = list(crews)
     chosen = []
     for job in sorted(jobs, key=lambda j: -PRIORITY_WEIGHT.get(j.priority, 1.0)):
-        options = options_for(job, free, stock, travel)
+        options = [p for p in options_for(job, free, stock, travel) if p.travel_h <= travel.max_travel_h]
         if options:
             chosen.append(options[0])
             free = [c for c in free if c.engineer_id != options[0].engineer_id]

@@ -39,7 +39,8 @@ PartName = Annotated[str, Path(min_length=1, max_length=100)]
 
 def travel_model(settings: Settings) -> dispatch.TravelModel:
     return dispatch.TravelModel(road_factor=settings.dispatch_road_factor, speed_kmh=settings.dispatch_speed_kmh,
-                                pickup_min=settings.dispatch_pickup_min, margin_min=settings.dispatch_margin_min)
+                                pickup_min=settings.dispatch_pickup_min, margin_min=settings.dispatch_margin_min,
+                                max_travel_h=settings.dispatch_max_travel_h)
 
 
 def _one(rows: list[dict], what: str, resource_id: str) -> dict:
