@@ -42,6 +42,21 @@ class Settings(BaseSettings):
     sla_check_every_s: float = 10.0
     sla_warn_fraction: float = 0.75
 
+    # Remote commands: how long one stays valid by default, and how often the devices worker sweeps
+    # for expired commands and for commands to send (a new command wakes it at once).
+    command_timeout_s: float = 60.0
+    command_tick_s: float = 0.5
+
+    # Broker security (Mosquitto): where the devices worker writes the password and ACL files
+    # generated from the device registry (unset: not managed), the broker's pid file to signal it
+    # to reload them, and the passwords of IronSight's own accounts (unset: account not granted).
+    broker_auth_dir: Path | None = None
+    broker_pid_file: Path | None = None
+    broker_auth_sync_every_s: float = 30.0
+    mqtt_ingest_password: str | None = None
+    mqtt_backend_password: str | None = None
+    mqtt_provisioning_password: str | None = None
+
     log_level: str = "INFO"
 
     def tickets_api_url(self) -> str:
