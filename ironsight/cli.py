@@ -94,6 +94,14 @@ def _run_ingest_processes(args: argparse.Namespace) -> int:
     return 0 if stop.is_set() else 1
 
 
+def cmd_devices(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.devices_worker import DevicesWorker
+
+    DevicesWorker(settings, _require(settings.database_url, "IRONSIGHT_DATABASE_URL"),
+                  _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL")).run(_stop_on_signals())
+    return 0
+
+
 def cmd_diagnostics(args: argparse.Namespace, settings: Settings) -> int:
     from diagnostics.worker import DiagnosticsWorker
 
@@ -206,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--workers", type=int, default=1, help="worker processes sharing the subscription")
     ingest.set_defaults(handler=cmd_ingest)
 
+    sub.add_parser("devices", help="run the devices worker (presence, remote commands, provisioning, broker "
+                                   "credentials)").set_defaults(handler=cmd_devices)
     sub.add_parser("diagnostics", help="run the diagnostics worker").set_defaults(handler=cmd_diagnostics)
 
     train = sub.add_parser("train", help="train the diagnostic models on healthy history in the database")

@@ -77,6 +77,7 @@ class Supervisor:
             self.workers = [
                 Worker("api", [*python, "api", "--port", str(settings.api_port)], logs / "api.log"),
                 Worker("ingest", [*python, "ingest"], logs / "ingest.log"),
+                Worker("devices", [*python, "devices"], logs / "devices.log"),
                 Worker("diagnostics", [*python, "diagnostics"], logs / "diagnostics.log"),
                 Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
                 Worker("sla", [*python, "sla"], logs / "sla.log"),
@@ -169,7 +170,7 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         # The fleet first so nothing new arrives, the API last so alarms can finish a request.
-        order = {"sim": 0, "ingest": 1, "diagnostics": 2, "alarms": 3, "sla": 4, "api": 5}
+        order = {"sim": 0, "ingest": 1, "devices": 2, "diagnostics": 3, "alarms": 4, "sla": 5, "api": 6}
         for worker in sorted(self.workers, key=lambda w: order.get(w.name, 9)):
             process = worker.process
             if process is not None and process.poll() is None:
