@@ -286,3 +286,25 @@ def test_provisioning_refusals(secured, broker, fleet, conn):
         provision(broker.url(), topic_root=root, serial=f"CTL-{spec.equipment_id}", model=spec.model,
                   username="provisioning", password="guessed", timeout_s=2)
     assert registry.get_device(conn, spec.equipment_id)["state"] == "revoked"
+
+
+def test_the_compose_stack_gives_the_devices_worker_the_brokers_files_and_process():
+    from pathlib import Path
+
+    import yaml
+
+    from ironsight.cli import build_parser
+
+    deploy = Path(__file__).resolve().parents[1] / "deploy"
+    services = yaml.safe_load((deploy / "docker-compose.yml").read_text())["services"]
+    devices, broker = services["devices"], services["mosquitto"]
+    assert build_parser().parse_args(devices["command"]).command == "devices"
+    assert devices["pid"] == "service:mosquitto"  # SIGHUP reaches the broker
+    auth_dir = devices["environment"]["IRONSIGHT_BROKER_AUTH_DIR"]
+    volume = next(v.split(":")[0] for v in devices["volumes"] if v.split(":")[1] == auth_dir)
+    assert f"{volume}:{auth_dir}" in broker["volumes"]
+    config = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in
+              (deploy / "mosquitto" / "mosquitto.conf").read_text().splitlines() if line and not line.startswith("#")}
+    assert config["allow_anonymous"] == "false"
+    assert config["password_file"] == f"{auth_dir}/passwd" and config["acl_file"] == f"{auth_dir}/acl"
+    assert config["pid_file"] == devices["environment"]["IRONSIGHT_BROKER_PID_FILE"]
