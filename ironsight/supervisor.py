@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
 RESTART_BACKOFF_MAX_S = 30.0
+# The first simulated machines answer remote commands (lock, snapshot …) for a demo through the API.
+DEMO_FULL_CONTROLLERS = 5
 # New alarms printed per status line at most; the API lists them all.
 ANNOUNCE_MAX_ALARMS = 10
 
@@ -83,7 +85,8 @@ class Supervisor:
                 Worker("sla", [*python, "sla"], logs / "sla.log"),
                 Worker("sim", [*python, "sim", "--controllers", str(self.controllers),
                                "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
-                               "--interval", str(self.interval_s)],
+                               "--interval", str(self.interval_s),
+                               "--full-controllers", str(min(DEMO_FULL_CONTROLLERS, self.controllers))],
                        logs / "sim.log"),
             ]
             for worker in self.workers:
