@@ -51,14 +51,18 @@ class AnswerOutcome:
 
 def create_command(conn: psycopg.Connection, equipment_id: str, kind: str, params: dict[str, Any], *,
                    timeout_s: float, requested_by: str | None, reason: str | None) -> dict[str, Any]:
-    """Queue a command; raises ValueError for a command that cannot be sent as given."""
+    """Queue a command; raises ValueError for a command that cannot be sent as given, LookupError
+    for an unknown machine."""
     params = check_command_params(kind, params)
     if kind in KINDS_NEEDING_REASON and not (reason and reason.strip()):
         raise ValueError(f"{kind} needs a reason")
     if not 0 < timeout_s <= MAX_TIMEOUT_S:
         raise ValueError(f"timeout_s must be within 0-{MAX_TIMEOUT_S}")
     command_id = uuid.uuid4()
+    # Outermost transaction: the command is committed (and NOTIFYd) before the caller answers.
     with conn.transaction():
+        if conn.execute("SELECT 1 FROM equipment WHERE id = %s", (equipment_id,)).fetchone() is None:
+            raise LookupError(f"no equipment {equipment_id!r}")
         conn.execute(
             """INSERT INTO commands (id, equipment_id, kind, params, requested_by, reason, expires_at)
                VALUES (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))""",

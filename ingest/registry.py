@@ -56,20 +56,21 @@ def create_device(conn: psycopg.Connection, *, equipment: EquipmentRecord | None
                   firmware: str | None, commissioned_on: date | None, report_interval_s: float) -> dict[str, Any]:
     """Register a controller on a machine (pre-registration); the machine is registered too when
     ``equipment`` is given. The device is ``pending`` until it has a credential."""
-    with conn.transaction():
-        if equipment is not None:
-            register_equipment(conn, [equipment])
-        elif conn.execute("SELECT 1 FROM equipment WHERE id = %s", (equipment_id,)).fetchone() is None:
-            raise RegistryError(404, f"no equipment {equipment_id!r}; give its model, kind and customer to register it")
-        try:
+    try:
+        with conn.transaction():
+            if equipment is not None:
+                register_equipment(conn, [equipment])
+            elif conn.execute("SELECT 1 FROM equipment WHERE id = %s", (equipment_id,)).fetchone() is None:
+                raise RegistryError(404, f"no equipment {equipment_id!r}; give its model, kind and customer to "
+                                         "register it")
             conn.execute(
                 """INSERT INTO devices (equipment_id, serial, firmware, commissioned_on, report_interval_s)
                    VALUES (%s, %s, %s, %s, %s)""",
                 (equipment_id, serial, firmware, commissioned_on, report_interval_s))
-        except psycopg.errors.UniqueViolation:
-            raise RegistryError(409, f"equipment {equipment_id!r} already has a controller, or serial {serial!r} "
-                                     "is registered") from None
-        return get_device(conn, equipment_id)  # type: ignore[return-value]
+            return get_device(conn, equipment_id)  # type: ignore[return-value]
+    except psycopg.errors.UniqueViolation as exc:
+        detail = exc.diag.message_detail or ""
+        raise RegistryError(409, f"already registered: {detail or equipment_id}") from None
 
 
 def get_device(conn: psycopg.Connection, equipment_id: str) -> dict[str, Any] | None:

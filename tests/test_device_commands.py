@@ -111,6 +111,7 @@ def test_presence_follows_connect_clean_and_unclean_disconnect(rig, specs, contr
     gone = wait_for(lambda: (p := rig.presence(spec.equipment_id))["connected"] is False and p, timeout_s=10,
                     what="clean disconnect")
     assert gone["online"] is False and gone["disconnect_reason"] == "clean"
+    assert rig.http.get(f"/api/v1/equipment/{spec.equipment_id}").json()["online"] is False
 
     again = rig.controller(spec).start()
     controllers.append(again)

@@ -37,12 +37,12 @@ def create_command(equipment_id: str, body: CommandCreate, request: Request, con
     """Queue a command; it is sent when the controller is connected. Follow it with GET."""
     if body.kind in ("lock", "unlock"):
         require_admin_for_lock(request)
-    if conn.execute("SELECT 1 FROM equipment WHERE id = %s", (equipment_id,)).fetchone() is None:
-        raise HTTPException(404, f"no equipment {equipment_id!r}")
     try:
         row = commands.create_command(conn, equipment_id, body.kind, body.params,
                                       timeout_s=body.timeout_s or settings.command_timeout_s,
                                       requested_by=body.requested_by, reason=body.reason)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     return CommandPublic(**row)
