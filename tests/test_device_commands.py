@@ -298,3 +298,28 @@ def _parse(text: str):
 
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
+
+
+def test_a_command_lost_with_the_connection_is_sent_again_when_the_controller_returns(rig, specs, settings,
+                                                                                    controllers):
+    spec = specs[1]
+    root = rig.settings.topic_root
+    # The controller gets the command, then loses its connection before it can answer.
+    doomed = Publisher(settings.mqtt_url, f"doomed-{spec.equipment_id}")
+    received: list[bytes] = []
+    doomed.client.on_message = lambda c, u, m: received.append(m.payload)
+    doomed.client.subscribe(topics.device_topic(root, spec.equipment_id, topics.COMMAND), qos=1)
+    doomed.publish(topics.device_topic(root, spec.equipment_id, topics.STATUS), encode_status(Status(True)))
+    online(rig, spec.equipment_id)
+    command = rig.command(spec.equipment_id, "lock", reason="unpaid invoice", timeout_s=60)
+    wait_for(lambda: received, timeout_s=10, interval_s=0.05, what="the first delivery")
+    assert rig.wait_state(spec.equipment_id, command["id"], "sent")["send_count"] == 1
+    doomed.publish(topics.device_topic(root, spec.equipment_id, topics.STATUS),
+                   encode_status(Status(False, reason="lost")))
+    doomed.close()
+
+    back = rig.controller(spec).start()
+    controllers.append(back)
+    done = rig.wait_state(spec.equipment_id, command["id"], "executed")
+    assert done["send_count"] == 2 and back.executions == {"lock": 1} and back.machine.locked
+    assert [e["state"] for e in done["events"]] == ["queued", "sent", "sent", "acknowledged", "executed"]
