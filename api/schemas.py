@@ -340,9 +340,14 @@ class DeviceCreate(BaseModel):
 
 
 class DeviceUpdate(BaseModel):
+    """Only the fields given change; customer, kind and site are the machine's."""
+
     firmware: str | None = Field(None, max_length=64)
     commissioned_on: date | None = None
     report_interval_s: float | None = Field(None, gt=0, le=3600)
+    customer: str | None = Field(None, min_length=1, max_length=128)
+    kind: str | None = Field(None, min_length=1, max_length=64)
+    site: str | None = Field(None, max_length=128)
 
 
 class DevicePublic(BaseModel):

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     mqtt_ingest_password: str | None = None
     mqtt_backend_password: str | None = None
     mqtt_provisioning_password: str | None = None
+    # Whether a controller whose serial nobody pre-registered may register itself (as a machine of its
+    # own, customer "unassigned", for an administrator to complete); off: only pre-registered serials.
+    provisioning_open: bool = False
 
     log_level: str = "INFO"
 

@@ -92,6 +92,7 @@ class DevicesWorker:
         self._publish_lock = threading.Lock()
         # mid of a command's PUBLISH → command id, until the broker's PUBACK.
         self._in_flight: dict[int, str] = {}
+        self._refused: set[str] = set()
 
     # --- MQTT side (paho's thread) ---
 
@@ -271,6 +272,10 @@ class DevicesWorker:
             return
         refusal = None
         device = registry.find_by_serial(conn, request.serial)
+        if request.serial == client_id and device is None and self.settings.provisioning_open:
+            if registry.self_register(conn, request.serial, request.model, request.firmware) is not None:
+                log.info("controller %s (%s) registered itself", request.serial, request.model)
+                device = registry.find_by_serial(conn, request.serial)
         if request.serial != client_id:
             refusal = "client_id_must_be_serial"
         elif device is None:
@@ -309,7 +314,7 @@ class DevicesWorker:
         if client is None:
             return
         with self._publish_lock:
-            pending = set(self._in_flight.values())
+            pending = set(self._in_flight.values()) | self._refused
         now = datetime.now(UTC)
         for equipment_id, command in commands.due_for_sending(conn):
             if command.id in pending:
@@ -332,6 +337,8 @@ class DevicesWorker:
         if command_id is None:
             return
         if published.failed:
+            # Sending it again would be refused again: it waits for its expiry instead.
+            self._refused.add(command_id)
             log.error("broker refused command %s (is the backend account allowed to write commands?)", command_id)
             return
         commands.mark_sent(conn, command_id)
@@ -339,6 +346,7 @@ class DevicesWorker:
 
     def _expire(self, conn: psycopg.Connection) -> None:
         for command_id in commands.expire_overdue(conn):
+            self._refused.discard(command_id)
             log.info("command %s expired", command_id)
 
     def _dead(self, conn: psycopg.Connection, message: _Message, equipment_id: str | None, reason: str,

@@ -19,6 +19,7 @@ from ingest.broker_auth import hash_password, new_password
 
 REGISTRY_CHANNEL = "ironsight_registry"
 UPDATABLE = ("firmware", "commissioned_on", "report_interval_s")
+EQUIPMENT_UPDATABLE = ("customer", "kind", "site")
 
 _DEVICE = """
 SELECT d.equipment_id, d.serial, e.serial AS equipment_serial, e.model, e.kind, e.customer, e.site,
@@ -91,11 +92,18 @@ def list_devices(conn: psycopg.Connection, *, state: str | None, limit: int, off
 
 def update_device(conn: psycopg.Connection, equipment_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
     fields = {k: v for k, v in changes.items() if k in UPDATABLE}
+    machine = {k: v for k, v in changes.items() if k in EQUIPMENT_UPDATABLE}
     with conn.transaction():
+        if get_device(conn, equipment_id) is None:
+            return None
         if fields:
             assignments = ", ".join(f"{column} = %s" for column in fields)  # columns from UPDATABLE only
             conn.execute(f"UPDATE devices SET {assignments}, updated_at = now() WHERE equipment_id = %s",
                          [*fields.values(), equipment_id])
+        if machine:
+            assignments = ", ".join(f"{column} = %s" for column in machine)  # from EQUIPMENT_UPDATABLE only
+            conn.execute(f"UPDATE equipment SET {assignments} WHERE id = %s", [*machine.values(), equipment_id])
+            conn.execute("UPDATE devices SET updated_at = now() WHERE equipment_id = %s", (equipment_id,))
         return get_device(conn, equipment_id)
 
 
@@ -154,6 +162,24 @@ def record_status(conn: psycopg.Connection, equipment_id: str, status: Status) -
             conn.execute("UPDATE devices SET firmware = %s, updated_at = now() WHERE equipment_id = %s "
                          "AND firmware IS DISTINCT FROM %s", (status.firmware, equipment_id, status.firmware))
     return status.online
+
+
+UNASSIGNED_CUSTOMER = "unassigned"
+UNKNOWN_KIND = "unknown"
+
+
+def self_register(conn: psycopg.Connection, serial: str, model: str, firmware: str | None) -> str | None:
+    """Register a controller nobody pre-registered, on a machine of its own named by its serial, for
+    an administrator to complete (customer, kind, site). None when that id or serial is taken."""
+    try:
+        with conn.transaction():
+            conn.execute("INSERT INTO equipment (id, serial, model, kind, customer) VALUES (%s, %s, %s, %s, %s)",
+                         (serial, serial, model, UNKNOWN_KIND, UNASSIGNED_CUSTOMER))
+            conn.execute("INSERT INTO devices (equipment_id, serial, firmware) VALUES (%s, %s, %s)",
+                         (serial, serial, firmware))
+    except psycopg.errors.UniqueViolation:
+        return None
+    return serial
 
 
 def find_by_serial(conn: psycopg.Connection, serial: str) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -308,3 +309,21 @@ def test_the_compose_stack_gives_the_devices_worker_the_brokers_files_and_proces
     assert config["allow_anonymous"] == "false"
     assert config["password_file"] == f"{auth_dir}/passwd" and config["acl_file"] == f"{auth_dir}/acl"
     assert config["pid_file"] == devices["environment"]["IRONSIGHT_BROKER_PID_FILE"]
+
+
+def test_open_provisioning_lets_an_unknown_controller_register_itself(secured, broker, conn):
+    settings, _, worker = secured
+    worker.settings.provisioning_open = True
+    answer = provision(broker.url(), topic_root=settings.topic_root, serial="CTL-NEW-1", model="TC500",
+                       username="provisioning", password=PASSWORDS.provisioning)
+    assert answer.accepted and answer.equipment_id == "CTL-NEW-1"
+    machine = conn.execute("SELECT model, kind, customer FROM equipment WHERE id = 'CTL-NEW-1'").fetchone()
+    assert machine == ("TC500", registry.UNKNOWN_KIND, registry.UNASSIGNED_CUSTOMER)
+    conn.commit()
+    spec = replace(build_fleet(1, fault_share=0.0, id_prefix="X")[0], equipment_id="CTL-NEW-1")
+    controller = SimulatedController(spec, broker.url(), topic_root=settings.topic_root, interval_s=0.5,
+                                     username=answer.username, password=answer.password).start()
+    try:
+        assert controller.connected.wait(10)
+    finally:
+        controller.stop()
