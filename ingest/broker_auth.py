@@ -134,9 +134,14 @@ class BrokerAuthSync:
         passwd_path, acl_path = self.directory / PASSWORD_FILE, self.directory / ACL_FILE
         if _same_accounts(passwd_path, files.passwd, self._service_passwords) and _read(acl_path) == files.acl:
             return False
-        self.directory.mkdir(parents=True, exist_ok=True)
-        _write_atomically(passwd_path, files.passwd)
-        _write_atomically(acl_path, files.acl)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _write_atomically(passwd_path, files.passwd)
+            _write_atomically(acl_path, files.acl)
+        except OSError as exc:
+            # The broker keeps its current files; the next sync tries again.
+            log.error("cannot write the broker's password and ACL files in %s: %s", self.directory, exc)
+            return False
         self.reloads += 1
         self._reload_broker()
         return True
@@ -179,7 +184,7 @@ def _same_accounts(path: Path, wanted: str, service_passwords: dict[str, str]) -
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
-    except FileNotFoundError:
+    except OSError:  # missing or unreadable: written anew (or the failure to write is logged)
         return None
 
 

@@ -93,6 +93,8 @@ class DevicesWorker:
         # mid of a command's PUBLISH → command id, until the broker's PUBACK.
         self._in_flight: dict[int, str] = {}
         self._refused: set[str] = set()
+        # A controller said it is online: what waits for it goes out now, not at the next tick.
+        self._came_online = False
 
     # --- MQTT side (paho's thread) ---
 
@@ -149,7 +151,7 @@ class DevicesWorker:
                 dispatch = False
                 if isinstance(item, _Message):
                     conn = self._with_db(stop, conn, lambda c, m=item: self._handle(c, m))
-                    dispatch = True
+                    dispatch, self._came_online = self._came_online, False
                 elif isinstance(item, _Published):
                     conn = self._with_db(stop, conn, lambda c, p=item: self._published(c, p))
                 elif isinstance(item, _Wake):
@@ -245,6 +247,7 @@ class DevicesWorker:
         if registry.record_status(conn, equipment_id, status) is None:
             self._dead(conn, message, equipment_id, "unknown_equipment", "")
             return
+        self._came_online = self._came_online or status.online
         log.info("%s is %s%s", equipment_id, "connected" if status.online else "disconnected",
                  f" ({status.reason})" if status.reason else "")
 

@@ -327,3 +327,21 @@ def test_open_provisioning_lets_an_unknown_controller_register_itself(secured, b
         assert controller.connected.wait(10)
     finally:
         controller.stop()
+
+
+def test_files_are_rewritten_only_when_the_accounts_change(conn, fleet, tmp_path):
+    first = BrokerAuthSync(tmp_path, "root", PASSWORDS, pid_file=None)
+    assert first.sync(conn) is True
+    assert first.sync(conn) is False
+    # Another process (a restarted worker) hashes the service passwords with other salts: still no change.
+    assert BrokerAuthSync(tmp_path, "root", PASSWORDS, pid_file=None).sync(conn) is False
+    changed = ServicePasswords(ingest="new-ingest-secret", backend=PASSWORDS.backend,
+                               provisioning=PASSWORDS.provisioning)
+    assert BrokerAuthSync(tmp_path, "root", changed, pid_file=None).sync(conn) is True
+    registry.issue_credential(conn, fleet[0].equipment_id)
+    assert first.sync(conn) is True
+    acl = (tmp_path / "acl").read_text()
+    assert f"user {fleet[0].equipment_id}\ntopic write root/v1/{fleet[0].equipment_id}/telemetry\n" in acl
+    assert fleet[1].equipment_id not in acl  # pending: no credential, no account
+    unwritable = BrokerAuthSync(tmp_path / "acl" / "below-a-file", "root", PASSWORDS, pid_file=None)
+    assert unwritable.sync(conn) is False  # logged, not raised: the broker keeps its files
