@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.routers import alarms, dispatch, equipment, faults, health, kpis, tickets
+from api.routers import alarms, commands, devices, dispatch, equipment, faults, health, kpis, tickets
 from core.db import open_pool
 from core.settings import Settings
 
@@ -27,7 +27,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app = FastAPI(title="IronSight", version="0.1.0", lifespan=lifespan,
                   description="Remote monitoring and diagnosis of heavy equipment.")
     app.state.settings = settings
-    for router in (equipment.router, faults.router, alarms.router, tickets.router, dispatch.router, kpis.router,
-                   health.router):
+    for router in (equipment.router, commands.router, devices.router, faults.router, alarms.router, tickets.router,
+                   dispatch.router, kpis.router, health.router):
         app.include_router(router, prefix=API_PREFIX)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -41,7 +42,14 @@ def new_client(client_id: str, *, manual_ack: bool = False) -> paho.Client:
         protocol=paho.MQTTv5,
         manual_ack=manual_ack,
     )
+    # Small packets (acks, commands) must not wait for Nagle's algorithm to meet a delayed ACK.
+    client.on_socket_open = _no_delay
     return client
+
+
+def _no_delay(client: paho.Client, userdata, sock) -> None:
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def start(

@@ -54,6 +54,24 @@ class Settings(BaseSettings):
     # warehouse where it collects a part).
     arrival_radius_m: float = 300.0
 
+    # Remote commands: how long one stays valid by default, and how often the devices worker sweeps
+    # for expired commands and for commands to send (a new command wakes it at once).
+    command_timeout_s: float = 60.0
+    command_tick_s: float = 0.5
+
+    # Broker security (Mosquitto): where the devices worker writes the password and ACL files
+    # generated from the device registry (unset: not managed), the broker's pid file to signal it
+    # to reload them, and the passwords of IronSight's own accounts (unset: account not granted).
+    broker_auth_dir: Path | None = None
+    broker_pid_file: Path | None = None
+    broker_auth_sync_every_s: float = 30.0
+    mqtt_ingest_password: str | None = None
+    mqtt_backend_password: str | None = None
+    mqtt_provisioning_password: str | None = None
+    # Whether a controller whose serial nobody pre-registered may register itself (as a machine of its
+    # own, customer "unassigned", for an administrator to complete); off: only pre-registered serials.
+    provisioning_open: bool = False
+
     log_level: str = "INFO"
 
     def tickets_api_url(self) -> str:

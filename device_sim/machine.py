@@ -134,6 +134,8 @@ class SimulatedMachine:
         self.lat, self.lon = self._near_site()
         self.destination: tuple[float, float] | None = None
         self.speed_kmh = 0.0
+        # Engine start inhibit (a remote lock): the engine is off and stays off until unlocked.
+        self.locked = False
         self._fault_begun = False
         self._stuck_oil_c: float | None = None
         self._truck_heading_rad = 0.0
@@ -205,8 +207,10 @@ class SimulatedMachine:
             "travel": (TRAVEL_RPM, 0.35),
             TRANSPORTED: (IDLE_RPM, 0.05),
         }[self.mode]
+        if self.locked:
+            target_rpm, target_load = 0.0, 0.0
         blend = 1.0 - math.exp(-dt_s / RPM_TIME_CONSTANT_S)
-        self.rpm += (target_rpm - self.rpm) * blend
+        self.rpm = 0.0 if self.locked else self.rpm + (target_rpm - self.rpm) * blend
         self.load += (target_load - self.load) * blend
         self._heat(dt_s)
 
@@ -270,6 +274,9 @@ class SimulatedMachine:
         self.mode_left_s = self.rng.uniform(low, high)
 
     def _move(self, dt_s: float) -> None:
+        if self.locked and self.mode != TRANSPORTED:
+            self.speed_kmh = 0.0
+            return
         if self.mode == TRANSPORTED:
             step_m = min(self._truck_left_m, TRUCK_SPEED_KMH / 3.6 * dt_s)
             self._truck_left_m -= step_m
@@ -342,7 +349,7 @@ class SimulatedMachine:
         return Reading(
             ts=ts,
             oil_temp_c=round(oil, 2),
-            engine_rpm=round(max(0.0, rpm), 1),
+            engine_rpm=0.0 if self.locked else round(max(0.0, rpm), 1),
             hydraulic_pressure_bar=round(max(0.0, pressure), 1),
             coolant_temp_c=round(coolant, 2),
             fuel_level_pct=round(100.0 * self.fuel_litres / TANK_LITRES, 2),

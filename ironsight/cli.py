@@ -94,6 +94,14 @@ def _run_ingest_processes(args: argparse.Namespace) -> int:
     return 0 if stop.is_set() else 1
 
 
+def cmd_devices(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.devices_worker import DevicesWorker
+
+    DevicesWorker(settings, _require(settings.database_url, "IRONSIGHT_DATABASE_URL"),
+                  _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL")).run(_stop_on_signals())
+    return 0
+
+
 def cmd_diagnostics(args: argparse.Namespace, settings: Settings) -> int:
     from diagnostics.worker import DiagnosticsWorker
 
@@ -181,6 +189,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
     from core.db import connect
+    from device_sim.controller import SimulatedController
     from device_sim.fleet import FleetRunner, build_fleet
     from ironsight.schema import register_fleet
 
@@ -191,10 +200,21 @@ def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
         # fleet registers itself the way a commissioning engineer would.
         with connect(settings.database_url, application_name="ironsight-sim") as conn:
             register_fleet(conn, specs)
-    runner = FleetRunner(specs, _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL"), topic_root=settings.topic_root,
+    mqtt_url = _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL")
+    stop = _stop_on_signals()
+    # These machines run the whole device protocol, each on a connection of its own (last will,
+    # remote commands); the rest share connections and only report telemetry.
+    full = [SimulatedController(spec, mqtt_url, topic_root=settings.topic_root, interval_s=args.interval,
+                                seed=args.seed * 7919 + i).start()
+            for i, spec in enumerate(specs[:args.full_controllers])]
+    runner = FleetRunner(specs[args.full_controllers:], mqtt_url, topic_root=settings.topic_root,
                          interval_s=args.interval, readings_per_message=args.readings_per_message,
                          backfill_s=args.backfill, seed=args.seed)
-    runner.run(_stop_on_signals())
+    try:
+        runner.run(stop)
+    finally:
+        for controller in full:
+            controller.stop()
     return 0
 
 
@@ -231,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--workers", type=int, default=1, help="worker processes sharing the subscription")
     ingest.set_defaults(handler=cmd_ingest)
 
+    sub.add_parser("devices", help="run the devices worker (presence, remote commands, provisioning, broker "
+                                   "credentials)").set_defaults(handler=cmd_devices)
     sub.add_parser("diagnostics", help="run the diagnostics worker").set_defaults(handler=cmd_diagnostics)
 
     train = sub.add_parser("train", help="train the diagnostic models on healthy history in the database")
@@ -269,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--readings-per-message", type=int, default=1)
     sim.add_argument("--backfill", type=float, default=0.0, help="seconds of history to upload first")
     sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--full-controllers", type=int, default=0,
+                     help="how many of the machines (the first ones) run the whole device protocol: status with "
+                          "last will, remote commands")
     sim.set_defaults(handler=cmd_sim)
 
     from dashboards.cli import add_parser as add_dashboards_parser

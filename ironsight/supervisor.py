@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
 RESTART_BACKOFF_MAX_S = 30.0
+# The first simulated machines answer remote commands (lock, snapshot …) for a demo through the API.
+DEMO_FULL_CONTROLLERS = 5
 # New alarms printed per status line at most; the API lists them all.
 ANNOUNCE_MAX_ALARMS = 10
 
@@ -87,6 +89,7 @@ class Supervisor:
             self.workers = [
                 Worker("api", [*python, "api", "--port", str(settings.api_port)], logs / "api.log"),
                 Worker("ingest", [*python, "ingest"], logs / "ingest.log"),
+                Worker("devices", [*python, "devices"], logs / "devices.log"),
                 Worker("diagnostics", [*python, "diagnostics"], logs / "diagnostics.log"),
                 Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
                 Worker("sla", [*python, "sla"], logs / "sla.log"),
@@ -94,7 +97,8 @@ class Supervisor:
                 Worker("crew", [*python, "crew", "--speed", str(self.speed)], logs / "crew.log"),
                 Worker("sim", [*python, "sim", "--controllers", str(self.controllers),
                                "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
-                               "--interval", str(self.interval_s)],
+                               "--interval", str(self.interval_s),
+                               "--full-controllers", str(min(DEMO_FULL_CONTROLLERS, self.controllers))],
                        logs / "sim.log"),
             ]
             for worker in self.workers:
@@ -198,7 +202,8 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         # The fleet first so nothing new arrives, the API last so alarms can finish a request.
-        order = {"sim": 0, "crew": 0, "ingest": 1, "diagnostics": 2, "alarms": 3, "sla": 4, "tracking": 4, "api": 5}
+        order = {"sim": 0, "crew": 0, "ingest": 1, "devices": 2, "diagnostics": 3, "alarms": 4, "sla": 5,
+                 "tracking": 5, "api": 6}
         for worker in sorted(self.workers, key=lambda w: order.get(w.name, 9)):
             process = worker.process
             if process is not None and process.poll() is None:

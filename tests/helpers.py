@@ -190,3 +190,67 @@ def at_once_in_transactions(database_url: str, workers: int, action: Callable) -
     for thread in threads:
         thread.join()
     return results
+
+
+class SecuredMosquitto:
+    """A Mosquitto of the test's own, run with the production config (deploy/mosquitto/) on a free
+    local port, its password, ACL and pid files in ``directory``. Stopped by its pid."""
+
+    CONFIG = __import__("pathlib").Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
+
+    def __init__(self, directory) -> None:
+        import os
+        import subprocess
+
+        from ironsight.services import find_mosquitto, free_tcp_port
+
+        executable = find_mosquitto()
+        assert executable, "mosquitto is not installed"
+        self.directory = directory
+        self.auth_dir = directory / "auth"
+        self.auth_dir.mkdir(parents=True, exist_ok=True)
+        (directory / "data").mkdir(exist_ok=True)
+        for name in ("passwd", "acl"):
+            (self.auth_dir / name).touch()
+        self.port = free_tcp_port()
+        self.pid_file = self.auth_dir / "mosquitto.pid"
+        replacements = {
+            "listener": f"listener {self.port} 127.0.0.1",
+            "persistence_location": f"persistence_location {directory / 'data'}/",
+            "log_dest": "log_dest stderr",
+            "password_file": f"password_file {self.auth_dir / 'passwd'}",
+            "acl_file": f"acl_file {self.auth_dir / 'acl'}",
+            "pid_file": f"pid_file {self.pid_file}",
+        }
+        lines = []
+        for line in self.CONFIG.read_text().splitlines():
+            key = line.split(" ", 1)[0]
+            lines.append(replacements.get(key, line))
+        if os.geteuid() == 0:
+            lines.append("user root")  # the test's temporary files belong to root
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.log = open(directory / "mosquitto.log", "wb")  # noqa: SIM115 - closed in close()
+        self.process = subprocess.Popen([executable, "-c", str(self.config)], stdout=self.log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        from ironsight.services import _port_accepts
+
+        wait_for(lambda: _port_accepts(self.port) or self.process.poll() is not None, timeout_s=10,
+                 interval_s=0.05, what="mosquitto to listen")
+        assert self.process.poll() is None, (directory / "mosquitto.log").read_text()
+
+    def url(self, username: str | None = None, password: str | None = None) -> str:
+        credentials = f"{username}:{password}@" if username else ""
+        return f"mqtt://{credentials}127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return (self.directory / "mosquitto.log").read_text(errors="replace")
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except Exception:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()

@@ -51,8 +51,14 @@ def test_run_shows_live_status_and_ctrl_c_stops_every_process(services, new_data
 
         wait_for(healthy, timeout_s=30, what="the API's health")
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/equipment", timeout=5).json()["count"] == 20
+        # The first simulated machines answer remote commands through the devices worker.
+        base = f"http://127.0.0.1:{port}/api/v1/equipment/EQ-00001"
+        command = httpx.post(f"{base}/commands", json={"kind": "snapshot"}, timeout=5).json()
+        wait_for(lambda: httpx.get(f"{base}/commands/{command['id']}", timeout=5).json()["state"] == "executed",
+                 timeout_s=30, what="a snapshot command executed")
+        assert httpx.get(f"{base}/presence", timeout=5).json()["connected"] is True
         descendants = psutil.Process(process.pid).children(recursive=True)
-        assert len(descendants) >= 5  # api, ingest, diagnostics, alarms, sim (+ embedded services)
+        assert len(descendants) >= 6  # api, ingest, devices, diagnostics, alarms, sim (+ embedded services)
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=60)

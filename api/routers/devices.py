@@ -1,0 +1,89 @@
+"""The device registry: controllers on machines, their credentials, revocation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+
+from api.deps import DbConn
+from api.schemas import CredentialPublic, DeviceCreate, DevicePublic, DevicesPublic, DeviceState, DeviceUpdate
+from core.fleet import EquipmentRecord
+from ingest import registry
+
+
+def require_admin_for_registry(request: Request) -> None:
+    """The one place that decides who may change the device registry and credentials: the admin role.
+
+    Roles do not exist in this API yet, so this lets every caller through; it is the hook where
+    the admin-role check goes (raise 403 for anyone else) once authentication is in place.
+    """
+
+
+router = APIRouter(prefix="/devices", tags=["devices"], dependencies=[Depends(require_admin_for_registry)])
+
+MAX_PAGE = 1000
+
+
+@router.post("", response_model=DevicePublic, status_code=201)
+def create_device(body: DeviceCreate, conn: DbConn) -> DevicePublic:
+    machine = (body.model, body.kind, body.customer)
+    if any(machine) and not all(machine):
+        raise HTTPException(422, "to register the machine too, give model, kind and customer")
+    equipment = EquipmentRecord(body.equipment_id, body.equipment_serial or body.serial, body.model, body.kind,
+                                body.customer, body.site) if all(machine) else None
+    try:
+        row = registry.create_device(conn, equipment=equipment, equipment_id=body.equipment_id, serial=body.serial,
+                                     firmware=body.firmware, commissioned_on=body.commissioned_on,
+                                     report_interval_s=body.report_interval_s)
+    except registry.RegistryError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return DevicePublic(**row)
+
+
+@router.get("", response_model=DevicesPublic)
+def list_devices(conn: DbConn, state: DeviceState | None = None,
+                 limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+                 offset: Annotated[int, Query(ge=0)] = 0) -> DevicesPublic:
+    rows, count = registry.list_devices(conn, state=state, limit=limit, offset=offset)
+    return DevicesPublic(data=rows, count=count)
+
+
+@router.get("/{equipment_id}", response_model=DevicePublic)
+def get_device(equipment_id: str, conn: DbConn) -> DevicePublic:
+    return DevicePublic(**_found(registry.get_device(conn, equipment_id), equipment_id))
+
+
+@router.patch("/{equipment_id}", response_model=DevicePublic)
+def update_device(equipment_id: str, body: DeviceUpdate, conn: DbConn) -> DevicePublic:
+    row = registry.update_device(conn, equipment_id, body.model_dump(exclude_unset=True))
+    return DevicePublic(**_found(row, equipment_id))
+
+
+@router.delete("/{equipment_id}", status_code=204)
+def delete_device(equipment_id: str, conn: DbConn) -> Response:
+    if not registry.delete_device(conn, equipment_id):
+        raise HTTPException(404, f"no device on {equipment_id!r}")
+    return Response(status_code=204)
+
+
+@router.post("/{equipment_id}/credential", response_model=CredentialPublic, status_code=201)
+def issue_credential(equipment_id: str, conn: DbConn) -> CredentialPublic:
+    """A new broker password for the controller (also reinstates a revoked one); the old one stops working."""
+    try:
+        password = registry.issue_credential(conn, equipment_id)
+    except registry.RegistryError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return CredentialPublic(equipment_id=equipment_id, username=equipment_id, password=password)
+
+
+@router.post("/{equipment_id}/revoke", response_model=DevicePublic)
+def revoke(equipment_id: str, conn: DbConn) -> DevicePublic:
+    """The broker refuses the controller from its next reload on, and drops its connection."""
+    return DevicePublic(**_found(registry.revoke(conn, equipment_id), equipment_id))
+
+
+def _found(row, equipment_id: str):
+    if row is None:
+        raise HTTPException(404, f"no device on {equipment_id!r}")
+    return row

@@ -1,0 +1,367 @@
+"""The devices worker: presence, downlink commands, provisioning, and the broker's credentials.
+
+One MQTT connection (the ``backend`` account) reads the controllers' retained status topics, their
+command acks and provisioning requests, and publishes commands and provisioning answers. paho's
+network thread only enqueues; this worker's thread does the database work and then acknowledges
+the message to the broker (manual ack), so nothing is lost when the database is away.
+
+Commands are published (QoS 1, with an MQTT 5 message expiry equal to their remaining validity)
+when their controller is connected, and again when it reconnects before answering; a new command
+wakes the worker at once through LISTEN/NOTIFY, and a sweep every ``command_tick_s`` expires
+overdue ones. When ``broker_auth_dir`` is set, the broker's password and ACL files follow the
+registry (ingest.broker_auth).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import paho.mqtt.client as paho
+import psycopg
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from core import mqtt, topics
+from core.db import connect
+from core.device_messages import (
+    ProvisioningResponse,
+    decode_ack,
+    decode_provisioning_request,
+    decode_status,
+    encode_command,
+    encode_provisioning_response,
+)
+from core.errors import InvalidTelemetry
+from core.settings import Settings
+from ingest import commands, registry
+from ingest.broker_auth import BrokerAuthSync, ServicePasswords
+
+log = logging.getLogger(__name__)
+
+INBOX_MAX_MESSAGES = 10_000
+SESSION_EXPIRY_S = 24 * 3600
+DB_RETRY_MAX_S = 5.0
+# Dead letters keep the head of a payload, as ingest does.
+DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+LOG_EVERY_NTH_BAD = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    mid: int
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Wake:
+    channel: str
+
+
+class DevicesWorker:
+    def __init__(self, settings: Settings, database_url: str, mqtt_url: str, name: str = "devices") -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.address = mqtt.parse_mqtt_url(mqtt_url)
+        self.name = name
+        self.root = settings.topic_root
+        self.inbox: queue.Queue[_Message | _Published | _Wake] = queue.Queue(maxsize=INBOX_MAX_MESSAGES)
+        self.connected = threading.Event()
+        self.bad_by_reason: Counter[str] = Counter()
+        self.sent_commands = 0
+        self.auth_sync = BrokerAuthSync(
+            settings.broker_auth_dir, self.root,
+            ServicePasswords(settings.mqtt_ingest_password, settings.mqtt_backend_password,
+                             settings.mqtt_provisioning_password),
+            settings.broker_pid_file) if settings.broker_auth_dir else None
+        self._client: paho.Client | None = None
+        self._publish_lock = threading.Lock()
+        # mid of a command's PUBLISH → command id, until the broker's PUBACK.
+        self._in_flight: dict[int, str] = {}
+        self._refused: set[str] = set()
+        # A controller said it is online: what waits for it goes out now, not at the next tick.
+        self._came_online = False
+
+    # --- MQTT side (paho's thread) ---
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the devices worker: %s", reason_code)
+            return
+        client.subscribe([(topics.device_subscription(self.root, topics.STATUS), 1),
+                          (topics.device_subscription(self.root, topics.ACK), 1),
+                          (topics.provisioning_subscription(self.root), 1)])
+        log.info("devices worker connected to %s", self.address.url)
+        self.connected.set()
+        self._put(_Wake(commands.COMMANDS_CHANNEL))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        log.warning("devices worker disconnected from broker: %s", reason_code)
+
+    def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+        self._put(_Message(message.topic, message.payload, message.mid, message.qos))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._put(_Published(mid, reason_code.is_failure))
+
+    def _put(self, item) -> None:
+        self.inbox.put(item)
+
+    # --- the worker's thread ---
+
+    def run(self, stop: threading.Event) -> None:
+        conn = self._connect_db(stop)
+        if conn is None:
+            return
+        listener = threading.Thread(target=self._listen, args=(stop,), name=f"{self.name}-listen", daemon=True)
+        listener.start()
+        client = mqtt.new_client(f"{self.root}-{self.name}", manual_ack=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        self._client = client
+        if self.auth_sync is not None:
+            conn = self._with_db(stop, conn, self.auth_sync.sync)
+        mqtt.start(client, self.address, clean_start=False, session_expiry_s=SESSION_EXPIRY_S,
+                   receive_maximum=INBOX_MAX_MESSAGES)
+        next_tick = time.monotonic()
+        next_auth_sync = time.monotonic() + self.settings.broker_auth_sync_every_s
+        try:
+            while not stop.is_set() and conn is not None:
+                try:
+                    item = self.inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
+                except queue.Empty:
+                    item = None
+                dispatch = False
+                if isinstance(item, _Message):
+                    conn = self._with_db(stop, conn, lambda c, m=item: self._handle(c, m))
+                    dispatch, self._came_online = self._came_online, False
+                elif isinstance(item, _Published):
+                    conn = self._with_db(stop, conn, lambda c, p=item: self._published(c, p))
+                elif isinstance(item, _Wake):
+                    if item.channel == registry.REGISTRY_CHANNEL and self.auth_sync is not None:
+                        conn = self._with_db(stop, conn, self.auth_sync.sync)
+                    dispatch = item.channel == commands.COMMANDS_CHANNEL
+                now = time.monotonic()
+                if now >= next_tick:
+                    next_tick = now + self.settings.command_tick_s
+                    conn = self._with_db(stop, conn, self._expire)
+                    dispatch = True
+                if self.auth_sync is not None and now >= next_auth_sync:
+                    next_auth_sync = now + self.settings.broker_auth_sync_every_s
+                    conn = self._with_db(stop, conn, self.auth_sync.sync)
+                if dispatch and conn is not None and self.connected.is_set():
+                    conn = self._with_db(stop, conn, self._dispatch)
+        finally:
+            mqtt.stop(client)
+            if conn is not None:
+                conn.close()
+            listener.join(timeout=5)
+
+    def _connect_db(self, stop: threading.Event) -> psycopg.Connection | None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                return connect(self.database_url, application_name=f"ironsight-{self.name}")
+            except psycopg.OperationalError as exc:
+                log.warning("devices worker cannot reach the database (%s); retrying in %.1fs", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_S)
+        return None
+
+    def _with_db(self, stop: threading.Event, conn: psycopg.Connection, action) -> psycopg.Connection | None:
+        """Run ``action(conn)``, reconnecting and repeating it while the database is away."""
+        while True:
+            try:
+                action(conn)
+                return conn
+            except psycopg.OperationalError as exc:
+                log.warning("devices worker lost the database (%s); reconnecting", exc)
+                conn.close()
+                new_conn = self._connect_db(stop)
+                if new_conn is None:
+                    return None
+                conn = new_conn
+
+    def _listen(self, stop: threading.Event) -> None:
+        """Turn NOTIFYs into wake-ups of the worker's loop."""
+        while not stop.is_set():
+            try:
+                with connect(self.database_url, autocommit=True, application_name=f"ironsight-{self.name}-listen"
+                             ) as conn:
+                    conn.execute(f"LISTEN {commands.COMMANDS_CHANNEL}")
+                    conn.execute(f"LISTEN {registry.REGISTRY_CHANNEL}")
+                    while not stop.is_set():
+                        for notify in conn.notifies(timeout=0.5):
+                            self._put(_Wake(notify.channel))
+            except psycopg.OperationalError as exc:
+                log.warning("devices worker lost its LISTEN connection (%s)", exc)
+                stop.wait(1.0)
+
+    # --- handling ---
+
+    def _handle(self, conn: psycopg.Connection, message: _Message) -> None:
+        topic = message.topic
+        try:
+            if (equipment_id := topics.parse_device_topic(self.root, topic, topics.STATUS)) is not None:
+                self._status(conn, equipment_id, message)
+            elif (equipment_id := topics.parse_device_topic(self.root, topic, topics.ACK)) is not None:
+                self._ack(conn, equipment_id, message)
+            elif (client_id := topics.parse_provisioning_topic(self.root, topic)) is not None:
+                self._provision(conn, client_id, message)
+            else:
+                self._dead(conn, message, None, "bad_topic", "")
+        except psycopg.OperationalError:
+            raise
+        except psycopg.DatabaseError as exc:
+            conn.rollback()
+            log.exception("database refused a device message on %s", topic[:120])
+            self._dead(conn, message, None, "refused_by_database", str(exc)[:500])
+        if message.qos > 0 and self._client is not None:
+            self._client.ack(message.mid, message.qos)
+
+    def _status(self, conn: psycopg.Connection, equipment_id: str, message: _Message) -> None:
+        if not message.payload:
+            return  # an operator clearing the retained status: nothing to record
+        try:
+            status = decode_status(message.payload)
+        except InvalidTelemetry as exc:
+            self._dead(conn, message, equipment_id, f"status_{exc.reason}", exc.detail)
+            return
+        if registry.record_status(conn, equipment_id, status) is None:
+            self._dead(conn, message, equipment_id, "unknown_equipment", "")
+            return
+        self._came_online = self._came_online or status.online
+        log.info("%s is %s%s", equipment_id, "connected" if status.online else "disconnected",
+                 f" ({status.reason})" if status.reason else "")
+
+    def _ack(self, conn: psycopg.Connection, equipment_id: str, message: _Message) -> None:
+        try:
+            ack = decode_ack(message.payload)
+        except InvalidTelemetry as exc:
+            self._dead(conn, message, equipment_id, f"ack_{exc.reason}", exc.detail)
+            return
+        outcome = commands.apply_answer(conn, equipment_id, ack.command_id, ack.status, ack.detail, ack.result)
+        if outcome.applied:
+            log.info("command %s (%s) on %s: %s", ack.command_id, outcome.kind, equipment_id, ack.status)
+        elif outcome.why == "stale_ack":
+            # A repeated answer (the controller answers a repeated command again): expected, not bad input.
+            log.debug("ignoring repeated %s ack of %s from %s", ack.status, ack.command_id, equipment_id)
+        else:
+            self._dead(conn, message, equipment_id, outcome.why or "bad_ack", f"command {ack.command_id[:64]}")
+
+    def _provision(self, conn: psycopg.Connection, client_id: str, message: _Message) -> None:
+        try:
+            request = decode_provisioning_request(message.payload)
+        except InvalidTelemetry as exc:
+            self._dead(conn, message, None, f"provisioning_{exc.reason}", exc.detail)
+            self._answer(client_id, ProvisioningResponse(False, reason="bad_request"))
+            return
+        refusal = None
+        device = registry.find_by_serial(conn, request.serial)
+        if request.serial == client_id and device is None and self.settings.provisioning_open:
+            if registry.self_register(conn, request.serial, request.model, request.firmware) is not None:
+                log.info("controller %s (%s) registered itself", request.serial, request.model)
+                device = registry.find_by_serial(conn, request.serial)
+        if request.serial != client_id:
+            refusal = "client_id_must_be_serial"
+        elif device is None:
+            refusal = "unknown_serial"
+        elif device["state"] == "revoked":
+            refusal = "revoked"
+        elif device["state"] != "pending":
+            refusal = "already_provisioned"
+        elif device["model"] != request.model:
+            refusal = "model_mismatch"
+        if refusal is not None:
+            log.warning("provisioning refused for serial %r (client %s): %s", request.serial, client_id, refusal)
+            self._answer(client_id, ProvisioningResponse(False, reason=refusal))
+            return
+        equipment_id = device["equipment_id"]
+        try:
+            password = registry.issue_credential(conn, equipment_id, only_if_pending=True)
+        except registry.RegistryError:
+            self._answer(client_id, ProvisioningResponse(False, reason="already_provisioned"))
+            return
+        if request.firmware:
+            registry.update_device(conn, equipment_id, {"firmware": request.firmware})
+        if self.auth_sync is not None:
+            self.auth_sync.sync(conn)  # the broker must know the credential before the controller uses it
+        log.info("provisioned controller %s on %s", request.serial, equipment_id)
+        self._answer(client_id, ProvisioningResponse(True, equipment_id, equipment_id, password))
+
+    def _answer(self, client_id: str, response: ProvisioningResponse) -> None:
+        # Never retained: the answer carries a password and must not stay on the broker.
+        if self._client is not None:
+            self._client.publish(topics.provisioning_topic(self.root, client_id, "response"),
+                                 encode_provisioning_response(response), qos=1)
+
+    def _dispatch(self, conn: psycopg.Connection) -> None:
+        client = self._client
+        if client is None:
+            return
+        with self._publish_lock:
+            pending = set(self._in_flight.values()) | self._refused
+        now = datetime.now(UTC)
+        for equipment_id, command in commands.due_for_sending(conn):
+            if command.id in pending:
+                continue
+            properties = Properties(PacketTypes.PUBLISH)
+            # The broker drops a command that outlives its validity instead of delivering it late.
+            properties.MessageExpiryInterval = max(1, math.ceil((command.expires_at - now).total_seconds()))
+            with self._publish_lock:
+                info = client.publish(topics.device_topic(self.root, equipment_id, topics.COMMAND),
+                                      encode_command(command), qos=1, properties=properties)
+                if info.rc == paho.MQTT_ERR_SUCCESS:
+                    self._in_flight[info.mid] = command.id
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                log.warning("cannot publish command %s now: %s", command.id, paho.error_string(info.rc))
+                return
+
+    def _published(self, conn: psycopg.Connection, published: _Published) -> None:
+        with self._publish_lock:
+            command_id = self._in_flight.pop(published.mid, None)
+        if command_id is None:
+            return
+        if published.failed:
+            # Sending it again would be refused again: it waits for its expiry instead.
+            self._refused.add(command_id)
+            log.error("broker refused command %s (is the backend account allowed to write commands?)", command_id)
+            return
+        commands.mark_sent(conn, command_id)
+        self.sent_commands += 1
+
+    def _expire(self, conn: psycopg.Connection) -> None:
+        for command_id in commands.expire_overdue(conn):
+            self._refused.discard(command_id)
+            log.info("command %s expired", command_id)
+
+    def _dead(self, conn: psycopg.Connection, message: _Message, equipment_id: str | None, reason: str,
+              detail: str) -> None:
+        with conn.transaction():
+            conn.execute(
+                """INSERT INTO dead_letters (topic, equipment_id, reason, detail, payload, payload_bytes)
+                   VALUES (%s, %s, %s, %s, %s, %s)""",
+                (message.topic, equipment_id, reason, detail[:500], message.payload[:DEAD_LETTER_PAYLOAD_BYTES],
+                 len(message.payload)))
+        self.bad_by_reason[reason] += 1
+        count = self.bad_by_reason[reason]
+        if count == 1 or count % LOG_EVERY_NTH_BAD == 0:
+            log.warning("dead letter #%d for %s: equipment=%s topic=%s detail=%s payload=%r", count, reason,
+                        equipment_id, message.topic[:120], detail[:200], message.payload[:200])
