@@ -8,6 +8,8 @@ their positions over MQTT like the controllers do:
 - each engineer accepts a dispatch, drives the route the plan gave (via the warehouse when the part
   must be collected) at road speed, repairs on site once tracking has recorded the arrival, resolves
   with the part used, and drives home;
+- a machine fixed remotely or on site is healthy again in the simulated fleet (told over a
+  simulation-only topic), so its alarms clear;
 - the call centre calls every customer back (a few give a low score, opening a complaint that ends
   in a second callback).
 
@@ -30,6 +32,7 @@ import httpx
 from core import mqtt
 from core.geo import distance_km, step_towards
 from core.positions import Position, encode_position, position_topic
+from device_sim.fleet import repaired_topic
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class ServiceCrew:
         self.needs_visit: set[int] = set()
         self.vans: dict[str, Van] = {}
         self.counts: dict[str, int] = {}
+        self._client: Any = None
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -125,9 +129,14 @@ class ServiceCrew:
     # --- one round of everyone's work -------------------------------------------------------------
 
     def round(self, client: Any, dt_s: float) -> None:
+        self._client = client
         self._dispatcher()
         self._engineers(client, dt_s)
         self._call_centre()
+
+    def _fixed(self, ticket: dict[str, Any]) -> None:
+        """The machine works again: tell the simulated fleet (the alarms then clear on their own)."""
+        self._client.publish(repaired_topic(self.topic_root, ticket["equipment_id"]), b"", qos=1)
 
     def _dispatcher(self) -> None:
         for ticket in self._tickets("created"):
@@ -141,7 +150,9 @@ class ServiceCrew:
             if tid in self.needs_visit or not self._ready("remote", tid, REMOTE_DIAGNOSIS_MIN):
                 continue
             if self.rng.random() < REMOTE_SUCCESS:
-                self._act(tid, "resolve_remote", DISPATCHER, work_done=_remedy(ticket) or "solved with the customer")
+                remedy = _remedy(ticket) or "solved with the customer"
+                if self._act(tid, "resolve_remote", DISPATCHER, work_done=remedy):
+                    self._fixed(ticket)
             else:
                 self.needs_visit.add(tid)
                 self._act(tid, "follow_up", DISPATCHER, reason="remote diagnosis did not solve it; a visit is needed")
@@ -182,10 +193,12 @@ class ServiceCrew:
             self._drive(van, van.waypoints, client, dt_s)
         elif state == "on_site" and self._ready("repair", ticket_id, REPAIR_MIN):
             part = ticket.get("required_part")
+            # Not fixed the first time: the fault comes back and makes a new work order (a second visit).
             fixed = self.rng.random() < FIRST_TIME_FIX
-            self._act(ticket_id, "resolve", van.engineer_id, first_time_fix=fixed,
-                      work_done=_remedy(ticket) or "repaired on site",
-                      parts_used=[{"part": part, "quantity": 1}] if part else [])
+            if self._act(ticket_id, "resolve", van.engineer_id, first_time_fix=fixed,
+                         work_done=_remedy(ticket) or "repaired on site",
+                         parts_used=[{"part": part, "quantity": 1}] if part else []) and fixed:
+                self._fixed(ticket)
 
     def _route(self, ticket: dict[str, Any]) -> list[tuple[str, float, float]]:
         route = []

@@ -32,6 +32,11 @@ MAX_INFLIGHT_PER_CONNECTION = 1000
 SITE_RADIUS_M = 1000.0
 
 
+def repaired_topic(root: str, equipment_id: str) -> str:
+    """Inside the simulation only: the simulated crew tells the simulated fleet a machine was fixed."""
+    return f"{root}/sim/{equipment_id}/repaired"
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     """A job site: centre, mean ambient temperature, geofence radius around the centre, local time zone."""
@@ -146,6 +151,11 @@ class FleetRunner:
         self.seed = seed
         self.stats = FleetStats()
         self._lock = threading.Lock()
+        self._repaired: set[str] = set()
+
+    def _on_repaired(self, client, userdata, message) -> None:
+        with self._lock:
+            self._repaired.add(message.topic.split("/")[-2])
 
     def run(self, stop: threading.Event) -> None:
         connections = [
@@ -157,6 +167,8 @@ class FleetRunner:
                 while not connection.connected.wait(0.5):
                     if stop.is_set():
                         return
+            connections[0].client.message_callback_add(repaired_topic(self.topic_root, "+"), self._on_repaired)
+            connections[0].client.subscribe(repaired_topic(self.topic_root, "+"), qos=1)
             self._run_connected(connections, stop)
         finally:
             for connection in connections:
@@ -193,7 +205,14 @@ class FleetRunner:
 
         next_tick = time.monotonic()
         last_ts = datetime.now(UTC)
+        index = {spec.equipment_id: i for i, spec in enumerate(self.specs)}
         while not stop.is_set():
+            with self._lock:
+                repaired, self._repaired = self._repaired, set()
+            for equipment_id in repaired:
+                if equipment_id in index:
+                    machines[index[equipment_id]].repair()
+                    log.info("simulated machine %s repaired", equipment_id)
             next_tick += self.interval_s
             ts = datetime.now(UTC)
             dt_s = max(0.0, (ts - last_ts).total_seconds())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from core.telemetry import J1939_MAX_OC, FaultCode, Reading
@@ -235,6 +235,16 @@ class SimulatedMachine:
         oil_equilibrium = (ambient + (OIL_RISE_IDLE_C + OIL_RISE_FULL_LOAD_C * self.load) / oil_effectiveness
                            + OIL_COOLANT_COUPLING * max(0.0, self.coolant_temp_c - OIL_COOLANT_COUPLING_ABOVE_C))
         self.oil_temp_c += (oil_equilibrium - self.oil_temp_c) * (1.0 - math.exp(-dt_s / OIL_TIME_CONSTANT_S))
+
+    def repair(self) -> None:
+        """The fault is fixed (on site, or by the customer with the dispatcher on the phone): from now on
+        the machine is healthy; a machine carried off its site is brought back."""
+        if self.mode == TRANSPORTED or self.spec.fault == "geofence_exit":
+            self.lat, self.lon = self._near_site()
+            self.mode, self.mode_left_s, self.destination = "idle", self.rng.uniform(5.0, 60.0), None
+        self.spec = replace(self.spec, fault=None, fault_after_s=None)
+        self._fault_begun = False
+        self._stuck_oil_c = None
 
     def _begin_fault(self) -> None:
         """What happens at the instant of the fault (before this step's physics)."""

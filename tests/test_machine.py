@@ -234,3 +234,19 @@ def test_an_injected_fault_shows_its_signature_from_onset_and_not_before(kind):
     assert max(s.reading.oil_temp_c for s in healthy) < 100.0
     assert max(s.reading.coolant_temp_c for s in healthy) < 95.0
     SIGNATURES[kind](spec, after, healthy_after)
+
+
+@pytest.mark.parametrize("kind", ["hydraulic_pump_wear", "radiator_clogged", "geofence_exit"])
+def test_a_repaired_machine_is_healthy_again(kind):
+    spec = replace(build_fleet(1, fault_share=0.0, seed=5)[0], fault=kind, fault_after_s=FAULT_AT_S)
+    machine = SimulatedMachine(spec, START, seed=42)
+    broken = run(machine, 1800)
+    machine.repair()
+    assert not machine.fault_active() and machine.injected_fault is None
+    mended = run(machine, 1800)
+    late = mended[len(mended) // 2:]  # temperatures take a while to come down
+    assert max(s.reading.oil_temp_c for s in late) < 100.0
+    assert max(s.reading.coolant_temp_c for s in late) < 95.0
+    assert all(from_site_m(spec, s.reading) < 1000.0 for s in mended)
+    if kind == "hydraulic_pump_wear":
+        assert statistics.mean(working_pressures(late)) > 1.3 * statistics.mean(working_pressures(broken[-300:]))

@@ -76,6 +76,12 @@ def test_a_simulated_fault_ends_in_a_closed_ticket_with_a_survey(settings, conn,
         used = conn.execute("SELECT count(*) FROM stock_movements WHERE ticket_id = %s AND reason = 'used in repair'",
                             (ticket["id"],)).fetchone()[0]
         assert used == 1
+        # The repair reached the simulated machine: its pressure recovers and the alarm clears by itself.
+        def cleared():
+            alarms = httpx.get(api.url + "/api/v1/alarms", params={"equipment_id": faulty}).json()["data"]
+            return alarms and all(a["state"] == "cleared" for a in alarms)
+
+        wait_for(cleared, timeout_s=90, interval_s=0.5, what="the repaired machine's alarms to clear")
         kpis = httpx.get(api.url + "/api/v1/kpis").json()
         assert kpis["tickets"] >= 1 and kpis["closed"] >= 1 and kpis["resolved_on_site"] >= 1
         assert kpis["survey"]["count"] >= 1 and kpis["sla"]["arrive"]["decided"] >= 1
