@@ -15,10 +15,13 @@ _COLUMNS = ALARM_COLUMNS + ", f.title, f.diagnosis"
 
 def list_alarms(conn: psycopg.Connection, *, equipment_id: str | None, state: str | None,
                 limit: int, offset: int, acknowledged: bool | None = None,
-                include_shelved: bool = False) -> tuple[list[dict[str, Any]], int]:
+                include_shelved: bool = False, customer: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """Alarms newest first. Shelved alarms (until their period ends) are left out unless asked for."""
     where, params = where_equal("a", equipment_id=equipment_id, state=state)
     clauses = [where.removeprefix("WHERE ")] if where else []
+    if customer is not None:
+        clauses.append("a.equipment_id IN (SELECT id FROM equipment WHERE customer = %s)")
+        params.append(customer)
     if acknowledged is not None:
         clauses.append("a.acknowledged_at IS NOT NULL" if acknowledged else "a.acknowledged_at IS NULL")
     if not include_shelved:

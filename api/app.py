@@ -6,8 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
-from api.routers import alarms, equipment, faults, health, kpis, tickets
+from api import errors
+from api.auth import bootstrap, declared_roles
+from api.limits import BodySizeLimit, RateLimit, SecurityHeaders
+from api.routers import alarms, auth, equipment, faults, health, kpis, tickets
 from core.db import open_pool
 from core.settings import Settings
 
@@ -20,13 +25,36 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = open_pool(database_url, max_size=POOL_MAX_CONNECTIONS, name="ironsight-api")
         try:
+            with app.state.pool.connection() as conn:
+                bootstrap(conn, settings)
             yield
         finally:
             app.state.pool.close()
 
     app = FastAPI(title="IronSight", version="0.1.0", lifespan=lifespan,
-                  description="Remote monitoring and diagnosis of heavy equipment.")
+                  description="Remote monitoring and diagnosis of heavy equipment.\n\n"
+                              "Authenticate with `POST /api/v1/auth/token` (OAuth2 password flow) or an API key, "
+                              "then send `Authorization: Bearer <token>`.")
     app.state.settings = settings
-    for router in (equipment.router, faults.router, alarms.router, tickets.router, kpis.router, health.router):
+    for router in (auth.router, equipment.router, faults.router, alarms.router, tickets.router, kpis.router,
+                   health.router):
         app.include_router(router, prefix=API_PREFIX)
+    check_access_declared(app)
+    errors.install(app)
+    # Outermost last: headers go on every answer, including refusals by the limits below them.
+    app.add_middleware(RateLimit, per_min=settings.rate_limit_per_min, burst=settings.rate_limit_burst)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["*"], allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+def check_access_declared(app: FastAPI) -> None:
+    """Refuse to build an app with a route that does not say who may call it."""
+    undeclared = [f"{sorted(route.methods)} {route.path}" for route in app.routes
+                  if isinstance(route, APIRoute) and declared_roles(route) is None]
+    if undeclared:
+        raise RuntimeError("routes without an access declaration (require(...) or public()): "
+                           + ", ".join(undeclared))

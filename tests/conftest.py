@@ -23,7 +23,8 @@ from ironsight.schema import migrate
 RUN_ID = uuid.uuid4().hex[:10]
 
 # Tables in dependency order; truncated between tests that want an empty database.
-_TABLES = ("ticket_sla_alerts", "ticket_surveys", "ticket_alarms", "ticket_events", "tickets", "service_contracts",
+_TABLES = ("api_tokens", "api_users",
+           "ticket_sla_alerts", "ticket_surveys", "ticket_alarms", "ticket_events", "tickets", "service_contracts",
            "alarm_escalations", "alarm_events", "alarms", "fault_events", "faults", "diagnostic_state",
            "accepted_batches", "dead_letters", "equipment_state", "ingest_stats", "readings", "consumer_cursors",
            "equipment", "sites")
@@ -107,8 +108,10 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def settings(database_url: str, mqtt_url: str, tmp_path: Path) -> Settings:
     # A topic root per test: retained or queued messages of one test never reach another.
+    # Rate limits generous enough for the tests that walk every route; the limit has its own test.
     return Settings(database_url=database_url, mqtt_url=mqtt_url, data_dir=tmp_path,
-                    topic_root=f"ironsight-test-{RUN_ID}-{uuid.uuid4().hex[:6]}")
+                    topic_root=f"ironsight-test-{RUN_ID}-{uuid.uuid4().hex[:6]}",
+                    rate_limit_per_min=1_000_000, rate_limit_burst=100_000)
 
 
 class Background:

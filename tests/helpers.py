@@ -43,28 +43,80 @@ class Publisher:
         mqtt.stop(self.client)
 
 
+# Credentials every test API server is started with (see ApiServer).
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD = "test-admin-password"
+ALARMS_API_KEY = "isk_test-alarms-service-key"
+
+
 class ApiServer:
-    """The real API served by uvicorn on a free local port, in a thread."""
+    """The real API served by uvicorn on a free local port, in a thread.
+
+    It starts with a bootstrap admin and the alarms worker's key (ADMIN_PASSWORD, ALARMS_API_KEY)
+    unless the settings name their own. ``client()`` is an httpx client on ``/api/v1`` that sends
+    the admin's token; ``user(role, customer=…)`` creates an account and returns a client for it.
+    """
 
     def __init__(self, settings, database_url: str) -> None:
         import socket
 
         import uvicorn
+        from pydantic import SecretStr
 
         from api.app import create_app
 
+        update = {}
+        if settings.admin_password is None:
+            update["admin_password"] = SecretStr(ADMIN_PASSWORD)
+        if settings.alarms_api_key is None:
+            update["alarms_api_key"] = SecretStr(ALARMS_API_KEY)
+        self.settings = settings.model_copy(update=update) if update else settings
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
-        config = uvicorn.Config(create_app(settings, database_url), host="127.0.0.1", port=self.port,
+        config = uvicorn.Config(create_app(self.settings, database_url), host="127.0.0.1", port=self.port,
                                 log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         self.thread.start()
         wait_for(lambda: self.server.started, timeout_s=15, what="API start")
         self.url = f"http://127.0.0.1:{self.port}"
+        self.service_key = self.settings.alarms_api_key.get_secret_value()
+        self.admin_token = self.login(self.settings.admin_username, self.settings.admin_password.get_secret_value())
+        self.headers = {"Authorization": f"Bearer {self.admin_token}"}
+        self._clients: list = []
+
+    def login(self, username: str, password: str) -> str:
+        import httpx
+
+        response = httpx.post(self.url + "/api/v1/auth/token", data={"username": username, "password": password},
+                              timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def client(self, token: str | None = None):
+        """An httpx client on /api/v1 sending ``token`` (default: the admin's); closed with the server."""
+        import httpx
+
+        client = httpx.Client(base_url=self.url + "/api/v1", timeout=10,
+                              headers={"Authorization": f"Bearer {token or self.admin_token}"})
+        self._clients.append(client)
+        return client
+
+    def user(self, role: str, *, customer: str | None = None, username: str | None = None):
+        """Create an account with ``role`` (and ``customer``) and return a client logged in as it."""
+        import uuid
+
+        username = username or f"{role}-{uuid.uuid4().hex[:8]}"
+        password = f"pw-{uuid.uuid4().hex}"
+        created = self.client().post("/users", json={"username": username, "role": role, "password": password,
+                                                     "customer": customer})
+        assert created.status_code == 201, created.text
+        return self.client(self.login(username, password))
 
     def close(self) -> None:
+        for client in self._clients:
+            client.close()
         self.server.should_exit = True
         self.thread.join(timeout=10)
 

@@ -16,6 +16,7 @@ import pytest
 from ironsight.services import free_tcp_port
 from tests.helpers import wait_for
 
+LOGIN = re.compile(r"^login (\S+) / (\S+)")
 STATUS = re.compile(r"readings/s\s+([\d.]+)\s+online\s+(\d+)\s+active alarms\s+(\d+)\s+open tickets\s+(\d+)")
 
 
@@ -45,7 +46,15 @@ def test_run_shows_live_status_and_ctrl_c_stops_every_process(services, new_data
         assert any(f"http://127.0.0.1:{port}/docs" in line for line in seen)
         health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
         assert health.json()["status"] == "ok"
-        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/equipment", timeout=5).json()["count"] == 20
+        # No password is configured: one was generated, printed, and kept for the next run.
+        username, password = next(m.groups() for line in seen if (m := LOGIN.match(line)))
+        assert password in (tmp_path / "data" / "credentials.json").read_text()
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/equipment", timeout=5).status_code == 401
+        token = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/token", timeout=30,
+                           data={"username": username, "password": password}).json()["access_token"]
+        fleet = httpx.get(f"http://127.0.0.1:{port}/api/v1/equipment", timeout=5,
+                          headers={"Authorization": f"Bearer {token}"})
+        assert fleet.json()["count"] == 20
         descendants = psutil.Process(process.pid).children(recursive=True)
         assert len(descendants) >= 5  # api, ingest, diagnostics, alarms, sim (+ embedded services)
     finally:

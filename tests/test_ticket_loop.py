@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from core.fleet import EquipmentRecord, register_equipment
@@ -168,8 +167,7 @@ def api(settings, fleet, monkeypatch):
 
     monkeypatch.setattr(app_module, "create_app", create_app)
     server = ApiServer(settings, settings.database_url)
-    with httpx.Client(base_url=server.url + "/api/v1", timeout=10) as client:
-        yield client
+    yield server.client()
     server.close()
 
 
