@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import fastapi.routing
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
@@ -51,10 +52,19 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     return app
 
 
+def api_routes(app: FastAPI) -> list:
+    """Every API route as served, including those of included routers (which newer FastAPI
+    versions keep as lazy contexts rather than copying into ``app.routes``)."""
+    iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iter_contexts is None:
+        return [route for route in app.routes if isinstance(route, APIRoute)]
+    return [ctx for ctx in iter_contexts(app.routes) if isinstance(ctx.original_route, APIRoute)]
+
+
 def check_access_declared(app: FastAPI) -> None:
     """Refuse to build an app with a route that does not say who may call it."""
-    undeclared = [f"{sorted(route.methods)} {route.path}" for route in app.routes
-                  if isinstance(route, APIRoute) and declared_roles(route) is None]
+    undeclared = [f"{sorted(route.methods)} {route.path}" for route in api_routes(app)
+                  if declared_roles(route) is None]
     if undeclared:
         raise RuntimeError("routes without an access declaration (require(...) or public()): "
                            + ", ".join(undeclared))

@@ -242,3 +242,62 @@ def at_once_in_transactions(database_url: str, workers: int, action: Callable) -
     for thread in threads:
         thread.join()
     return results
+
+
+class Tenant:
+    """One customer's seeded data (see seed_tenant)."""
+
+    def __init__(self, customer: str, equipment_id: str, serial: str, alarm_id: int, fault_id: int,
+                 ticket_id: int, open_ticket_id: int) -> None:
+        self.customer = customer
+        self.equipment_id = equipment_id
+        self.serial = serial
+        self.alarm_id = alarm_id
+        self.fault_id = fault_id
+        self.ticket_id = ticket_id
+        self.open_ticket_id = open_ticket_id
+
+
+def seed_tenant(conn, customer: str, equipment_id: str, *, minutes: int = 120, step_s: int = 60,
+                model: str = "EX210") -> Tenant:
+    """A customer with one machine: readings up to now (moving, fuel burning, engine hours growing,
+    a J1939 fault code), an open fault with its alarm, a resolved ticket awaiting its survey and an
+    open one with an engineer and parts."""
+    from datetime import UTC, datetime, timedelta
+
+    from alarms.lifecycle import raise_or_reopen
+    from core.fleet import EquipmentRecord, register_equipment
+    from core.telemetry import FaultCode, Reading
+    from ingest.writer import Batch, BatchWriter
+    from tickets import service
+
+    serial = f"SN-{equipment_id}"
+    register_equipment(conn, [EquipmentRecord(equipment_id, serial, model, "excavator", customer)])
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(minutes=minutes)
+    steps = minutes * 60 // step_s
+    readings = []
+    for i in range(steps):
+        working = (i // 10) % 2 == 0
+        readings.append((equipment_id, Reading(
+            ts=start + timedelta(seconds=(i + 1) * step_s), oil_temp_c=80.0 + i % 7,
+            engine_rpm=1800.0 if working else 800.0, hydraulic_pressure_bar=200.0, coolant_temp_c=85.0,
+            fuel_level_pct=90.0 - i * 0.1, engine_hours=1000.0 + i * step_s / 3600, lat=51.9 + i * 1e-4,
+            lon=4.1 + i * 1e-4, speed_kmh=5.0 if working else 0.0,
+            fault_codes=(FaultCode(spn=110, fmi=0, oc=1),) if i == steps - 1 else ())))
+    BatchWriter(conn, "seed", now).write(Batch(messages=1, readings=readings, last_seq={equipment_id: steps}))
+    fault_id = conn.execute(
+        "INSERT INTO faults (equipment_id, fault_code, severity, rule, rule_version, started_at, evidence) "
+        "VALUES (%s, 'OIL_OVERHEAT', 'major', 'threshold', 1, %s, '{}') RETURNING id",
+        (equipment_id, now - timedelta(minutes=10))).fetchone()[0]
+    with conn.transaction():
+        alarm_id = raise_or_reopen(conn, equipment_id, "OIL_OVERHEAT", "major", now - timedelta(minutes=10),
+                                   fault_id).alarm_id
+    ticket, _ = service.create_ticket(conn, service.NewTicket(equipment_id, f"overheating {equipment_id}", "major"))
+    for action, fields in (("accept", {}), ("dispatch", {"engineer": "karl"}), ("engineer_accept", {}),
+                           ("arrive", {}), ("resolve", {"work_done": "cleaned the cooler", "first_time_fix": True,
+                                                        "parts_used": [{"part": "oil filter", "quantity": 1}]})):
+        service.apply_action(conn, ticket["id"], action, actor="anna", fields=fields)
+    open_ticket, _ = service.create_ticket(conn, service.NewTicket(equipment_id, f"check {equipment_id}", "minor"))
+    conn.commit()
+    return Tenant(customer, equipment_id, serial, alarm_id, fault_id, ticket["id"], open_ticket["id"])
