@@ -48,3 +48,9 @@ def alarms_after(conn: psycopg.Connection, after_id: int, *, limit: int) -> list
         return cur.execute(
             f"SELECT {_COLUMNS} FROM alarms a LEFT JOIN faults f ON f.id = a.last_fault_id "
             "WHERE a.id > %s ORDER BY a.id LIMIT %s", (after_id, limit)).fetchall()
+
+
+def active_counts(conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, int]:
+    rows = conn.execute("SELECT equipment_id, count(*) FROM alarms WHERE state = 'active' AND equipment_id = ANY(%s) "
+                        "GROUP BY equipment_id", (equipment_ids,)).fetchall()
+    return dict(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,3 +74,86 @@ def readings(conn: psycopg.Connection, equipment_id: str, start: datetime, end: 
 
 def readings_stored_total(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT coalesce(sum(readings_stored), 0)::bigint FROM ingest_stats").fetchone()[0]
+
+
+def track(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime,
+          bucket: timedelta | None, limit: int) -> list[dict[str, Any]]:
+    """Positions in [start, end): every fix, or the last fix of each bucket."""
+    if bucket is None:
+        query = ("SELECT ts, lat, lon, speed_kmh FROM readings WHERE equipment_id = %s AND ts >= %s AND ts < %s "
+                 "AND lat IS NOT NULL AND lon IS NOT NULL ORDER BY ts LIMIT %s")
+        params: list[Any] = [equipment_id, start, end, limit]
+    else:
+        query = ("SELECT DISTINCT ON (b) ts, lat, lon, speed_kmh FROM ("
+                 "SELECT date_bin(%s, ts, TIMESTAMPTZ '2000-01-01') AS b, ts, lat, lon, speed_kmh FROM readings "
+                 "WHERE equipment_id = %s AND ts >= %s AND ts < %s AND lat IS NOT NULL AND lon IS NOT NULL) q "
+                 "ORDER BY b, ts DESC LIMIT %s")
+        params = [bucket, equipment_id, start, end, limit]
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+# Engine states from RPM: below ENGINE_ON_RPM the engine is off; at or above WORKING_RPM (or moving)
+# the machine works; in between it idles.
+ENGINE_ON_RPM = 300.0
+WORKING_RPM = 1200.0
+MOVING_KMH = 1.0
+# A gap between two readings longer than this is a gap in the data, not hours of the state before it.
+USAGE_MAX_GAP_S = 300.0
+
+_DAILY_USAGE = """
+WITH r AS (
+    SELECT ts, engine_rpm, speed_kmh, engine_hours, fuel_level_pct,
+           -- least() skips NULL: the last reading, with no next one, must count nothing.
+           CASE WHEN lead(ts) OVER w IS NOT NULL
+                THEN least(extract(epoch FROM lead(ts) OVER w - ts), %(max_gap)s) END AS span_s,
+           fuel_level_pct - lead(fuel_level_pct) OVER w AS fuel_drop
+    FROM readings WHERE equipment_id = %(id)s AND ts >= %(start)s AND ts < %(end)s
+    WINDOW w AS (ORDER BY ts)
+)
+SELECT (date_trunc('day', ts AT TIME ZONE 'UTC'))::date AS day,
+       count(*) AS samples,
+       coalesce(max(engine_hours) - min(engine_hours), 0) AS engine_hours,
+       coalesce(sum(span_s) FILTER (WHERE engine_rpm >= %(working)s OR
+                                    (engine_rpm >= %(on)s AND speed_kmh >= %(moving)s)), 0) / 3600 AS working_hours,
+       coalesce(sum(span_s) FILTER (WHERE engine_rpm >= %(on)s AND engine_rpm < %(working)s AND
+                                    coalesce(speed_kmh, 0) < %(moving)s), 0) / 3600 AS idle_hours,
+       coalesce(sum(fuel_drop) FILTER (WHERE fuel_drop > 0), 0) AS fuel_used_pct
+FROM r GROUP BY 1 ORDER BY 1
+"""
+
+
+def daily_usage(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Per UTC day: engine hours run (from the hour meter), working and idle hours (from RPM and speed,
+    each reading counting until the next, gaps capped), fuel used in percent of the tank (refuels,
+    rises of the level, are not subtracted)."""
+    params = {"id": equipment_id, "start": start, "end": end, "max_gap": USAGE_MAX_GAP_S, "on": ENGINE_ON_RPM,
+              "working": WORKING_RPM, "moving": MOVING_KMH}
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_DAILY_USAGE, params).fetchall()
+
+
+def fuel_used_pct(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime) -> float | None:
+    """Fuel used in [start, end), in percent of the tank: the sum of the level's drops."""
+    row = conn.execute(
+        "SELECT sum(d) FILTER (WHERE d > 0), count(d) FROM (SELECT fuel_level_pct - lead(fuel_level_pct) "
+        "OVER (ORDER BY ts) AS d FROM readings WHERE equipment_id = %s AND ts >= %s AND ts < %s "
+        "AND fuel_level_pct IS NOT NULL) q", (equipment_id, start, end)).fetchone()
+    return None if not row[1] else float(row[0] or 0.0)
+
+
+def stream_readings(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime,
+                    *, rows_per_fetch: int = 2000) -> Iterator[tuple[Any, ...]]:
+    """Raw readings in time order through a server-side cursor: memory stays flat however long the period."""
+    query = sql.SQL(
+        "SELECT ts, {channels} FROM readings WHERE equipment_id = %s AND ts >= %s AND ts < %s ORDER BY ts"
+    ).format(channels=sql.SQL(", ").join(map(sql.Identifier, CHANNELS)))
+    with conn.transaction(), conn.cursor(name=f"export_{equipment_id}") as cur:
+        cur.itersize = rows_per_fetch
+        cur.execute(query, (equipment_id, start, end))
+        yield from cur
+
+
+def last_service_hours(conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, float | None]:
+    return dict(conn.execute("SELECT id, last_service_hours FROM equipment WHERE id = ANY(%s)",
+                             (equipment_ids,)).fetchall())

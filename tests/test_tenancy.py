@@ -72,6 +72,12 @@ CASES: dict[str, Case] = {
     "POST /api/v1/tickets/{ticket_id}/survey": Case(body=SURVEY),
     "GET /api/v1/kpis": Case(query={"customer": "{customer}"}),
     "GET /api/v1/health": Case(),
+    "GET /api/v1/portal/fleet": Case(query={"customer": "{customer}"}),
+    "GET /api/v1/portal/equipment/{equipment_id}/history": Case(),
+    "GET /api/v1/portal/equipment/{equipment_id}/track": Case(),
+    "GET /api/v1/portal/equipment/{equipment_id}/usage": Case(),
+    "GET /api/v1/portal/equipment/{equipment_id}/service-record": Case(),
+    "GET /api/v1/portal/equipment/{equipment_id}/export.csv": Case(),
 }
 
 
