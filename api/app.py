@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from api import errors
 from api.auth import bootstrap, declared_roles
 from api.limits import BodySizeLimit, RateLimit, SecurityHeaders
-from api.routers import alarms, auth, equipment, faults, health, kpis, portal, tickets
+from api.routers import alarms, auth, equipment, faults, health, iso15143, kpis, portal, tickets
 from core.db import open_pool
 from core.settings import Settings
 
@@ -38,7 +38,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                               "then send `Authorization: Bearer <token>`.")
     app.state.settings = settings
     for router in (auth.router, equipment.router, faults.router, alarms.router, tickets.router, kpis.router,
-                   portal.router, health.router):
+                   portal.router, iso15143.router, health.router):
         app.include_router(router, prefix=API_PREFIX)
     check_access_declared(app)
     errors.install(app)

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     # Request bodies larger than this are refused with 413 before they are read.
     max_body_bytes: int = 1_048_576
 
+    # ISO 15143-3 documents: the OEM name in every equipment header, and the tank size that turns the
+    # reported fuel level (percent) into the litres the standard counts in.
+    iso_oem_name: str = "IronSight"
+    fuel_tank_litres: float = 400.0
+
     log_level: str = "INFO"
 
     @field_validator("cors_origins", mode="before")

@@ -157,3 +157,59 @@ def stream_readings(conn: psycopg.Connection, equipment_id: str, start: datetime
 def last_service_hours(conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, float | None]:
     return dict(conn.execute("SELECT id, last_service_hours FROM equipment WHERE id = ANY(%s)",
                              (equipment_ids,)).fetchall())
+
+
+_USAGE_SINCE = """
+WITH seed AS (
+    SELECT %(since)s::timestamptz AS ts, %(rpm)s::real AS engine_rpm, %(speed)s::real AS speed_kmh,
+           %(fuel)s::real AS fuel_level_pct
+    WHERE %(since)s::timestamptz IS NOT NULL
+), r AS (
+    SELECT ts, engine_rpm, speed_kmh, fuel_level_pct FROM seed
+    UNION ALL
+    SELECT ts, engine_rpm, speed_kmh, fuel_level_pct FROM readings
+    WHERE equipment_id = %(id)s AND ts > coalesce(%(since)s::timestamptz, '-infinity')
+      AND (%(until)s::timestamptz IS NULL OR ts <= %(until)s)
+), d AS (
+    SELECT ts, engine_rpm, speed_kmh, fuel_level_pct,
+           CASE WHEN lead(ts) OVER w IS NOT NULL
+                THEN least(extract(epoch FROM lead(ts) OVER w - ts), %(max_gap)s) END AS span_s,
+           fuel_level_pct - lead(fuel_level_pct) OVER w AS fuel_drop,
+           row_number() OVER (ORDER BY ts DESC) AS newest
+    FROM r WINDOW w AS (ORDER BY ts)
+)
+SELECT coalesce(sum(span_s) FILTER (WHERE engine_rpm >= %(on)s AND engine_rpm < %(working)s
+                                    AND coalesce(speed_kmh, 0) < %(moving)s), 0) AS idle_s,
+       coalesce(sum(fuel_drop) FILTER (WHERE fuel_drop > 0), 0) AS fuel_used_pct,
+       max(ts) AS through_ts,
+       (array_agg(engine_rpm) FILTER (WHERE newest = 1))[1] AS last_rpm,
+       (array_agg(speed_kmh) FILTER (WHERE newest = 1))[1] AS last_speed_kmh,
+       (array_agg(fuel_level_pct) FILTER (WHERE newest = 1))[1] AS last_fuel_pct
+FROM d
+"""
+
+
+def usage_since(conn: psycopg.Connection, equipment_id: str, since: datetime | None, last: dict[str, Any],
+                until: datetime | None = None) -> dict[str, Any]:
+    """Idle seconds and fuel used (percent of the tank) from the reading at ``since`` (whose values are
+    ``last``: engine_rpm, speed_kmh, fuel_level_pct) through ``until`` (None: all stored), with the newest
+    reading's values to continue from next time. Same definitions as daily_usage."""
+    params = {"id": equipment_id, "since": since, "until": until, "rpm": last.get("engine_rpm"),
+              "speed": last.get("speed_kmh"), "fuel": last.get("fuel_level_pct"), "max_gap": USAGE_MAX_GAP_S,
+              "on": ENGINE_ON_RPM, "working": WORKING_RPM, "moving": MOVING_KMH}
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_USAGE_SINCE, params).fetchone()
+
+
+def readings_page(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime, columns: list[str],
+                  *, not_null: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """A page of raw readings in [start, end) where ``not_null`` is reported, oldest first, with the total."""
+    where = sql.SQL("WHERE equipment_id = %s AND ts >= %s AND ts < %s AND {c} IS NOT NULL").format(
+        c=sql.Identifier(not_null))
+    params = [equipment_id, start, end]
+    with conn.cursor(row_factory=dict_row) as cur:
+        count = cur.execute(sql.SQL("SELECT count(*) AS n FROM readings ") + where, params).fetchone()["n"]
+        rows = cur.execute(
+            sql.SQL("SELECT ts, {cols} FROM readings ").format(cols=sql.SQL(", ").join(map(sql.Identifier, columns)))
+            + where + sql.SQL(" ORDER BY ts LIMIT %s OFFSET %s"), [*params, limit, offset]).fetchall()
+    return rows, count

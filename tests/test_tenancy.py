@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -73,6 +74,8 @@ CASES: dict[str, Case] = {
     "GET /api/v1/kpis": Case(query={"customer": "{customer}"}),
     "GET /api/v1/health": Case(),
     "GET /api/v1/portal/fleet": Case(query={"customer": "{customer}"}),
+    "GET /api/v1/iso15143/Fleet/{page}": Case(),
+    "GET /api/v1/iso15143/Fleet/Equipment/ID/{equipment_id}/{element}/{start}/{end}/{page}": Case(),
     "GET /api/v1/portal/equipment/{equipment_id}/history": Case(),
     "GET /api/v1/portal/equipment/{equipment_id}/track": Case(),
     "GET /api/v1/portal/equipment/{equipment_id}/usage": Case(),
@@ -92,7 +95,9 @@ class Side:
         t = self.tenant
         return {"equipment_id": t.equipment_id, "alarm_id": t.alarm_id, "ticket_id": t.ticket_id,
                 "customer": t.customer, "user_id": self.user_id, "key_id": self.key_id, "action": "urge",
-                "serial": t.serial, "fault_id": t.fault_id}
+                "serial": t.serial, "fault_id": t.fault_id, "page": 1, "element": "Locations",
+                "start": f"{datetime.now(UTC) - timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}",
+                "end": f"{datetime.now(UTC) + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"}
 
 
 @pytest.fixture
