@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -55,6 +56,18 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(422, summary or "invalid request", errors=issues)
 
 
+async def _bad_value(request: Request, exc: psycopg.DataError) -> JSONResponse:
+    # Input the models let through but the database cannot hold or compare (a NUL character in a
+    # text, a number beyond bigint): the caller's mistake, so 422, with PostgreSQL's first line.
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return error_response(422, f"invalid value: {first_line}")
+
+
+async def _out_of_range(request: Request, exc: OverflowError) -> JSONResponse:
+    # Date arithmetic on an input at the edge of the calendar (a period ending in year 1).
+    return error_response(422, f"value out of range: {exc}")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "internal error")
@@ -63,6 +76,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(psycopg.DataError, _bad_value)
+    app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected)
 
     def openapi() -> dict[str, Any]:
@@ -77,7 +92,37 @@ def install(app: FastAPI) -> None:
             components["ErrorPublic"] = error
             components["HTTPValidationError"] = {"$ref": "#/components/schemas/ErrorPublic"}
             components.pop("ValidationError", None)
+            _document_errors(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}}
+_ERRORS = {
+    "401": "missing, invalid, expired or revoked token",
+    "403": "the caller's role may not do this",
+    "404": "no such resource, or not the caller's",
+    "413": "request body too large",
+    "422": "invalid request",
+    "429": "too many requests (Retry-After says when to try again)",
+}
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """List on every operation the error answers any request may get, in their one shape."""
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            codes = ["422", "429"]
+            if operation.get("security"):
+                codes += ["401", "403"]
+            if "{" in path or operation.get("security"):
+                codes.append("404")
+            if "requestBody" in operation:
+                codes.append("413")
+            for code in codes:
+                existing = operation["responses"].setdefault(code, {"description": _ERRORS[code]})
+                existing.setdefault("content", _ERROR_BODY)

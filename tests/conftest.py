@@ -76,11 +76,15 @@ def migrated_database_url(new_database: Callable[[str], str]) -> str:
     return url
 
 
+def empty_database(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(_TABLES) + " RESTART IDENTITY CASCADE")
+
+
 @pytest.fixture
 def database_url(migrated_database_url: str) -> str:
     """The run's migrated database, emptied before the test."""
-    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE " + ", ".join(_TABLES) + " RESTART IDENTITY CASCADE")
+    empty_database(migrated_database_url)
     return migrated_database_url
 
 

@@ -180,3 +180,13 @@ def test_the_app_refuses_a_route_without_an_access_declaration():
         app_module.check_access_declared(application)
 
 
+
+
+def test_values_the_database_cannot_take_are_refused_not_crashed_on(server):
+    client = server.client()
+    nul = client.post("/auth/api-keys", json={"name": "with\u0000nul"})
+    assert nul.status_code == 422 and nul.json()["detail"].startswith("invalid value:")
+    edge = client.get("/kpis", params={"end": "0001-01-01T00:06:03Z"})
+    assert edge.status_code == 422 and edge.json()["detail"].startswith("value out of range")
+    huge = client.get("/equipment", params={"offset": 10**22})
+    assert huge.status_code == 422
