@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -47,9 +47,54 @@ def count_online(conn: psycopg.Connection, *, offline_after_s: float) -> int:
     ).fetchone()[0]
 
 
+HOUR = timedelta(hours=1)
+_AVERAGED = ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct", "speed_kmh")
+_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00+00'"
+_HAS_POSITION = "lat IS NOT NULL AND lon IS NOT NULL"
+
+# Whole hours come from readings_hourly; the partial hours at either end of the period from the
+# readings themselves, summed the same way, so the answer equals the one from raw readings.
+_FROM_ROLLUPS = f"""
+WITH parts AS (
+    SELECT hour, samples, {", ".join(f"{c}_sum, {c}_n" for c in _AVERAGED)}, engine_hours_max, position_ts, lat, lon
+    FROM readings_hourly WHERE equipment_id = %(id)s AND hour >= %(first_hour)s AND hour < %(last_hour)s
+    UNION ALL
+    SELECT date_bin('1 hour', ts, {_ORIGIN}), count(*),
+           {", ".join(f"coalesce(sum({c}::float8), 0), count({c})" for c in _AVERAGED)}, max(engine_hours),
+           max(ts) FILTER (WHERE {_HAS_POSITION}),
+           (array_agg(lat ORDER BY ts DESC) FILTER (WHERE {_HAS_POSITION}))[1],
+           (array_agg(lon ORDER BY ts DESC) FILTER (WHERE {_HAS_POSITION}))[1]
+    FROM readings WHERE equipment_id = %(id)s
+      AND ((ts >= %(start)s AND ts < %(first_hour)s) OR (ts >= %(last_hour)s AND ts < %(end)s))
+    GROUP BY 1
+)
+SELECT date_bin(%(bucket)s, hour, {_ORIGIN}) AS ts, sum(samples)::bigint AS samples,
+       {", ".join(f"(sum({c}_sum) / nullif(sum({c}_n), 0))::real AS {c}" for c in _AVERAGED)},
+       max(engine_hours_max) AS engine_hours,
+       (array_agg(lat ORDER BY position_ts DESC) FILTER (WHERE position_ts IS NOT NULL))[1] AS lat,
+       (array_agg(lon ORDER BY position_ts DESC) FILTER (WHERE position_ts IS NOT NULL))[1] AS lon
+FROM parts GROUP BY 1 HAVING sum(samples) > 0 ORDER BY 1 LIMIT %(limit)s
+"""
+
+
+def _floor_hour(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
 def readings(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime,
-             bucket: timedelta | None, limit: int) -> list[dict[str, Any]]:
-    """Raw readings in [start, end), or one row per bucket (averages; last engine hours/position)."""
+             bucket: timedelta | None, limit: int, *, rollups: bool = True) -> list[dict[str, Any]]:
+    """Raw readings in [start, end), or one row per bucket (averages; last engine hours/position).
+
+    Buckets of whole hours are answered from the hourly rollups (``rollups=False`` reads the raw
+    readings instead; the answer is the same)."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first_hour = _floor_hour(start) + (HOUR if _floor_hour(start) < start else timedelta(0))
+    last_hour = _floor_hour(end)
+    if rollups and bucket is not None and bucket % HOUR == timedelta(0) and first_hour < last_hour:
+        params = {"id": equipment_id, "start": start, "end": end, "first_hour": first_hour, "last_hour": last_hour,
+                  "bucket": bucket, "limit": limit}
+        with conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(_FROM_ROLLUPS, params).fetchall()
     if bucket is None:
         query = sql.SQL(
             "SELECT ts, {channels}, fault_codes FROM readings "

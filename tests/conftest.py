@@ -23,7 +23,7 @@ from ironsight.schema import migrate
 RUN_ID = uuid.uuid4().hex[:10]
 
 # Tables in dependency order; truncated between tests that want an empty database.
-_TABLES = ("usage_totals", "api_tokens", "api_users",
+_TABLES = ("usage_totals", "api_tokens", "api_users", "readings_hourly",
            "ticket_sla_alerts", "ticket_surveys", "ticket_alarms", "ticket_events", "tickets", "service_contracts",
            "alarm_escalations", "alarm_events", "alarms", "fault_events", "faults", "diagnostic_state",
            "accepted_batches", "dead_letters", "equipment_state", "ingest_stats", "readings", "consumer_cursors",

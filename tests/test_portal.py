@@ -108,3 +108,36 @@ def test_csv_export_streams_every_reading_of_the_period(portal):
     assert float(rows[0]["engine_hours"]) == pytest.approx(1000.0)
     assert datetime.fromisoformat(rows[-1]["ts"]) > datetime.fromisoformat(rows[0]["ts"])
     assert client.get("/portal/equipment/BETA-1/export.csv").status_code == 404
+
+
+def test_long_histories_come_from_the_hourly_rollups_and_equal_the_raw_answer(portal, conn):
+    from ingest import queries
+
+    client, mine, server = portal
+    now = datetime.now(UTC)
+    # Another batch into hours that already have rollups, with a duplicate that must not count twice.
+    last = conn.execute("SELECT max(ts) FROM readings WHERE equipment_id = 'ALPHA-1'").fetchone()[0]
+    from core.telemetry import Reading
+    from ingest.writer import Batch, BatchWriter
+
+    extra = [("ALPHA-1", Reading(ts=last - timedelta(seconds=30) - timedelta(minutes=70 + i), oil_temp_c=150.0,
+                                 engine_hours=2000.0, lat=10.0, lon=10.0)) for i in range(5)]
+    extra.append(("ALPHA-1", Reading(ts=last, oil_temp_c=999.0)))
+    BatchWriter(conn, "late", now).write(Batch(messages=1, readings=extra, last_seq={"ALPHA-1": 1}))
+    stored = conn.execute("SELECT count(*) FROM readings WHERE equipment_id = 'ALPHA-1'").fetchone()[0]
+    assert stored == READINGS + 5
+    for start, bucket in ((now - timedelta(days=365), timedelta(days=1)), (now - timedelta(hours=5, minutes=7),
+                                                                          timedelta(hours=1)),
+                          (now - timedelta(hours=1, minutes=59), timedelta(hours=2))):
+        rolled = queries.readings(conn, "ALPHA-1", start, now, bucket, 1000)
+        raw = queries.readings(conn, "ALPHA-1", start, now, bucket, 1000, rollups=False)
+        conn.commit()
+        assert [r["ts"] for r in rolled] == [r["ts"] for r in raw] and rolled, bucket
+        for a, b in zip(rolled, raw, strict=True):
+            assert a["samples"] == b["samples"]
+            assert (a["lat"], a["lon"], a["engine_hours"]) == (b["lat"], b["lon"], b["engine_hours"])
+            for channel in ("oil_temp_c", "engine_rpm", "fuel_level_pct", "speed_kmh"):
+                assert a[channel] == pytest.approx(b[channel], rel=1e-6), channel
+    year = client.get("/portal/equipment/ALPHA-1/history",
+                      params={"start": (now - timedelta(days=365)).isoformat(), "end": now.isoformat()}).json()
+    assert sum(r["samples"] for r in year["data"]) == READINGS + 5
