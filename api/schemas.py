@@ -86,7 +86,8 @@ class AlarmsPublic(BaseModel):
     count: int
 
 
-# Who acts on an alarm. There is no authentication yet: the caller names itself, validated here.
+# Who acts on an alarm, as the history shows it: named in the body, since a dispatcher may record what a
+# colleague did on the phone; who may act at all is the route's access declaration.
 AlarmActor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
                                               pattern=r"^[\w][\w .@'-]*$")]
 

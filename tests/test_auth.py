@@ -190,3 +190,10 @@ def test_values_the_database_cannot_take_are_refused_not_crashed_on(server):
     assert edge.status_code == 422 and edge.json()["detail"].startswith("value out of range")
     huge = client.get("/equipment", params={"offset": 10**22})
     assert huge.status_code == 422
+
+
+def test_an_admin_cannot_lock_itself_out(server, conn):
+    admin_id = conn.execute("SELECT id FROM api_users WHERE username = 'admin'").fetchone()[0]
+    conn.commit()
+    refused = server.client().patch(f"/users/{admin_id}", json={"active": False})
+    assert refused.status_code == 409 and server.client().get("/auth/me").status_code == 200

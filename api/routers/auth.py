@@ -110,9 +110,13 @@ def list_users(conn: DbConn) -> UsersPublic:
     return UsersPublic(data=rows, count=len(rows))
 
 
-@router.patch("/users/{user_id}", response_model=UserPublic, dependencies=[require(Role.admin)],
-              responses={404: {"description": "no such user"}})
-def set_user_active(user_id: int, body: UserActiveUpdate, conn: DbConn) -> UserPublic:
+@router.patch("/users/{user_id}", response_model=UserPublic,
+              responses={404: {"description": "no such user"}, 409: {"description": "an admin disabling itself"}})
+def set_user_active(user_id: int, body: UserActiveUpdate, caller: Annotated[Principal, require(Role.admin)],
+                    conn: DbConn) -> UserPublic:
+    if user_id == caller.user_id and not body.active:
+        # The last admin could lock everyone out; another admin can do it.
+        raise HTTPException(409, "an admin cannot disable its own account")
     row = auth.set_active(conn, user_id, body.active)
     if row is None:
         raise HTTPException(404, f"no user {user_id}")
