@@ -1,7 +1,7 @@
 """Property-based requests over the whole OpenAPI document (schemathesis): whatever the input, no
 5xx, and every answer matches what the document says (status codes, content types, bodies).
 
-Each case gets a fresh admin API key, and the admin account is re-enabled before each case:
+Each case gets a fresh API key, and the accounts are re-enabled before each case:
 generated requests include logging out and disabling accounts, which would otherwise lock the rest
 of the run out and test nothing but 401s.
 """
@@ -37,6 +37,7 @@ def live(migrated_database_url: str) -> Iterator[tuple[ApiServer, str]]:
         seed_tenant(conn, "beta-corp", "BETA-1")
     config = Settings(database_url=migrated_database_url, rate_limit_per_min=1_000_000, rate_limit_burst=1_000_000)
     server = ApiServer(config, migrated_database_url)
+    server.user("customer", customer="alpha-corp", username="alpha-user")
     yield server, migrated_database_url
     server.close()
     empty_database(migrated_database_url)
@@ -58,7 +59,9 @@ class _Adapter(requests.adapters.BaseAdapter):
         self._inner.close()
 
 
-def test_the_api_answers_every_generated_request_as_documented(live):
+@pytest.mark.parametrize("username", ["admin", "alpha-user"])
+def test_the_api_answers_every_generated_request_as_documented(live, username):
+    """As the admin (every route open) and as a customer (refusals and scoped answers)."""
     server, url = live
     api_schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     session = requests.Session()
@@ -68,9 +71,9 @@ def test_the_api_answers_every_generated_request_as_documented(live):
     failures: dict[str, str] = {}
     with psycopg.connect(url, autocommit=True) as conn:
         def fresh_key() -> str:
-            admin_id = conn.execute("UPDATE api_users SET active = true WHERE username = 'admin' RETURNING id")\
-                .fetchone()[0]
-            return auth.create_api_key(conn, admin_id, "schemathesis")[0]
+            conn.execute("UPDATE api_users SET active = true WHERE username IN ('admin', %s)", (username,))
+            user_id = conn.execute("SELECT id FROM api_users WHERE username = %s", (username,)).fetchone()[0]
+            return auth.create_api_key(conn, user_id, "schemathesis")[0]
 
         def check(operation) -> None:
             @given(case=operation.as_strategy())
@@ -89,6 +92,6 @@ def test_the_api_answers_every_generated_request_as_documented(live):
                 check(operation)
             except (Exception, BaseExceptionGroup) as exc:  # every operation is tried; all failures reported together
                 failures[operation.label] = f"{type(exc).__name__}: {exc}"[:3000]
-    print(f"schemathesis: {len(cases)} cases over {len(set(cases))} of {len(operations)} operations")
+    print(f"schemathesis as {username}: {len(cases)} cases over {len(set(cases))} of {len(operations)} operations")
     assert not failures, "\n\n".join(f"{label}\n{text}" for label, text in failures.items())
     assert set(cases) == {op.label for op in operations}
