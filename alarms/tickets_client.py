@@ -1,4 +1,7 @@
-"""Opening tickets through the tickets API over HTTP; the alarm id makes every retry idempotent."""
+"""Opening tickets through the tickets API over HTTP; the alarm id makes every retry idempotent.
+
+The worker authenticates with its own API key (a service account), never a person's credentials.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ class TicketRequest:
 
 
 class TicketsClient:
-    def __init__(self, base_url: str) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S)
+    def __init__(self, base_url: str, api_key: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=base_url, timeout=REQUEST_TIMEOUT_S, headers=headers)
 
     def open_ticket(self, request: TicketRequest) -> int:
         """Return the ticket id; the same alarm always yields the same ticket."""

@@ -55,13 +55,17 @@ def describe(diagnosis: dict[str, Any] | None) -> str:
 
 
 class AlarmsWorker:
-    def __init__(self, database_url: str, tickets_api_url: str, *, policy: AlarmPolicy | None = None) -> None:
+    def __init__(self, database_url: str, tickets_api_url: str, *, policy: AlarmPolicy | None = None,
+                 api_key: str | None = None) -> None:
         self.database_url = database_url
-        self.tickets = TicketsClient(tickets_api_url)
-        if policy is None:
+        if policy is None or api_key is None:
             from core.settings import Settings
 
-            policy = AlarmPolicy.from_settings(Settings())
+            settings = Settings()
+            policy = policy or AlarmPolicy.from_settings(settings)
+            if api_key is None and settings.alarms_api_key is not None:
+                api_key = settings.alarms_api_key.get_secret_value()
+        self.tickets = TicketsClient(tickets_api_url, api_key)
         self.policy = policy
         self.webhook = httpx.Client(timeout=10.0)
 

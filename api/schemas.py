@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -87,7 +87,8 @@ class AlarmsPublic(BaseModel):
     count: int
 
 
-# Who acts on an alarm. There is no authentication yet: the caller names itself, validated here.
+# Who acts on an alarm, as the history shows it: named in the body, since a dispatcher may record what a
+# colleague did on the phone; who may act at all is the route's access declaration.
 AlarmActor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
                                               pattern=r"^[\w][\w .@'-]*$")]
 
@@ -347,8 +348,10 @@ class EngineerBody(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     station_id: str = _ID
     skills: list[str] = Field(default_factory=list, max_length=100, description="equipment models")
-    shift_start: time = Field(time(0, 0), description="local time at the station")
-    shift_end: time = Field(time(23, 59, 59), description="before shift_start: a night shift over midnight")
+    shift_start: str = Field("00:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                             description="HH:MM, local time at the station")
+    shift_end: str = Field("00:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                           description="HH:MM; before shift_start: a night shift over midnight; equal: all day")
     timezone: str = Field("UTC", max_length=64)
     active: bool = True
 
@@ -521,7 +524,6 @@ class CommandCreate(BaseModel):
                                    description="set_report_interval: interval_s and duration_s; others: none")
     timeout_s: float | None = Field(None, gt=0, le=7 * 86400, description="validity; default from settings")
     reason: str | None = Field(None, max_length=500, description="required for lock and unlock")
-    requested_by: str | None = Field(None, max_length=128)
 
 
 class CommandEventPublic(BaseModel):
@@ -552,4 +554,134 @@ class CommandPublic(BaseModel):
 
 class CommandsPublic(BaseModel):
     data: list[CommandPublic]
+    count: int
+
+
+RoleName = Literal["admin", "dispatcher", "engineer", "customer", "service"]
+Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")]
+
+
+class TokenPublic(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds until the token expires")
+    expires_at: datetime
+
+
+class MePublic(BaseModel):
+    username: str
+    role: RoleName
+    customer: str | None
+
+
+class UserCreate(BaseModel):
+    username: Username
+    role: RoleName
+    password: str | None = Field(None, min_length=12, max_length=200,
+                                 description="for people (password flow); service accounts use API keys")
+    customer: str | None = Field(None, min_length=1, max_length=100, description="required for role customer")
+
+
+class UserPublic(BaseModel):
+    id: int
+    username: str
+    role: RoleName
+    customer: str | None
+    active: bool
+    created_at: datetime
+
+
+class UsersPublic(BaseModel):
+    data: list[UserPublic]
+    count: int
+
+
+class UserActiveUpdate(BaseModel):
+    active: bool = Field(description="false disables the account and revokes its tokens")
+
+
+class ApiKeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    user_id: int | None = Field(None, ge=1, description="admin only: the key's owner (default: the caller)")
+    expires_in_days: int | None = Field(None, ge=1, le=3650, description="default: until revoked")
+
+
+class ApiKeyPublic(BaseModel):
+    id: int
+    user_id: int
+    name: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="shown once; only its hash is stored")
+
+
+class ApiKeysPublic(BaseModel):
+    data: list[ApiKeyPublic]
+    count: int
+
+
+class FleetMachinePublic(BaseModel):
+    id: str
+    serial: str
+    model: str
+    kind: str
+    site: str | None
+    customer: str
+    online: bool
+    last_ts: datetime | None = Field(description="time of the newest reading")
+    lat: float | None
+    lon: float | None
+    engine_hours: float | None
+    fuel_level_pct: float | None
+    active_alarms: int
+    next_service_due_hours: float | None = Field(description="engine-hour reading at which the next service is due")
+    hours_to_next_service: float | None
+
+
+class FleetPublic(BaseModel):
+    data: list[FleetMachinePublic]
+    count: int
+
+
+class TrackPointPublic(BaseModel):
+    ts: datetime
+    lat: float
+    lon: float
+    speed_kmh: float | None
+
+
+class TrackPublic(BaseModel):
+    equipment_id: str
+    start: datetime
+    end: datetime
+    bucket_s: float | None
+    data: list[TrackPointPublic]
+    count: int
+
+
+class DailyUsagePublic(BaseModel):
+    day: date
+    samples: int
+    engine_hours: float = Field(description="hours on the engine's hour meter that day")
+    working_hours: float
+    idle_hours: float
+    fuel_used_pct: float = Field(description="fuel used, in percent of the tank (sum of the level's drops)")
+
+
+class UsagePublic(BaseModel):
+    equipment_id: str
+    start: datetime
+    end: datetime
+    data: list[DailyUsagePublic]
+    count: int
+
+
+class ServiceRecordPublic(BaseModel):
+    equipment_id: str
+    data: list[TicketPublic] = Field(description="work orders, newest first, each with its timeline, engineer, "
+                                                 "parts used and callback surveys")
     count: int

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -72,7 +74,35 @@ class Settings(BaseSettings):
     # own, customer "unassigned", for an administrator to complete); off: only pre-registered serials.
     provisioning_open: bool = False
 
+    # Bootstrap accounts, created by the API at start when missing. Unset means none: there is no default
+    # password. The alarms worker sends alarms_api_key; the API registers it for the service account.
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+    alarms_api_key: SecretStr | None = None
+    # Access tokens from the password flow expire; API keys live until revoked (or their own expiry).
+    access_token_ttl_min: float = 12 * 60.0
+    # Browser origins allowed to call the API (comma-separated); none by default.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    # Per token (or per client address without one): a burst of rate_limit_burst requests, refilled at
+    # rate_limit_per_min. Generous enough for a dashboard, small enough to stop a runaway script.
+    rate_limit_per_min: float = 600.0
+    rate_limit_burst: int = 120
+    # Request bodies larger than this are refused with 413 before they are read.
+    max_body_bytes: int = 1_048_576
+
+    # ISO 15143-3 documents: the OEM name in every equipment header, and the tank size that turns the
+    # reported fuel level (percent) into the litres the standard counts in.
+    iso_oem_name: str = "IronSight"
+    fuel_tank_litres: float = 400.0
+
     log_level: str = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     def tickets_api_url(self) -> str:
         return self.api_url or f"http://{self.api_host}:{self.api_port}"

@@ -15,6 +15,10 @@ their positions over MQTT like the controllers do:
 
 Human delays are drawn from ranges of minutes and divided by ``speed``; vans drive ``speed`` times
 road speed (run the tracking worker with the same factor on its travel model so ETAs match).
+
+Everyone signs in as themselves: with an administrator's login the crew creates (once) an account
+per person — the dispatcher and the call centre as dispatchers, each engineer as an engineer — and
+acts with an API key of each, revoked when it stops; the work orders' history names them.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 SURVEY_INDICATORS = ("product_quality", "overall_service", "timeliness", "attitude", "engineer_skill", "parts_supply")
 DISPATCHER = "dispatcher.sim"
 CALL_CENTRE = "callcentre.sim"
+KEY_NAME = "simulated service crew"
 
 # Minutes, before dividing by the speed factor.
 ACCEPT_MIN = (0.5, 2.0)
@@ -68,10 +73,14 @@ class Van:
 
 
 class ServiceCrew:
-    def __init__(self, api_url: str, mqtt_url: str, *, topic_root: str, speed: float = 1.0, seed: int = 1,
-                 road_speed_kmh: float = 60.0, road_factor: float = 1.3, report_every_s: float = 5.0,
-                 round_every_s: float = 2.0) -> None:
-        self.api = httpx.Client(base_url=api_url.rstrip("/") + "/api/v1", timeout=10)
+    def __init__(self, api_url: str, mqtt_url: str, *, topic_root: str, username: str, password: str,
+                 speed: float = 1.0, seed: int = 1, road_speed_kmh: float = 60.0, road_factor: float = 1.3,
+                 report_every_s: float = 5.0, round_every_s: float = 2.0) -> None:
+        self.base_url = api_url.rstrip("/") + "/api/v1"
+        self.api = httpx.Client(base_url=self.base_url, timeout=10)  # the dispatcher's, once signed in
+        self.admin_login = (username, password)
+        self.people: dict[str, httpx.Client] = {}
+        self.keys: list[int] = []
         self.broker = mqtt.parse_mqtt_url(mqtt_url)
         self.topic_root = topic_root
         self.speed = speed
@@ -101,8 +110,43 @@ class ServiceCrew:
     def _tickets(self, state: str) -> list[dict[str, Any]]:
         return self.api.get("/tickets", params={"state": state, "limit": 1000}).json()["data"]
 
+    def _as(self, person: str) -> httpx.Client:
+        return self.people.get(person, self.api)
+
+    def sign_in(self) -> None:
+        """Accounts and API keys for the dispatcher, the call centre and every engineer with a van."""
+        username, password = self.admin_login
+        token = httpx.post(self.base_url + "/auth/token", data={"username": username, "password": password},
+                           timeout=30)
+        token.raise_for_status()
+        with httpx.Client(base_url=self.base_url, timeout=10,
+                          headers={"Authorization": f"Bearer {token.json()['access_token']}"}) as admin:
+            engineers = [v["engineer_id"] for v in admin.get("/vehicles").json() if v["engineer_id"]]
+            users = {u["username"]: u["id"] for u in admin.get("/users").json()["data"]}
+            for person, role in ((DISPATCHER, "dispatcher"), (CALL_CENTRE, "dispatcher"),
+                                 *((e, "engineer") for e in engineers)):
+                if person not in users:
+                    created = admin.post("/users", json={"username": person, "role": role})
+                    created.raise_for_status()
+                    users[person] = created.json()["id"]
+                key = admin.post("/auth/api-keys", json={"name": KEY_NAME, "user_id": users[person]})
+                key.raise_for_status()
+                self.keys.append(key.json()["id"])
+                self.people[person] = httpx.Client(base_url=self.base_url, timeout=10,
+                                                   headers={"Authorization": f"Bearer {key.json()['key']}"})
+        self.api = self.people[DISPATCHER]
+
+    def sign_out(self) -> None:
+        for key_id in self.keys:
+            try:
+                self.api.delete(f"/auth/api-keys/{key_id}")
+            except httpx.HTTPError:
+                pass  # the API is already gone: the keys stay until an admin revokes them
+        for client in self.people.values():
+            client.close()
+
     def _act(self, ticket_id: int, action: str, actor: str, **fields: Any) -> bool:
-        response = self.api.post(f"/tickets/{ticket_id}/actions/{action}", json={"actor": actor, **fields})
+        response = self._as(actor).post(f"/tickets/{ticket_id}/actions/{action}", json={"actor": actor, **fields})
         if response.status_code != 200:
             log.info("crew: %s on ticket %s refused: %s %s", action, ticket_id, response.status_code,
                      response.text[:200])
@@ -111,6 +155,14 @@ class ServiceCrew:
         return True
 
     def run(self, stop: threading.Event) -> None:
+        while True:
+            try:
+                self.sign_in()
+                break
+            except httpx.HTTPError as exc:
+                log.warning("crew: cannot sign in yet (%s); retrying", exc)
+                if stop.wait(2.0):
+                    return
         client = mqtt.new_client(f"ironsight-crew-{self.rng.randrange(1 << 30):x}")
         mqtt.start(client, self.broker, clean_start=True)
         last_tick = time.monotonic()
@@ -124,7 +176,7 @@ class ServiceCrew:
                 last_tick = now
         finally:
             mqtt.stop(client)
-            self.api.close()
+            self.sign_out()
 
     # --- one round of everyone's work -------------------------------------------------------------
 
@@ -233,7 +285,7 @@ class ServiceCrew:
                 scores = {name: self.rng.choice((4, 5, 5)) for name in SURVEY_INDICATORS}
                 if self.rng.random() < LOW_SCORE_SHARE:
                     scores[self.rng.choice(SURVEY_INDICATORS)] = self.rng.choice((1, 2))
-                response = self.api.post(f"/tickets/{ticket['id']}/survey",
+                response = self._as(CALL_CENTRE).post(f"/tickets/{ticket['id']}/survey",
                                          json={"actor": CALL_CENTRE, **scores, "comment": "callback"})
                 if response.status_code == 200:
                     self.counts["survey"] = self.counts.get("survey", 0) + 1

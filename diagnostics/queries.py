@@ -14,8 +14,12 @@ _COLUMNS = ("id, equipment_id, fault_code, title, severity, rule, rule_version, 
 
 
 def list_faults(conn: psycopg.Connection, *, equipment_id: str | None, fault_code: str | None, active: bool | None,
-                limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+                limit: int, offset: int, customer: str | None = None) -> tuple[list[dict[str, Any]], int]:
     where, params = where_equal(equipment_id=equipment_id, fault_code=fault_code)
+    if customer is not None:
+        where = ((where + " AND " if where else "WHERE ")
+                 + "equipment_id IN (SELECT id FROM equipment WHERE customer = %s)")
+        params.append(customer)
     if active is not None:
         where = (where + " AND " if where else "WHERE ") + ("ended_at IS NULL" if active else "ended_at IS NOT NULL")
     with conn.cursor(row_factory=dict_row) as cur:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -49,9 +50,54 @@ def count_online(conn: psycopg.Connection, *, offline_after_s: float) -> int:
     ).fetchone()[0]
 
 
+HOUR = timedelta(hours=1)
+_AVERAGED = ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct", "speed_kmh")
+_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00+00'"
+_HAS_POSITION = "lat IS NOT NULL AND lon IS NOT NULL"
+
+# Whole hours come from readings_hourly; the partial hours at either end of the period from the
+# readings themselves, summed the same way, so the answer equals the one from raw readings.
+_FROM_ROLLUPS = f"""
+WITH parts AS (
+    SELECT hour, samples, {", ".join(f"{c}_sum, {c}_n" for c in _AVERAGED)}, engine_hours_max, position_ts, lat, lon
+    FROM readings_hourly WHERE equipment_id = %(id)s AND hour >= %(first_hour)s AND hour < %(last_hour)s
+    UNION ALL
+    SELECT date_bin('1 hour', ts, {_ORIGIN}), count(*),
+           {", ".join(f"coalesce(sum({c}::float8), 0), count({c})" for c in _AVERAGED)}, max(engine_hours),
+           max(ts) FILTER (WHERE {_HAS_POSITION}),
+           (array_agg(lat ORDER BY ts DESC) FILTER (WHERE {_HAS_POSITION}))[1],
+           (array_agg(lon ORDER BY ts DESC) FILTER (WHERE {_HAS_POSITION}))[1]
+    FROM readings WHERE equipment_id = %(id)s
+      AND ((ts >= %(start)s AND ts < %(first_hour)s) OR (ts >= %(last_hour)s AND ts < %(end)s))
+    GROUP BY 1
+)
+SELECT date_bin(%(bucket)s, hour, {_ORIGIN}) AS ts, sum(samples)::bigint AS samples,
+       {", ".join(f"(sum({c}_sum) / nullif(sum({c}_n), 0))::real AS {c}" for c in _AVERAGED)},
+       max(engine_hours_max) AS engine_hours,
+       (array_agg(lat ORDER BY position_ts DESC) FILTER (WHERE position_ts IS NOT NULL))[1] AS lat,
+       (array_agg(lon ORDER BY position_ts DESC) FILTER (WHERE position_ts IS NOT NULL))[1] AS lon
+FROM parts GROUP BY 1 HAVING sum(samples) > 0 ORDER BY 1 LIMIT %(limit)s
+"""
+
+
+def _floor_hour(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
 def readings(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime,
-             bucket: timedelta | None, limit: int) -> list[dict[str, Any]]:
-    """Raw readings in [start, end), or one row per bucket (averages; last engine hours/position)."""
+             bucket: timedelta | None, limit: int, *, rollups: bool = True) -> list[dict[str, Any]]:
+    """Raw readings in [start, end), or one row per bucket (averages; last engine hours/position).
+
+    Buckets of whole hours are answered from the hourly rollups (``rollups=False`` reads the raw
+    readings instead; the answer is the same)."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first_hour = _floor_hour(start) + (HOUR if _floor_hour(start) < start else timedelta(0))
+    last_hour = _floor_hour(end)
+    if rollups and bucket is not None and bucket % HOUR == timedelta(0) and first_hour < last_hour:
+        params = {"id": equipment_id, "start": start, "end": end, "first_hour": first_hour, "last_hour": last_hour,
+                  "bucket": bucket, "limit": limit}
+        with conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(_FROM_ROLLUPS, params).fetchall()
     if bucket is None:
         query = sql.SQL(
             "SELECT ts, {channels}, fault_codes FROM readings "
@@ -76,3 +122,142 @@ def readings(conn: psycopg.Connection, equipment_id: str, start: datetime, end: 
 
 def readings_stored_total(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT coalesce(sum(readings_stored), 0)::bigint FROM ingest_stats").fetchone()[0]
+
+
+def track(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime,
+          bucket: timedelta | None, limit: int) -> list[dict[str, Any]]:
+    """Positions in [start, end): every fix, or the last fix of each bucket."""
+    if bucket is None:
+        query = ("SELECT ts, lat, lon, speed_kmh FROM readings WHERE equipment_id = %s AND ts >= %s AND ts < %s "
+                 "AND lat IS NOT NULL AND lon IS NOT NULL ORDER BY ts LIMIT %s")
+        params: list[Any] = [equipment_id, start, end, limit]
+    else:
+        query = ("SELECT DISTINCT ON (b) ts, lat, lon, speed_kmh FROM ("
+                 "SELECT date_bin(%s, ts, TIMESTAMPTZ '2000-01-01') AS b, ts, lat, lon, speed_kmh FROM readings "
+                 "WHERE equipment_id = %s AND ts >= %s AND ts < %s AND lat IS NOT NULL AND lon IS NOT NULL) q "
+                 "ORDER BY b, ts DESC LIMIT %s")
+        params = [bucket, equipment_id, start, end, limit]
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+# Engine states from RPM: below ENGINE_ON_RPM the engine is off; at or above WORKING_RPM (or moving)
+# the machine works; in between it idles.
+ENGINE_ON_RPM = 300.0
+WORKING_RPM = 1200.0
+MOVING_KMH = 1.0
+# A gap between two readings longer than this is a gap in the data, not hours of the state before it.
+USAGE_MAX_GAP_S = 300.0
+
+_DAILY_USAGE = """
+WITH r AS (
+    SELECT ts, engine_rpm, speed_kmh, engine_hours, fuel_level_pct,
+           -- least() skips NULL: the last reading, with no next one, must count nothing.
+           CASE WHEN lead(ts) OVER w IS NOT NULL
+                THEN least(extract(epoch FROM lead(ts) OVER w - ts), %(max_gap)s) END AS span_s,
+           fuel_level_pct - lead(fuel_level_pct) OVER w AS fuel_drop
+    FROM readings WHERE equipment_id = %(id)s AND ts >= %(start)s AND ts < %(end)s
+    WINDOW w AS (ORDER BY ts)
+)
+SELECT (date_trunc('day', ts AT TIME ZONE 'UTC'))::date AS day,
+       count(*) AS samples,
+       coalesce(max(engine_hours) - min(engine_hours), 0) AS engine_hours,
+       coalesce(sum(span_s) FILTER (WHERE engine_rpm >= %(working)s OR
+                                    (engine_rpm >= %(on)s AND speed_kmh >= %(moving)s)), 0) / 3600 AS working_hours,
+       coalesce(sum(span_s) FILTER (WHERE engine_rpm >= %(on)s AND engine_rpm < %(working)s AND
+                                    coalesce(speed_kmh, 0) < %(moving)s), 0) / 3600 AS idle_hours,
+       coalesce(sum(fuel_drop) FILTER (WHERE fuel_drop > 0), 0) AS fuel_used_pct
+FROM r GROUP BY 1 ORDER BY 1
+"""
+
+
+def daily_usage(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Per UTC day: engine hours run (from the hour meter), working and idle hours (from RPM and speed,
+    each reading counting until the next, gaps capped), fuel used in percent of the tank (refuels,
+    rises of the level, are not subtracted)."""
+    params = {"id": equipment_id, "start": start, "end": end, "max_gap": USAGE_MAX_GAP_S, "on": ENGINE_ON_RPM,
+              "working": WORKING_RPM, "moving": MOVING_KMH}
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_DAILY_USAGE, params).fetchall()
+
+
+def fuel_used_pct(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime) -> float | None:
+    """Fuel used in [start, end), in percent of the tank: the sum of the level's drops."""
+    row = conn.execute(
+        "SELECT sum(d) FILTER (WHERE d > 0), count(d) FROM (SELECT fuel_level_pct - lead(fuel_level_pct) "
+        "OVER (ORDER BY ts) AS d FROM readings WHERE equipment_id = %s AND ts >= %s AND ts < %s "
+        "AND fuel_level_pct IS NOT NULL) q", (equipment_id, start, end)).fetchone()
+    return None if not row[1] else float(row[0] or 0.0)
+
+
+def stream_readings(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime,
+                    *, rows_per_fetch: int = 2000) -> Iterator[tuple[Any, ...]]:
+    """Raw readings in time order through a server-side cursor: memory stays flat however long the period."""
+    query = sql.SQL(
+        "SELECT ts, {channels} FROM readings WHERE equipment_id = %s AND ts >= %s AND ts < %s ORDER BY ts"
+    ).format(channels=sql.SQL(", ").join(map(sql.Identifier, CHANNELS)))
+    with conn.transaction(), conn.cursor(name=f"export_{equipment_id}") as cur:
+        cur.itersize = rows_per_fetch
+        cur.execute(query, (equipment_id, start, end))
+        yield from cur
+
+
+def last_service_hours(conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, float | None]:
+    return dict(conn.execute("SELECT id, last_service_hours FROM equipment WHERE id = ANY(%s)",
+                             (equipment_ids,)).fetchall())
+
+
+_USAGE_SINCE = """
+WITH seed AS (
+    SELECT %(since)s::timestamptz AS ts, %(rpm)s::real AS engine_rpm, %(speed)s::real AS speed_kmh,
+           %(fuel)s::real AS fuel_level_pct
+    WHERE %(since)s::timestamptz IS NOT NULL
+), r AS (
+    SELECT ts, engine_rpm, speed_kmh, fuel_level_pct FROM seed
+    UNION ALL
+    SELECT ts, engine_rpm, speed_kmh, fuel_level_pct FROM readings
+    WHERE equipment_id = %(id)s AND ts > coalesce(%(since)s::timestamptz, '-infinity')
+      AND (%(until)s::timestamptz IS NULL OR ts <= %(until)s)
+), d AS (
+    SELECT ts, engine_rpm, speed_kmh, fuel_level_pct,
+           CASE WHEN lead(ts) OVER w IS NOT NULL
+                THEN least(extract(epoch FROM lead(ts) OVER w - ts), %(max_gap)s) END AS span_s,
+           fuel_level_pct - lead(fuel_level_pct) OVER w AS fuel_drop,
+           row_number() OVER (ORDER BY ts DESC) AS newest
+    FROM r WINDOW w AS (ORDER BY ts)
+)
+SELECT coalesce(sum(span_s) FILTER (WHERE engine_rpm >= %(on)s AND engine_rpm < %(working)s
+                                    AND coalesce(speed_kmh, 0) < %(moving)s), 0) AS idle_s,
+       coalesce(sum(fuel_drop) FILTER (WHERE fuel_drop > 0), 0) AS fuel_used_pct,
+       max(ts) AS through_ts,
+       (array_agg(engine_rpm) FILTER (WHERE newest = 1))[1] AS last_rpm,
+       (array_agg(speed_kmh) FILTER (WHERE newest = 1))[1] AS last_speed_kmh,
+       (array_agg(fuel_level_pct) FILTER (WHERE newest = 1))[1] AS last_fuel_pct
+FROM d
+"""
+
+
+def usage_since(conn: psycopg.Connection, equipment_id: str, since: datetime | None, last: dict[str, Any],
+                until: datetime | None = None) -> dict[str, Any]:
+    """Idle seconds and fuel used (percent of the tank) from the reading at ``since`` (whose values are
+    ``last``: engine_rpm, speed_kmh, fuel_level_pct) through ``until`` (None: all stored), with the newest
+    reading's values to continue from next time. Same definitions as daily_usage."""
+    params = {"id": equipment_id, "since": since, "until": until, "rpm": last.get("engine_rpm"),
+              "speed": last.get("speed_kmh"), "fuel": last.get("fuel_level_pct"), "max_gap": USAGE_MAX_GAP_S,
+              "on": ENGINE_ON_RPM, "working": WORKING_RPM, "moving": MOVING_KMH}
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_USAGE_SINCE, params).fetchone()
+
+
+def readings_page(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime, columns: list[str],
+                  *, not_null: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """A page of raw readings in [start, end) where ``not_null`` is reported, oldest first, with the total."""
+    where = sql.SQL("WHERE equipment_id = %s AND ts >= %s AND ts < %s AND {c} IS NOT NULL").format(
+        c=sql.Identifier(not_null))
+    params = [equipment_id, start, end]
+    with conn.cursor(row_factory=dict_row) as cur:
+        count = cur.execute(sql.SQL("SELECT count(*) AS n FROM readings ") + where, params).fetchone()["n"]
+        rows = cur.execute(
+            sql.SQL("SELECT ts, {cols} FROM readings ").format(cols=sql.SQL(", ").join(map(sql.Identifier, columns)))
+            + where + sql.SQL(" ORDER BY ts LIMIT %s OFFSET %s"), [*params, limit, offset]).fetchall()
+    return rows, count

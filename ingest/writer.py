@@ -40,12 +40,34 @@ _CREATE_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_staging (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
 """
 
+_AVERAGED = ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct", "speed_kmh")
+_HOUR = "date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00+00')"
+_HAS_POSITION = "lat IS NOT NULL AND lon IS NOT NULL"
+_newer_position = "EXCLUDED.position_ts > coalesce(h.position_ts, '-infinity')"
+
+# Only the readings this batch really inserted (not duplicates) enter the hourly rollups.
 _INSERT_NEW_READINGS = f"""
 WITH new AS (
     INSERT INTO readings ({_COLUMN_LIST})
     SELECT {_COLUMN_LIST} FROM ingest_staging
     ON CONFLICT (equipment_id, ts) DO NOTHING
-    RETURNING equipment_id, ts
+    RETURNING {_COLUMN_LIST}
+), rollup AS (
+    INSERT INTO readings_hourly AS h (equipment_id, hour, samples,
+        {", ".join(f"{c}_sum, {c}_n" for c in _AVERAGED)}, engine_hours_max, position_ts, lat, lon)
+    SELECT equipment_id, {_HOUR}, count(*),
+        {", ".join(f"coalesce(sum({c}::float8), 0), count({c})" for c in _AVERAGED)}, max(engine_hours),
+        max(ts) FILTER (WHERE {_HAS_POSITION}),
+        (array_agg(lat ORDER BY ts DESC) FILTER (WHERE {_HAS_POSITION}))[1],
+        (array_agg(lon ORDER BY ts DESC) FILTER (WHERE {_HAS_POSITION}))[1]
+    FROM new GROUP BY 1, 2
+    ON CONFLICT (equipment_id, hour) DO UPDATE SET
+        samples = h.samples + EXCLUDED.samples,
+        {", ".join(f"{c}_sum = h.{c}_sum + EXCLUDED.{c}_sum, {c}_n = h.{c}_n + EXCLUDED.{c}_n" for c in _AVERAGED)},
+        engine_hours_max = GREATEST(h.engine_hours_max, EXCLUDED.engine_hours_max),
+        lat = CASE WHEN {_newer_position} THEN EXCLUDED.lat ELSE h.lat END,
+        lon = CASE WHEN {_newer_position} THEN EXCLUDED.lon ELSE h.lon END,
+        position_ts = GREATEST(h.position_ts, EXCLUDED.position_ts)
 ), spans AS (
     SELECT equipment_id, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS n
     FROM new GROUP BY equipment_id

@@ -140,8 +140,11 @@ def cmd_crew(args: argparse.Namespace, settings: Settings) -> int:
     from device_sim.crew import ServiceCrew
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the crew's log
+    if settings.admin_password is None:
+        raise SystemExit("the crew signs in with the admin account: set IRONSIGHT_ADMIN_PASSWORD")
     ServiceCrew(settings.tickets_api_url(), _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL"),
-                topic_root=settings.topic_root, speed=args.speed, seed=args.seed,
+                topic_root=settings.topic_root, username=settings.admin_username,
+                password=settings.admin_password.get_secret_value(), speed=args.speed, seed=args.seed,
                 road_speed_kmh=settings.dispatch_speed_kmh / args.speed,
                 road_factor=settings.dispatch_road_factor).run(_stop_on_signals())
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 
 import alarms
+import api
 import core
 import diagnostics
 import ingest
@@ -16,7 +17,7 @@ from device_sim.fleet import SITES
 from device_sim.machine import MachineSpec
 from ingest.partitions import ensure_partitions
 
-SCHEMA_PACKAGES = [core, ingest, diagnostics, alarms, tickets]
+SCHEMA_PACKAGES = [core, ingest, diagnostics, alarms, tickets, api]
 
 
 def migrate(database_url: str) -> list[str]:

@@ -8,8 +8,10 @@ database it started. A worker that dies is restarted with backoff.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -80,9 +82,11 @@ class Supervisor:
                 seed_service_world(conn)
             self._say(f"database ready ({len(applied)} migrations applied; service stations, engineers, vans and "
                       "warehouses registered)")
+            admin_password, alarms_key, kept_in = self._credentials(data_dir)
             env = {**os.environ, "IRONSIGHT_DATABASE_URL": database_url, "IRONSIGHT_MQTT_URL": mqtt_url,
                    "IRONSIGHT_API_URL": settings.tickets_api_url(), "IRONSIGHT_API_PORT": str(settings.api_port),
-                   "IRONSIGHT_TOPIC_ROOT": settings.topic_root,
+                   "IRONSIGHT_TOPIC_ROOT": settings.topic_root, "IRONSIGHT_ADMIN_PASSWORD": admin_password,
+                   "IRONSIGHT_ALARMS_API_KEY": alarms_key,
                    # Vans drive `speed` times faster: every ETA is computed at that speed too.
                    "IRONSIGHT_DISPATCH_SPEED_KMH": str(settings.dispatch_speed_kmh * self.speed)}
             python = [sys.executable, "-m", "ironsight"]
@@ -105,11 +109,37 @@ class Supervisor:
                 self._start(worker, env)
             base = f"http://{settings.api_host}:{settings.api_port}"
             self._say(f"API  {base}/api/v1   docs {base}/docs")
+            if kept_in is not None:
+                self._say(f"login {settings.admin_username} / {admin_password}   (kept in {kept_in}; "
+                          f"POST {base}/api/v1/auth/token)")
+            else:
+                self._say(f"login {settings.admin_username} with the password in IRONSIGHT_ADMIN_PASSWORD   "
+                          f"(POST {base}/api/v1/auth/token)")
             self._say(f"logs {logs}   (Ctrl-C stops everything)")
             self._watch(stop, database_url, env)
             return 0
         finally:
             self._shutdown()
+
+    def _credentials(self, data_dir: Path) -> tuple[str, str, Path | None]:
+        """The bootstrap admin's password and the alarms worker's key: the configured ones, else ones
+        generated at the first run and kept (readable by the owner only) in the data directory, so that
+        a second run over the same history logs in the same way. Returns where they are kept, if there."""
+        settings = self.settings
+        path = data_dir / "credentials.json"
+        kept: dict[str, str] = {}
+        if path.exists():
+            kept = json.loads(path.read_text())
+        generated = {"admin_password": kept.get("admin_password") or secrets.token_urlsafe(12),
+                     "alarms_api_key": kept.get("alarms_api_key") or "isk_" + secrets.token_urlsafe(32)}
+        if generated != kept:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                json.dump(generated, file)
+        admin = settings.admin_password.get_secret_value() if settings.admin_password else None
+        key = settings.alarms_api_key.get_secret_value() if settings.alarms_api_key else None
+        return (admin or generated["admin_password"], key or generated["alarms_api_key"],
+                None if admin else path)
 
     def _embedded_database(self, data_dir: Path) -> str:
         self._say(f"starting embedded PostgreSQL in {data_dir / 'postgres'}")

@@ -23,7 +23,8 @@ from ironsight.schema import migrate
 RUN_ID = uuid.uuid4().hex[:10]
 
 # Tables in dependency order; truncated between tests that want an empty database.
-_TABLES = ("command_events", "commands", "device_presence", "devices",
+_TABLES = ("usage_totals", "api_tokens", "api_users", "readings_hourly",
+           "command_events", "commands", "device_presence", "devices",
            "stock_movements", "part_stock", "vehicle_positions", "vehicles", "engineers", "warehouses",
            "service_stations", "ticket_sla_alerts", "ticket_surveys", "ticket_alarms", "ticket_events", "tickets",
            "service_contracts",
@@ -78,11 +79,15 @@ def migrated_database_url(new_database: Callable[[str], str]) -> str:
     return url
 
 
+def empty_database(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(_TABLES) + " RESTART IDENTITY CASCADE")
+
+
 @pytest.fixture
 def database_url(migrated_database_url: str) -> str:
     """The run's migrated database, emptied before the test."""
-    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE " + ", ".join(_TABLES) + " RESTART IDENTITY CASCADE")
+    empty_database(migrated_database_url)
     return migrated_database_url
 
 
@@ -110,8 +115,10 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def settings(database_url: str, mqtt_url: str, tmp_path: Path) -> Settings:
     # A topic root per test: retained or queued messages of one test never reach another.
+    # Rate limits generous enough for the tests that walk every route; the limit has its own test.
     return Settings(database_url=database_url, mqtt_url=mqtt_url, data_dir=tmp_path,
-                    topic_root=f"ironsight-test-{RUN_ID}-{uuid.uuid4().hex[:6]}")
+                    topic_root=f"ironsight-test-{RUN_ID}-{uuid.uuid4().hex[:6]}",
+                    rate_limit_per_min=1_000_000, rate_limit_burst=100_000)
 
 
 class Background:

@@ -43,28 +43,80 @@ class Publisher:
         mqtt.stop(self.client)
 
 
+# Credentials every test API server is started with (see ApiServer).
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD = "test-admin-password"
+ALARMS_API_KEY = "isk_test-alarms-service-key"
+
+
 class ApiServer:
-    """The real API served by uvicorn on a free local port, in a thread."""
+    """The real API served by uvicorn on a free local port, in a thread.
+
+    It starts with a bootstrap admin and the alarms worker's key (ADMIN_PASSWORD, ALARMS_API_KEY)
+    unless the settings name their own. ``client()`` is an httpx client on ``/api/v1`` that sends
+    the admin's token; ``user(role, customer=…)`` creates an account and returns a client for it.
+    """
 
     def __init__(self, settings, database_url: str) -> None:
         import socket
 
         import uvicorn
+        from pydantic import SecretStr
 
         from api.app import create_app
 
+        update = {}
+        if settings.admin_password is None:
+            update["admin_password"] = SecretStr(ADMIN_PASSWORD)
+        if settings.alarms_api_key is None:
+            update["alarms_api_key"] = SecretStr(ALARMS_API_KEY)
+        self.settings = settings.model_copy(update=update) if update else settings
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
-        config = uvicorn.Config(create_app(settings, database_url), host="127.0.0.1", port=self.port,
+        config = uvicorn.Config(create_app(self.settings, database_url), host="127.0.0.1", port=self.port,
                                 log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         self.thread.start()
         wait_for(lambda: self.server.started, timeout_s=15, what="API start")
         self.url = f"http://127.0.0.1:{self.port}"
+        self.service_key = self.settings.alarms_api_key.get_secret_value()
+        self.admin_token = self.login(self.settings.admin_username, self.settings.admin_password.get_secret_value())
+        self.headers = {"Authorization": f"Bearer {self.admin_token}"}
+        self._clients: list = []
+
+    def login(self, username: str, password: str) -> str:
+        import httpx
+
+        response = httpx.post(self.url + "/api/v1/auth/token", data={"username": username, "password": password},
+                              timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def client(self, token: str | None = None):
+        """An httpx client on /api/v1 sending ``token`` (default: the admin's); closed with the server."""
+        import httpx
+
+        client = httpx.Client(base_url=self.url + "/api/v1", timeout=10,
+                              headers={"Authorization": f"Bearer {token or self.admin_token}"})
+        self._clients.append(client)
+        return client
+
+    def user(self, role: str, *, customer: str | None = None, username: str | None = None):
+        """Create an account with ``role`` (and ``customer``) and return a client logged in as it."""
+        import uuid
+
+        username = username or f"{role}-{uuid.uuid4().hex[:8]}"
+        password = f"pw-{uuid.uuid4().hex}"
+        created = self.client().post("/users", json={"username": username, "role": role, "password": password,
+                                                     "customer": customer})
+        assert created.status_code == 201, created.text
+        return self.client(self.login(username, password))
 
     def close(self) -> None:
+        for client in self._clients:
+            client.close()
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
@@ -254,3 +306,66 @@ class SecuredMosquitto:
             self.process.kill()
             self.process.wait()
         self.log.close()
+
+
+class Tenant:
+    """One customer's seeded data (see seed_tenant)."""
+
+    def __init__(self, customer: str, equipment_id: str, serial: str, alarm_id: int, fault_id: int,
+                 ticket_id: int, open_ticket_id: int) -> None:
+        self.customer = customer
+        self.equipment_id = equipment_id
+        self.serial = serial
+        self.alarm_id = alarm_id
+        self.fault_id = fault_id
+        self.ticket_id = ticket_id
+        self.open_ticket_id = open_ticket_id
+
+
+def seed_tenant(conn, customer: str, equipment_id: str, *, minutes: int = 120, step_s: int = 60,
+                model: str = "EX210") -> Tenant:
+    """A customer with one machine: readings up to now (moving, fuel burning, engine hours growing,
+    a J1939 fault code), an open fault with its alarm, a resolved ticket awaiting its survey and an
+    open one with an engineer and parts."""
+    from datetime import UTC, datetime, timedelta
+
+    from alarms.lifecycle import raise_or_reopen
+    from core.fleet import EquipmentRecord, register_equipment
+    from core.telemetry import FaultCode, Reading
+    from ingest.writer import Batch, BatchWriter
+    from tickets import service
+    from tickets.resources import Engineer, Station, Vehicle, upsert_engineer, upsert_station, upsert_vehicle
+
+    serial = f"SN-{equipment_id}"
+    register_equipment(conn, [EquipmentRecord(equipment_id, serial, model, "excavator", customer)])
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(minutes=minutes)
+    steps = minutes * 60 // step_s
+    readings = []
+    for i in range(steps):
+        working = (i // 10) % 2 == 0
+        readings.append((equipment_id, Reading(
+            ts=start + timedelta(seconds=(i + 1) * step_s), oil_temp_c=80.0 + i % 7,
+            engine_rpm=1800.0 if working else 800.0, hydraulic_pressure_bar=200.0, coolant_temp_c=85.0,
+            fuel_level_pct=90.0 - i * 0.1, engine_hours=1000.0 + i * step_s / 3600, lat=51.9 + i * 1e-4,
+            lon=4.1 + i * 1e-4, speed_kmh=5.0 if working else 0.0,
+            fault_codes=(FaultCode(spn=110, fmi=0, oc=1),) if i == steps - 1 else ())))
+    BatchWriter(conn, "seed", now).write(Batch(messages=1, readings=readings, last_seq={equipment_id: steps}))
+    fault_id = conn.execute(
+        "INSERT INTO faults (equipment_id, fault_code, severity, rule, rule_version, started_at, evidence) "
+        "VALUES (%s, 'OIL_OVERHEAT', 'major', 'threshold', 1, %s, '{}') RETURNING id",
+        (equipment_id, now - timedelta(minutes=10))).fetchone()[0]
+    with conn.transaction():
+        alarm_id = raise_or_reopen(conn, equipment_id, "OIL_OVERHEAT", "major", now - timedelta(minutes=10),
+                                   fault_id).alarm_id
+    upsert_station(conn, Station("ST-seed", "seed station", 51.9, 4.1))
+    upsert_engineer(conn, Engineer("karl", "Karl", "ST-seed", (model,)))
+    upsert_vehicle(conn, Vehicle("VAN-karl", "ST-seed", "karl"), at=now)
+    ticket, _ = service.create_ticket(conn, service.NewTicket(equipment_id, f"overheating {equipment_id}", "major"))
+    for action, fields in (("accept", {}), ("dispatch", {"engineer": "karl"}), ("engineer_accept", {}),
+                           ("arrive", {}), ("resolve", {"work_done": "cleaned the cooler", "first_time_fix": True,
+                                                        "parts_used": [{"part": "oil filter", "quantity": 1}]})):
+        service.apply_action(conn, ticket["id"], action, actor="anna", fields=fields)
+    open_ticket, _ = service.create_ticket(conn, service.NewTicket(equipment_id, f"check {equipment_id}", "minor"))
+    conn.commit()
+    return Tenant(customer, equipment_id, serial, alarm_id, fault_id, ticket["id"], open_ticket["id"])

@@ -48,8 +48,7 @@ def fleet(conn: psycopg.Connection) -> None:
 @pytest.fixture
 def api(settings, fleet) -> Iterator[httpx.Client]:
     server = ApiServer(settings, settings.database_url)
-    with httpx.Client(base_url=server.url + "/api/v1", timeout=10) as client:
-        yield client
+    yield server.client()
     server.close()
 
 
@@ -105,7 +104,7 @@ def test_actions_on_unknown_alarms_and_invalid_bodies_are_clear_errors(api, conn
                                ("POST", "/alarms/999/unshelve", {"actor": "anna"})):
         response = api.request(method, path, json=body)
         assert response.status_code == 404, path
-        assert response.json() == {"detail": "no alarm 999"}
+        assert response.json() == {"detail": "no alarm 999", "status": 404}
     for bad in ({}, {"actor": ""}, {"actor": "   "}, {"actor": "x" * 101}, {"actor": "<script>"}, {"actor": 5}):
         response = api.post(f"/alarms/{alarm_id}/ack", json=bad)
         assert response.status_code == 422, bad
@@ -227,7 +226,7 @@ def consume_fault_events(worker: AlarmsWorker, conn: psycopg.Connection) -> None
 def test_the_worker_folds_a_flapping_fault_into_one_alarm_and_one_ticket(settings, conn, fleet):
     api = ApiServer(settings, settings.database_url)
     try:
-        worker = AlarmsWorker(settings.database_url, api.url, policy=AlarmPolicy())
+        worker = AlarmsWorker(settings.database_url, api.url, policy=AlarmPolicy(), api_key=api.service_key)
         at = T0
         for _ in range(4):
             add_fault_event(conn, "raised", at)
@@ -236,13 +235,13 @@ def test_the_worker_folds_a_flapping_fault_into_one_alarm_and_one_ticket(setting
             add_fault_event(conn, "cleared", at + MIN)
             consume_fault_events(worker, conn)
             at += 3 * MIN
-        alarms = httpx.get(api.url + "/api/v1/alarms").json()
+        alarms = api.client().get("/alarms").json()
         assert alarms["count"] == 1
         alarm = alarms["data"][0]
         assert (alarm["occurrences"], alarm["flap_count"], alarm["flapping"], alarm["state"]) == (4, 3, True, "cleared")
-        tickets = httpx.get(api.url + "/api/v1/tickets").json()
+        tickets = api.client().get("/tickets").json()
         assert tickets["count"] == 1 and tickets["data"][0]["source_alarm_id"] == alarm["id"]
-        history = [e["kind"] for e in httpx.get(api.url + f"/api/v1/alarms/{alarm['id']}").json()["history"]]
+        history = [e["kind"] for e in api.client().get(f"/alarms/{alarm['id']}").json()["history"]]
         assert history.count("ticket_opened") == 1 and history.count("reopened") == 3
     finally:
         api.close()
@@ -254,7 +253,8 @@ def test_shelving_hides_an_alarm_until_the_period_ends(api, conn):
     shelved_id = new_alarm(conn, "EX-1")
     other_id = new_alarm(conn, "CR-2")
     too_long = api.post(f"/alarms/{shelved_id}/shelve", json={"actor": "anna", "minutes": 24 * 60 + 1})
-    assert too_long.status_code == 422 and too_long.json() == {"detail": "an alarm is shelved for at most 1440 minutes"}
+    assert too_long.status_code == 422 and too_long.json() == {"detail": "an alarm is shelved for at most 1440 minutes",
+                                                          "status": 422}
     assert api.post(f"/alarms/{shelved_id}/shelve", json={"actor": "anna", "minutes": 0}).status_code == 422
 
     response = api.post(f"/alarms/{shelved_id}/shelve", json={"actor": "anna", "minutes": 30, "reason": "known leak"})

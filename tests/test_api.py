@@ -14,8 +14,7 @@ def api(settings, conn):
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme", "rotterdam"),
                               EquipmentRecord("CR-2", "S-2", "TC500", "crane", "nordbau", "munich")])
     server = ApiServer(settings, settings.database_url)
-    with httpx.Client(base_url=server.url + "/api/v1", timeout=10) as client:
-        yield client
+    yield server.client()
     server.close()
 
 

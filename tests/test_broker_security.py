@@ -206,7 +206,7 @@ def test_commands_run_end_to_end_under_the_acl(secured, broker, fleet):
                                      username=spec.equipment_id, password=credentials[spec.equipment_id]).start()
     api = ApiServer(settings, settings.database_url)
     try:
-        with httpx.Client(base_url=api.url, timeout=10) as http:
+        with httpx.Client(base_url=api.url, timeout=10, headers=api.headers) as http:
             wait_for(lambda: http.get(f"/api/v1/equipment/{spec.equipment_id}/presence").json()["online"],
                      timeout_s=10, what="controller online")
             command = http.post(f"/api/v1/equipment/{spec.equipment_id}/commands",

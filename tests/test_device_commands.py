@@ -79,7 +79,7 @@ def rig(settings, specs, background):
     background.start(ingest.run, "ingest")
     assert worker.connected.wait(10) and ingest.connected.wait(10)
     api = ApiServer(settings, settings.database_url)
-    http = httpx.Client(base_url=api.url, timeout=10)
+    http = httpx.Client(base_url=api.url, timeout=10, headers=api.headers)
     yield Rig(settings, api, http, worker)
     http.close()
     api.close()
@@ -127,7 +127,10 @@ def test_snapshot_round_trip_is_executed_and_its_reading_is_stored(rig, specs, c
     controller = rig.controller(spec, interval_s=30.0).start()  # no periodic reading gets in the way
     controllers.append(controller)
     online(rig, spec.equipment_id)
-    command = rig.command(spec.equipment_id, "snapshot", requested_by="dispatcher-7")
+    dispatcher = rig.api.user("dispatcher", username="dispatcher-7")
+    asked = dispatcher.post(f"/equipment/{spec.equipment_id}/commands", json={"kind": "snapshot"})
+    assert asked.status_code == 202, asked.text
+    command = asked.json()
     assert command["state"] == "queued"
     done = rig.wait_state(spec.equipment_id, command["id"], "executed")
     assert controller.executions["snapshot"] == 1
@@ -167,10 +170,15 @@ def test_lock_stops_the_engine_until_unlocked_and_is_audited(rig, specs, control
     missing = rig.http.post(f"/api/v1/equipment/{spec.equipment_id}/commands", json={"kind": "lock"})
     assert missing.status_code == 422 and "reason" in missing.text
 
-    lock = rig.command(spec.equipment_id, "lock", reason="contract breach #4411", requested_by="admin-ana")
+    # Only an admin may inhibit an engine: a dispatcher is refused, and nothing is queued.
+    dispatcher = rig.api.user("dispatcher")
+    refused = dispatcher.post(f"/equipment/{spec.equipment_id}/commands", json={"kind": "lock", "reason": "x"})
+    assert refused.status_code == 403 and "admin" in refused.json()["detail"]
+    assert rig.http.get(f"/api/v1/equipment/{spec.equipment_id}/commands").json()["count"] == 0
+    lock = rig.command(spec.equipment_id, "lock", reason="contract breach #4411")
     done = rig.wait_state(spec.equipment_id, lock["id"], "executed")
     assert done["result"] == {"locked": True} and done["reason"] == "contract breach #4411"
-    assert done["events"][0] == {**done["events"][0], "state": "queued", "actor": "admin-ana",
+    assert done["events"][0] == {**done["events"][0], "state": "queued", "actor": rig.api.settings.admin_username,
                                  "detail": "contract breach #4411"}
     assert rig.presence(spec.equipment_id)["locked"] is True
 
@@ -183,7 +191,7 @@ def test_lock_stops_the_engine_until_unlocked_and_is_audited(rig, specs, control
     wait_for(lambda: len(latest_rpms(5)) == 5, timeout_s=10, what="readings after the lock")
     assert latest_rpms(5) == [0.0] * 5
 
-    unlock = rig.command(spec.equipment_id, "unlock", reason="paid", requested_by="admin-ana")
+    unlock = rig.command(spec.equipment_id, "unlock", reason="paid")
     unlocked = rig.wait_state(spec.equipment_id, unlock["id"], "executed")
     assert rig.presence(spec.equipment_id)["locked"] is False
     wait_for(lambda: (rows := conn.execute(

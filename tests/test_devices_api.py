@@ -14,7 +14,7 @@ MACHINE = {"model": "EX210", "kind": "excavator", "customer": "acme-construction
 @pytest.fixture
 def http(settings):
     api = ApiServer(settings, settings.database_url)
-    with httpx.Client(base_url=api.url + "/api/v1", timeout=10) as client:
+    with httpx.Client(base_url=api.url + "/api/v1", timeout=10, headers=api.headers) as client:
         yield client
     api.close()
 

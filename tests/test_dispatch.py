@@ -108,6 +108,7 @@ def test_proposals_leave_out_trips_beyond_reach_but_options_list_them():
 @pytest.mark.parametrize(("start", "end", "local", "expected"), [
     (time(7), time(17), time(8), True), (time(7), time(17), time(17), False),
     (time(22), time(6), time(23), True), (time(22), time(6), time(5), True), (time(22), time(6), time(12), False),
+    (time(0), time(0), time(3), True),
 ])
 def test_shifts_in_local_time(start, end, local, expected):
     # 08:00 in Berlin in winter is 07:00 UTC.
@@ -204,8 +205,6 @@ def test_dispatch_refuses_unknown_or_unqualified_engineers(world):
 
 
 def test_dispatch_over_http(settings, conn):
-    import httpx
-
     from tests.helpers import ApiServer
 
     register_sites(conn, [SiteRecord("site", LAT, east(0.0), 1000.0, "Europe/Berlin")])
@@ -213,14 +212,20 @@ def test_dispatch_over_http(settings, conn):
     conn.commit()
     server = ApiServer(settings, settings.database_url)
     try:
-        with httpx.Client(base_url=server.url + "/api/v1", timeout=10) as api:
+        engineer = server.user("engineer")
+        assert engineer.get("/dispatch/proposals").status_code == 200
+        assert engineer.put("/service-stations/ST-X", json={"name": "x", "lat": 1, "lon": 1}).status_code == 403
+        with server.client() as api:
             assert api.put("/service-stations/ST-E", json={"name": "east", "lat": LAT, "lon": east(5.0)}).is_success
             bad_zone = api.put("/engineers/anna", json={"name": "Anna", "station_id": "ST-E", "timezone": "Mars/Base"})
             assert bad_zone.status_code == 422
             no_station = api.put("/engineers/anna", json={"name": "Anna", "station_id": "nowhere"})
             assert no_station.status_code == 422 and "nowhere" in no_station.json()["detail"]
             anna = api.put("/engineers/anna", json={"name": "Anna", "station_id": "ST-E", "skills": ["EX210"]})
-            assert anna.json()["on_shift"] and not anna.json()["available"]  # no vehicle yet
+            assert anna.json()["on_shift"] and not anna.json()["available"]  # all day; no vehicle yet
+            assert (anna.json()["shift_start"], anna.json()["shift_end"]) == ("00:00", "00:00")
+            assert api.put("/engineers/anna", json={"name": "Anna", "station_id": "ST-E",
+                                                    "shift_start": "25:00"}).status_code == 422
             van = api.put("/vehicles/V-anna", json={"station_id": "ST-E", "engineer_id": "anna"}).json()
             assert van["lat"] == LAT and van["parts"] == {}
             for wid, km in (("W-far", 60.0), ("W-near", 30.0)):

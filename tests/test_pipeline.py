@@ -2,8 +2,6 @@
 
 from datetime import UTC, datetime, timedelta
 
-import httpx
-
 from alarms.lifecycle import raise_alarm
 from alarms.worker import AlarmsWorker
 from core.fleet import EquipmentRecord, register_equipment
@@ -82,13 +80,13 @@ def test_alarm_retries_ticket_opening_until_the_api_answers_and_opens_one_ticket
     try:
         conn.execute("UPDATE alarms SET next_ticket_try_at = now()")
         conn.commit()
-        alarms = AlarmsWorker(settings.database_url, api.url)
+        alarms = AlarmsWorker(settings.database_url, api.url, api_key=api.service_key)
         assert alarms.open_pending_tickets(conn) == 1
         # A lost response and a retry: the same alarm does not open a second ticket.
         conn.execute("UPDATE alarms SET ticket_id = NULL")
         conn.commit()
         assert alarms.open_pending_tickets(conn) == 1
-        tickets = httpx.get(api.url + "/api/v1/tickets").json()
+        tickets = api.client().get("/tickets").json()
         assert tickets["count"] == 1 and tickets["data"][0]["source_alarm_id"] == 1
     finally:
         api.close()
@@ -105,7 +103,7 @@ def test_end_to_end_a_faulty_controller_gets_one_ticket_and_healthy_ones_none(se
         background.start(IngestWorker(settings, settings.database_url, settings.mqtt_url, "e2e-ingest").run,
                          "ingest")
         background.start(DiagnosticsWorker(settings.database_url).run, "diagnostics")
-        background.start(AlarmsWorker(settings.database_url, api.url).run, "alarms")
+        background.start(AlarmsWorker(settings.database_url, api.url, api_key=api.service_key).run, "alarms")
         # The controllers come back from a 15-minute GPRS outage with their history, the faulty
         # one's cooling failing 20 s into it, and then report live.
         fleet = FleetRunner(specs, settings.mqtt_url, topic_root=settings.topic_root, interval_s=1.0,
@@ -113,24 +111,24 @@ def test_end_to_end_a_faulty_controller_gets_one_ticket_and_healthy_ones_none(se
         background.start(fleet.run, "fleet")
 
         def tickets():
-            body = httpx.get(api.url + "/api/v1/tickets").json()
+            body = api.client().get("/tickets").json()
             return body if body["count"] else None
 
         body = wait_for(tickets, timeout_s=90, what="a ticket for the faulty controller")
         assert [t["equipment_id"] for t in body["data"]] == faulty
         # Live readings keep arriving; the alarm stays one alarm and the ticket one ticket.
         wait_for(lambda: fleet.stats.published >= 4 * 9 + 4 * 3, timeout_s=30, what="live readings")
-        alarms = httpx.get(api.url + "/api/v1/alarms").json()["data"]
+        alarms = api.client().get("/alarms").json()["data"]
         # Overheating shows as several symptoms (oil, coolant, the controller's own DTC): each an alarm,
         # all on the faulty machine, all in the one work order.
         assert {a["equipment_id"] for a in alarms} == set(faulty)
         assert "OIL_OVERHEAT" in {a["fault_code"] for a in alarms}
         assert all(a["state"] == "active" and a["ticket_id"] == body["data"][0]["id"] for a in alarms
                    if a["ticket_id"] is not None)
-        ticket = httpx.get(api.url + f"/api/v1/tickets/{body['data'][0]['id']}").json()
+        ticket = api.client().get(f"/tickets/{body['data'][0]['id']}").json()
         assert ticket["diagnosis"]["causes"] and ticket["description"].startswith("Most probable cause")
-        assert httpx.get(api.url + "/api/v1/tickets").json()["count"] == 1
-        equipment = httpx.get(api.url + f"/api/v1/equipment/{faulty[0]}").json()
+        assert api.client().get("/tickets").json()["count"] == 1
+        equipment = api.client().get(f"/equipment/{faulty[0]}").json()
         assert equipment["online"] and equipment["oil_temp_c"] > 105
         stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         assert stored >= 4 * 900

@@ -16,6 +16,7 @@ import pytest
 from ironsight.services import free_tcp_port
 from tests.helpers import wait_for
 
+LOGIN = re.compile(r"^login (\S+) / (\S+)")
 STATUS = re.compile(r"readings/s\s+([\d.]+)\s+online\s+(\d+)\s+active alarms\s+(\d+)\s+open tickets\s+(\d+)")
 
 
@@ -50,13 +51,22 @@ def test_run_shows_live_status_and_ctrl_c_stops_every_process(services, new_data
                 return False  # the API process may still be starting on a busy machine
 
         wait_for(healthy, timeout_s=30, what="the API's health")
-        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/equipment", timeout=5).json()["count"] == 20
+        # No password is configured: one was generated, printed, and kept for the next run.
+        username, password = next(m.groups() for line in seen if (m := LOGIN.match(line)))
+        assert password in (tmp_path / "data" / "credentials.json").read_text()
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/equipment", timeout=5).status_code == 401
+        token = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/token", timeout=30,
+                           data={"username": username, "password": password}).json()["access_token"]
+        admin = {"Authorization": f"Bearer {token}"}
+        fleet = httpx.get(f"http://127.0.0.1:{port}/api/v1/equipment", timeout=5, headers=admin)
+        assert fleet.json()["count"] == 20
         # The first simulated machines answer remote commands through the devices worker.
         base = f"http://127.0.0.1:{port}/api/v1/equipment/EQ-00001"
-        command = httpx.post(f"{base}/commands", json={"kind": "snapshot"}, timeout=5).json()
-        wait_for(lambda: httpx.get(f"{base}/commands/{command['id']}", timeout=5).json()["state"] == "executed",
+        command = httpx.post(f"{base}/commands", json={"kind": "snapshot"}, timeout=5, headers=admin).json()
+        wait_for(lambda: httpx.get(f"{base}/commands/{command['id']}", timeout=5,
+                                   headers=admin).json()["state"] == "executed",
                  timeout_s=30, what="a snapshot command executed")
-        assert httpx.get(f"{base}/presence", timeout=5).json()["connected"] is True
+        assert httpx.get(f"{base}/presence", timeout=5, headers=admin).json()["connected"] is True
         descendants = psutil.Process(process.pid).children(recursive=True)
         assert len(descendants) >= 6  # api, ingest, devices, diagnostics, alarms, sim (+ embedded services)
     finally:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
-
 from alarms.worker import AlarmsWorker
 from api.routers.dispatch import travel_model
 from device_sim.crew import ServiceCrew
@@ -39,30 +37,35 @@ def test_a_simulated_fault_ends_in_a_closed_ticket_with_a_survey(settings, conn,
     seed_service_world(conn)
     settings.dispatch_speed_kmh = 60.0 * SPEED
     api = ApiServer(settings, settings.database_url)
+    http = api.client()
     try:
         background.start(IngestWorker(settings, settings.database_url, settings.mqtt_url, "loop-ingest").run,
                          "ingest")
         background.start(DiagnosticsWorker(settings.database_url).run, "diagnostics")
-        background.start(AlarmsWorker(settings.database_url, api.url).run, "alarms")
+        background.start(AlarmsWorker(settings.database_url, api.url, api_key=api.service_key).run, "alarms")
         tracking = TrackingWorker(settings.database_url, settings.mqtt_url, topic_root=settings.topic_root,
                                   travel=travel_model(settings), client_id=f"tracking-{uuid.uuid4().hex[:8]}")
         background.start(tracking.run, "tracking")
         assert tracking.subscribed.wait(10)
         crew = ServiceCrew(api.url, settings.mqtt_url, topic_root=settings.topic_root, speed=SPEED, seed=3,
-                           round_every_s=0.5, report_every_s=0.2)
+                           round_every_s=0.5, report_every_s=0.2, username=api.settings.admin_username,
+                           password=api.settings.admin_password.get_secret_value())
         background.start(crew.run, "crew")
         fleet = FleetRunner(specs, settings.mqtt_url, topic_root=settings.topic_root, interval_s=1.0,
                             backfill_s=600.0, seed=5)
         background.start(fleet.run, "fleet")
 
         def closed_ticket():
-            body = httpx.get(api.url + "/api/v1/tickets", params={"state": "closed"}).json()
+            body = http.get("/tickets", params={"state": "closed"}).json()
             return body["data"][0] if body["count"] else None
 
         ticket = wait_for(closed_ticket, timeout_s=120, interval_s=0.5, what="a closed ticket")
         assert ticket["equipment_id"] == faulty and ticket["fault_code"] == "HYDRAULIC_PRESSURE_LOW"
-        ticket = httpx.get(api.url + f"/api/v1/tickets/{ticket['id']}").json()
+        ticket = http.get(f"/tickets/{ticket['id']}").json()
         events = [e["event"] for e in ticket["history"]]
+        # Every person acted under an account of their own.
+        actors = {e["event"]: e["actor"] for e in ticket["history"]}
+        assert actors["accepted"] == "dispatcher.sim" and actors["engineer_accepted"] == ticket["engineer"]
         assert events[:2] == ["created", "accepted"] and "resolved" in events and events[-1] in ("closed",
                                                                                               "second_callback")
         assert ticket["surveys"] and ticket["surveys"][0]["round"] == 1
@@ -78,11 +81,11 @@ def test_a_simulated_fault_ends_in_a_closed_ticket_with_a_survey(settings, conn,
         assert used == 1
         # The repair reached the simulated machine: its pressure recovers and the alarm clears by itself.
         def cleared():
-            alarms = httpx.get(api.url + "/api/v1/alarms", params={"equipment_id": faulty}).json()["data"]
+            alarms = http.get("/alarms", params={"equipment_id": faulty}).json()["data"]
             return alarms and all(a["state"] == "cleared" for a in alarms)
 
         wait_for(cleared, timeout_s=90, interval_s=0.5, what="the repaired machine's alarms to clear")
-        kpis = httpx.get(api.url + "/api/v1/kpis").json()
+        kpis = http.get("/kpis").json()
         assert kpis["tickets"] >= 1 and kpis["closed"] >= 1 and kpis["resolved_on_site"] >= 1
         assert kpis["survey"]["count"] >= 1 and kpis["sla"]["arrive"]["decided"] >= 1
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from core.fleet import EquipmentRecord, register_equipment
@@ -160,8 +159,7 @@ def test_alarms_join_an_active_ticket_but_not_a_resolved_one(fleet):
 @pytest.fixture
 def api(settings, fleet):
     server = ApiServer(settings, settings.database_url)
-    with httpx.Client(base_url=server.url + "/api/v1", timeout=10) as client:
-        yield client
+    yield server.client()
     server.close()
 
 

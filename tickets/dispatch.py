@@ -184,8 +184,12 @@ def total_weighted_hours(plans: Iterable[Plan], jobs: Sequence[Job]) -> float:
 # --- the database side -------------------------------------------------------------------------
 
 def on_shift(shift_start: time, shift_end: time, timezone: str, at: datetime) -> bool:
+    """Whether ``at`` falls in the shift, in the station's local time. A shift ending before it starts
+    runs over midnight; one ending when it starts is all day."""
+    if shift_start == shift_end:
+        return True
     local = at.astimezone(ZoneInfo(timezone)).time()
-    if shift_start <= shift_end:
+    if shift_start < shift_end:
         return shift_start <= local < shift_end
     return local >= shift_start or local < shift_end
 

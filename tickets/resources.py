@@ -37,7 +37,7 @@ class Engineer:
     station_id: str
     skills: tuple[str, ...]
     shift_start: time = time(0, 0)
-    shift_end: time = time(23, 59, 59)
+    shift_end: time = time(0, 0)            # equal to the start: all day
     timezone: str = "UTC"
     active: bool = True
 

@@ -181,8 +181,13 @@ def _attach_sla(cur: psycopg.Cursor, tickets: list[dict[str, Any]]) -> None:
 
 
 def list_tickets(conn: psycopg.Connection, *, equipment_id: str | None, state: str | None,
-                 limit: int, offset: int, engineer: str | None = None) -> tuple[list[dict[str, Any]], int]:
+                 limit: int, offset: int, engineer: str | None = None,
+                 customer: str | None = None) -> tuple[list[dict[str, Any]], int]:
     where, params = where_equal(equipment_id=equipment_id, state=state, engineer=engineer)
+    if customer is not None:
+        where = ((where + " AND " if where else "WHERE ")
+                 + "equipment_id IN (SELECT id FROM equipment WHERE customer = %s)")
+        params.append(customer)
     with conn.cursor(row_factory=dict_row) as cur:
         count = cur.execute(f"SELECT count(*) AS n FROM tickets {where}", params).fetchone()["n"]
         rows = cur.execute(

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, status
 
 from alarms import lifecycle, queries
+from api.auth import READERS, STAFF, Principal, require
 from api.deps import DbConn
 from api.schemas import (
     AlarmAck,
@@ -17,6 +18,7 @@ from api.schemas import (
     AlarmsPublic,
     AlarmUnshelve,
 )
+from api.tenancy import ensure_visible
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
@@ -24,27 +26,29 @@ _NOT_FOUND = {404: {"description": "no such alarm"}}
 
 
 @router.get("", response_model=AlarmsPublic)
-def list_alarms(conn: DbConn, equipment_id: str | None = None,
+def list_alarms(caller: Annotated[Principal, require(*READERS)], conn: DbConn, equipment_id: str | None = None,
                 state: Literal["active", "cleared"] | None = None,
                 acknowledged: bool | None = None,
                 include_shelved: Annotated[bool, Query(description="also list alarms that are shelved now")] = False,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 offset: Annotated[int, Query(ge=0)] = 0) -> AlarmsPublic:
     rows, count = queries.list_alarms(conn, equipment_id=equipment_id, state=state, acknowledged=acknowledged,
-                                      include_shelved=include_shelved, limit=limit, offset=offset)
+                                      include_shelved=include_shelved, limit=limit, offset=offset,
+                                      customer=caller.scope)
     return AlarmsPublic(data=rows, count=count)
 
 
 @router.get("/{alarm_id}", response_model=AlarmDetailPublic, responses=_NOT_FOUND)
-def get_alarm(alarm_id: int, conn: DbConn) -> AlarmDetailPublic:
+def get_alarm(alarm_id: int, caller: Annotated[Principal, require(*READERS)], conn: DbConn) -> AlarmDetailPublic:
     """One alarm with its whole history (raised, occurrences, acknowledgement, comments … cleared)."""
+    ensure_visible(conn, caller, "alarm", alarm_id)
     try:
         return AlarmDetailPublic(**lifecycle.get_alarm_with_history(conn, alarm_id))
     except lifecycle.AlarmNotFound as exc:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("/{alarm_id}/ack", response_model=AlarmPublic, responses=_NOT_FOUND)
+@router.post("/{alarm_id}/ack", response_model=AlarmPublic, dependencies=[require(*STAFF)], responses=_NOT_FOUND)
 def acknowledge(alarm_id: int, body: AlarmAck, conn: DbConn) -> AlarmPublic:
     """Acknowledge the alarm. Acknowledging it again is harmless: 200 with the first acknowledgement."""
     try:
@@ -54,7 +58,8 @@ def acknowledge(alarm_id: int, body: AlarmAck, conn: DbConn) -> AlarmPublic:
     return AlarmPublic(**alarm)
 
 
-@router.post("/{alarm_id}/comments", response_model=AlarmEventPublic, status_code=status.HTTP_201_CREATED,
+@router.post("/{alarm_id}/comments", response_model=AlarmEventPublic, dependencies=[require(*STAFF)],
+             status_code=status.HTTP_201_CREATED,
              responses=_NOT_FOUND)
 def add_comment(alarm_id: int, body: AlarmCommentCreate, conn: DbConn) -> AlarmEventPublic:
     try:
@@ -63,7 +68,7 @@ def add_comment(alarm_id: int, body: AlarmCommentCreate, conn: DbConn) -> AlarmE
         raise HTTPException(404, str(exc)) from None
 
 
-@router.put("/{alarm_id}/assignee", response_model=AlarmPublic, responses=_NOT_FOUND)
+@router.put("/{alarm_id}/assignee", response_model=AlarmPublic, dependencies=[require(*STAFF)], responses=_NOT_FOUND)
 def set_assignee(alarm_id: int, body: AlarmAssigneeUpdate, conn: DbConn) -> AlarmPublic:
     try:
         return AlarmPublic(**lifecycle.assign(conn, alarm_id, body.actor, body.assignee))
@@ -71,7 +76,7 @@ def set_assignee(alarm_id: int, body: AlarmAssigneeUpdate, conn: DbConn) -> Alar
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("/{alarm_id}/shelve", response_model=AlarmPublic,
+@router.post("/{alarm_id}/shelve", response_model=AlarmPublic, dependencies=[require(*STAFF)],
              responses=_NOT_FOUND | {422: {"description": "minutes out of bounds or invalid body"}})
 def shelve(alarm_id: int, body: AlarmShelve, conn: DbConn) -> AlarmPublic:
     """Hide the alarm from the default listing and hold its escalation for ``minutes``; it comes back
@@ -84,7 +89,7 @@ def shelve(alarm_id: int, body: AlarmShelve, conn: DbConn) -> AlarmPublic:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("/{alarm_id}/unshelve", response_model=AlarmPublic, responses=_NOT_FOUND)
+@router.post("/{alarm_id}/unshelve", response_model=AlarmPublic, dependencies=[require(*STAFF)], responses=_NOT_FOUND)
 def unshelve(alarm_id: int, body: AlarmUnshelve, conn: DbConn) -> AlarmPublic:
     try:
         return AlarmPublic(**lifecycle.unshelve(conn, alarm_id, body.actor))

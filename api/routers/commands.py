@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 
+from api.auth import READERS, STAFF, Principal, Role, require
 from api.deps import DbConn, SettingsDep
 from api.schemas import CommandCreate, CommandPublic, CommandsPublic, PresencePublic
+from api.tenancy import ensure_visible
 from ingest import commands, registry
 
 router = APIRouter(prefix="/equipment", tags=["commands"])
@@ -15,16 +17,19 @@ router = APIRouter(prefix="/equipment", tags=["commands"])
 MAX_PAGE = 1000
 
 
-def require_admin_for_lock(request: Request) -> None:
-    """The one place that decides who may lock or unlock a machine: the admin role.
+LOCKING = ("lock", "unlock")
 
-    Roles do not exist in this API yet, so this lets every caller through; it is the hook where
-    the admin-role check goes (raise 403 for anyone else) once authentication is in place.
-    """
+
+def require_admin_for_lock(caller: Principal) -> None:
+    """The one place that decides who may lock or unlock a machine (engine start inhibit): an admin."""
+    if caller.role is not Role.admin:
+        raise HTTPException(403, f"a {caller.role.value} may not lock or unlock a machine; an admin may")
 
 
 @router.get("/{equipment_id}/presence", response_model=PresencePublic)
-def get_presence(equipment_id: str, conn: DbConn, settings: SettingsDep) -> PresencePublic:
+def get_presence(equipment_id: str, caller: Annotated[Principal, require(*READERS)], conn: DbConn,
+                 settings: SettingsDep) -> PresencePublic:
+    ensure_visible(conn, caller, "equipment", equipment_id)
     row = registry.presence(conn, equipment_id, offline_after_s=settings.offline_after_s)
     if row is None:
         raise HTTPException(404, f"no equipment {equipment_id!r}")
@@ -32,15 +37,16 @@ def get_presence(equipment_id: str, conn: DbConn, settings: SettingsDep) -> Pres
 
 
 @router.post("/{equipment_id}/commands", response_model=CommandPublic, status_code=202)
-def create_command(equipment_id: str, body: CommandCreate, request: Request, conn: DbConn,
-                   settings: SettingsDep) -> CommandPublic:
-    """Queue a command; it is sent when the controller is connected. Follow it with GET."""
-    if body.kind in ("lock", "unlock"):
-        require_admin_for_lock(request)
+def create_command(equipment_id: str, body: CommandCreate, conn: DbConn, settings: SettingsDep,
+                   caller: Annotated[Principal, require(Role.admin, Role.dispatcher)]) -> CommandPublic:
+    """Queue a command; it is sent when the controller is connected. Follow it with GET. Lock and
+    unlock are for admins, with a reason; the audit trail names the account that asked."""
+    if body.kind in LOCKING:
+        require_admin_for_lock(caller)
     try:
         row = commands.create_command(conn, equipment_id, body.kind, body.params,
                                       timeout_s=body.timeout_s or settings.command_timeout_s,
-                                      requested_by=body.requested_by, reason=body.reason)
+                                      requested_by=caller.username, reason=body.reason)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except ValueError as exc:
@@ -49,14 +55,16 @@ def create_command(equipment_id: str, body: CommandCreate, request: Request, con
 
 
 @router.get("/{equipment_id}/commands", response_model=CommandsPublic)
-def list_commands(equipment_id: str, conn: DbConn, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+def list_commands(equipment_id: str, caller: Annotated[Principal, require(*STAFF)], conn: DbConn,
+                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                   offset: Annotated[int, Query(ge=0)] = 0) -> CommandsPublic:
     rows, count = commands.list_commands(conn, equipment_id, limit=limit, offset=offset)
     return CommandsPublic(data=rows, count=count)
 
 
 @router.get("/{equipment_id}/commands/{command_id}", response_model=CommandPublic)
-def get_command(equipment_id: str, command_id: str, conn: DbConn) -> CommandPublic:
+def get_command(equipment_id: str, command_id: str, caller: Annotated[Principal, require(*STAFF)],
+                conn: DbConn) -> CommandPublic:
     row = commands.get_command(conn, command_id, with_events=True)
     if row is None or row["equipment_id"] != equipment_id:
         raise HTTPException(404, f"no command {command_id!r} for {equipment_id!r}")

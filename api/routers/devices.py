@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 
+from api.auth import Role, require
 from api.deps import DbConn
 from api.schemas import CredentialPublic, DeviceCreate, DevicePublic, DevicesPublic, DeviceState, DeviceUpdate
 from core.fleet import EquipmentRecord
 from ingest import registry
 
-
-def require_admin_for_registry(request: Request) -> None:
-    """The one place that decides who may change the device registry and credentials: the admin role.
-
-    Roles do not exist in this API yet, so this lets every caller through; it is the hook where
-    the admin-role check goes (raise 403 for anyone else) once authentication is in place.
-    """
-
-
-router = APIRouter(prefix="/devices", tags=["devices"], dependencies=[Depends(require_admin_for_registry)])
+# The registry and the controllers' credentials are an administrator's business.
+router = APIRouter(prefix="/devices", tags=["devices"], dependencies=[require(Role.admin)])
 
 MAX_PAGE = 1000
 

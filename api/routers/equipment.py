@@ -6,8 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
+from api.auth import READERS, Principal, require
 from api.deps import DbConn, SettingsDep
 from api.schemas import EquipmentPublic, EquipmentsPublic, ReadingsPublic
+from api.tenancy import customer_filter, ensure_visible, not_found
 from ingest import queries
 
 router = APIRouter(prefix="/equipment", tags=["equipment"])
@@ -29,25 +31,29 @@ def parse_bucket(text: str) -> timedelta:
 
 
 @router.get("", response_model=EquipmentsPublic)
-def list_equipment(conn: DbConn, settings: SettingsDep, customer: str | None = None,
+def list_equipment(caller: Annotated[Principal, require(*READERS)], conn: DbConn, settings: SettingsDep,
+                   customer: str | None = None,
                    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                    offset: Annotated[int, Query(ge=0)] = 0) -> EquipmentsPublic:
-    rows, count = queries.list_equipment(conn, offline_after_s=settings.offline_after_s, customer=customer,
+    rows, count = queries.list_equipment(conn, offline_after_s=settings.offline_after_s,
+                                         customer=customer_filter(caller, customer),
                                          limit=limit, offset=offset)
     return EquipmentsPublic(data=rows, count=count)
 
 
 @router.get("/{equipment_id}", response_model=EquipmentPublic)
-def get_equipment(equipment_id: str, conn: DbConn, settings: SettingsDep) -> EquipmentPublic:
+def get_equipment(equipment_id: str, caller: Annotated[Principal, require(*READERS)], conn: DbConn,
+                  settings: SettingsDep) -> EquipmentPublic:
     row = queries.get_equipment(conn, equipment_id, offline_after_s=settings.offline_after_s)
-    if row is None:
-        raise HTTPException(404, f"no equipment {equipment_id!r}")
+    if row is None or (caller.scope is not None and row["customer"] != caller.scope):
+        raise not_found("equipment", equipment_id)
     return EquipmentPublic(**row)
 
 
 @router.get("/{equipment_id}/readings", response_model=ReadingsPublic)
 def get_readings(
     equipment_id: str,
+    caller: Annotated[Principal, require(*READERS)],
     conn: DbConn,
     settings: SettingsDep,
     start: datetime | None = None,
@@ -67,8 +73,7 @@ def get_readings(
         raise HTTPException(422, f"raw readings cover at most {MAX_RAW_RANGE.days} days; give a bucket")
     if step is not None and span / step > MAX_POINTS:
         raise HTTPException(422, f"bucket too small: more than {MAX_POINTS} points; choose a larger one")
-    if queries.get_equipment(conn, equipment_id, offline_after_s=settings.offline_after_s) is None:
-        raise HTTPException(404, f"no equipment {equipment_id!r}")
+    ensure_visible(conn, caller, "equipment", equipment_id)
     rows = queries.readings(conn, equipment_id, start, end, step, limit)
     return ReadingsPublic(equipment_id=equipment_id, start=start, end=end,
                           bucket_s=step.total_seconds() if step else None, data=rows, count=len(rows))

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from api.auth import public
 from api.schemas import Health
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=Health)
+@router.get("/health", response_model=Health, dependencies=[public()])
 def health(request: Request, response: Response) -> Health:
     try:
         with request.app.state.pool.connection(timeout=2) as conn:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
 
+from api.auth import READERS, Principal, require
 from api.deps import DbConn
 from api.schemas import KpisPublic
+from api.tenancy import customer_filter
 from tickets.kpis import compute_kpis
 
 router = APIRouter(prefix="/kpis", tags=["kpis"])
@@ -20,8 +23,8 @@ DEFAULT_PERIOD = timedelta(days=30)
                         "warnings and breaches, mean and p90 time to respond and to resolve (hours), open "
                         "backlog by state, mean of each callback-survey indicator. Filter by `customer`, "
                         "`engineer` or service `station` (the tickets its engineers were sent to).")
-def get_kpis(conn: DbConn, start: datetime | None = None, end: datetime | None = None,
-             customer: str | None = None, engineer: str | None = None,
+def get_kpis(caller: Annotated[Principal, require(*READERS)], conn: DbConn, start: datetime | None = None,
+             end: datetime | None = None, customer: str | None = None, engineer: str | None = None,
              station: str | None = None) -> KpisPublic:
     end = end or datetime.now(UTC)
     start = start or end - DEFAULT_PERIOD
@@ -29,4 +32,5 @@ def get_kpis(conn: DbConn, start: datetime | None = None, end: datetime | None =
         raise HTTPException(422, "start and end need a time zone (e.g. 2026-01-01T00:00:00Z)")
     if end <= start:
         raise HTTPException(422, "end must be after start")
+    customer = customer_filter(caller, customer)
     return KpisPublic(**compute_kpis(conn, start, end, customer=customer, engineer=engineer, station=station))

@@ -4,9 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 
+from api.auth import READERS, STAFF, Principal, Role, require
 from api.deps import DbConn, SettingsDep
 from api.routers.dispatch import travel_model
 from api.schemas import SurveyCreate, TicketActionBody, TicketCreate, TicketPublic, TicketsPublic
+from api.tenancy import ensure_visible, not_found
 from tickets import dispatch, service, stock, workflow
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
@@ -18,6 +20,7 @@ router = APIRouter(prefix="/tickets", tags=["tickets"])
                         422: {"description": "unknown equipment or invalid body"}})
 def create_ticket(
     body: TicketCreate,
+    caller: Annotated[Principal, require(*STAFF, Role.service)],
     conn: DbConn,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -25,7 +28,7 @@ def create_ticket(
     new = service.NewTicket(
         equipment_id=body.equipment_id, title=body.title, description=body.description, priority=body.priority,
         fault_code=body.fault_code, source_alarm_id=body.source_alarm_id, idempotency_key=idempotency_key,
-        created_by="alarms" if body.source_alarm_id else "api", diagnosis=body.diagnosis,
+        created_by=caller.username, diagnosis=body.diagnosis,
         remote_resolvable=body.remote_resolvable,
     )
     try:
@@ -40,20 +43,22 @@ def create_ticket(
 
 
 @router.get("", response_model=TicketsPublic)
-def list_tickets(conn: DbConn, equipment_id: str | None = None, state: str | None = None,
+def list_tickets(caller: Annotated[Principal, require(*READERS)], conn: DbConn,
+                 equipment_id: str | None = None, state: str | None = None,
                  engineer: str | None = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  offset: Annotated[int, Query(ge=0)] = 0) -> TicketsPublic:
     rows, count = service.list_tickets(conn, equipment_id=equipment_id, state=state, engineer=engineer,
-                                       limit=limit, offset=offset)
+                                       limit=limit, offset=offset, customer=caller.scope)
     return TicketsPublic(data=rows, count=count)
 
 
 @router.get("/{ticket_id}", response_model=TicketPublic)
-def get_ticket(ticket_id: int, conn: DbConn) -> TicketPublic:
+def get_ticket(ticket_id: int, caller: Annotated[Principal, require(*READERS)], conn: DbConn) -> TicketPublic:
+    ensure_visible(conn, caller, "ticket", ticket_id)
     ticket = service.get_ticket(conn, ticket_id)
     if ticket is None:
-        raise HTTPException(404, f"no ticket {ticket_id}")
+        raise not_found("ticket", ticket_id)
     return TicketPublic(**ticket)
 
 
@@ -76,7 +81,8 @@ def _actions_table() -> str:
                         422: {"description": "a field the action needs is missing, or the engineer cannot be "
                                              "sent (unknown, no vehicle, not qualified)"}})
 def take_action(ticket_id: int, action: Annotated[str, Path(examples=list(workflow.ACTIONS))],
-                body: TicketActionBody, conn: DbConn, settings: SettingsDep) -> TicketPublic:
+                body: TicketActionBody, conn: DbConn, settings: SettingsDep,
+                caller: Annotated[Principal, require(*STAFF)]) -> TicketPublic:
     fields = body.model_dump(exclude={"actor"}, exclude_none=True)
     try:
         ticket = service.apply_action(conn, ticket_id, action, actor=body.actor, fields=fields,
@@ -96,10 +102,14 @@ def take_action(ticket_id: int, action: Annotated[str, Path(examples=list(workfl
                          "history) until the `second_callback` action closes it.",
              responses={404: {"description": "no such ticket"},
                         409: {"description": "the ticket is not resolved (or already surveyed)"}})
-def submit_survey(ticket_id: int, body: SurveyCreate, conn: DbConn) -> TicketPublic:
+def submit_survey(ticket_id: int, body: SurveyCreate, conn: DbConn,
+                  caller: Annotated[Principal, require(*STAFF, Role.customer)]) -> TicketPublic:
+    ensure_visible(conn, caller, "ticket", ticket_id)
     scores = body.model_dump(include=set(service.SURVEY_INDICATORS))
+    # A customer answers for itself; staff record the callback they made under the name they give.
+    actor = caller.username if caller.role is Role.customer else body.actor
     try:
-        ticket = service.submit_survey(conn, ticket_id, scores, actor=body.actor, comment=body.comment)
+        ticket = service.submit_survey(conn, ticket_id, scores, actor=actor, comment=body.comment)
     except service.TicketNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     except workflow.TransitionError as exc:

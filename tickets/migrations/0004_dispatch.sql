@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS engineers (
     station_id   text NOT NULL REFERENCES service_stations (id),
     skills       text[] NOT NULL DEFAULT '{}',   -- equipment models the engineer is qualified for
     shift_start  time NOT NULL DEFAULT '00:00',  -- local time at the station
-    shift_end    time NOT NULL DEFAULT '24:00',  -- before shift_start: a night shift over midnight
+    shift_end    time NOT NULL DEFAULT '00:00',  -- before shift_start: over midnight; equal: all day
     timezone     text NOT NULL DEFAULT 'UTC',
     active       boolean NOT NULL DEFAULT true
 );

@@ -1,0 +1,150 @@
+"""ISO 15143-3 (AEMP 2.0) documents against sample documents written from the standard's element
+names (tests/data), with values from a machine whose readings are known exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from core.fleet import EquipmentRecord, register_equipment
+from core.telemetry import Reading
+from ingest.writer import Batch, BatchWriter
+from tests.helpers import ApiServer, seed_tenant
+
+DATA = Path(__file__).parent / "data"
+NS = "{http://standards.iso.org/iso/15143/-3}"
+READINGS = 120
+
+
+@pytest.fixture
+def iso(settings, conn):
+    alpha = seed_tenant(conn, "alpha-corp", "ALPHA-1")
+    seed_tenant(conn, "beta-corp", "BETA-1")
+    server = ApiServer(settings, settings.database_url)
+    yield server, server.user("customer", customer="alpha-corp"), alpha
+    server.close()
+
+
+def paths(element: ET.Element, prefix: str = "") -> set[str]:
+    """Every element path below ``element`` (namespace removed), with @datetime where present."""
+    out = set()
+    for child in element:
+        path = f"{prefix}/{child.tag.removeprefix(NS)}"
+        out.add(path + ("@datetime" if "datetime" in child.attrib else ""))
+        out |= paths(child, path)
+    return out
+
+
+def test_the_fleet_snapshot_carries_the_standards_elements_with_the_machines_values(iso):
+    server, client, alpha = iso
+    body = client.get("/iso15143/Fleet/1", headers={"Accept": "application/json"}).json()
+    assert body["Version"] == "1" and body["SnapshotTime"].endswith("Z")
+    assert [link["rel"] for link in body["Links"]] == ["self", "first", "last"]
+    assert body["Links"][0]["href"].endswith("/api/v1/iso15143/Fleet/1")
+    [machine] = body["Equipment"]
+    assert machine["EquipmentHeader"] == {"OEMName": "IronSight", "Model": "EX210", "EquipmentID": "ALPHA-1",
+                                          "SerialNumber": "SN-ALPHA-1", "PIN": "SN-ALPHA-1"}
+    assert machine["Location"]["Latitude"] == pytest.approx(51.9 + (READINGS - 1) * 1e-4)
+    assert machine["CumulativeOperatingHours"]["Hour"] == pytest.approx(1000 + (READINGS - 1) / 60, abs=0.01)
+    assert machine["FuelRemaining"]["Percent"] == pytest.approx(90 - (READINGS - 1) * 0.1, abs=0.01)
+    # 0.1 % of a 400 l tank a minute for 119 minutes; idling every other ten minutes (59 counted minutes).
+    assert machine["FuelUsedLast24"] == {"FuelUnits": "litre", "FuelConsumed": pytest.approx(47.6, abs=0.05),
+                                         "datetime": machine["Location"]["datetime"]}
+    assert machine["FuelUsed"]["FuelConsumed"] == pytest.approx(47.6, abs=0.05)
+    assert machine["CumulativeIdleHours"]["Hour"] == pytest.approx(59 / 60, abs=0.01)
+    assert machine["EngineStatus"]["Running"] is True
+
+    xml = client.get("/iso15143/Fleet/1", headers={"Accept": "application/xml"})
+    assert xml.headers["content-type"].startswith("application/xml")
+    ours = ET.fromstring(xml.content)
+    sample = ET.parse(DATA / "iso15143_fleet_sample.xml").getroot()
+    assert ours.tag == sample.tag == f"{NS}Fleet"
+    assert set(ours.attrib) == set(sample.attrib) == {"version", "snapshotTime"}
+    # A fully reported machine has exactly the sample's elements, times as attributes where the sample has them.
+    assert paths(ours.find(f"{NS}Equipment"), "") == paths(sample.find(f"{NS}Equipment"), "")
+    assert paths(ours) <= paths(sample)
+    hours = ours.find(f"{NS}Equipment/{NS}CumulativeOperatingHours/{NS}Hour")
+    assert float(hours.text) == pytest.approx(machine["CumulativeOperatingHours"]["Hour"])
+
+
+def test_running_totals_count_each_reading_once_and_catch_up_with_new_ones(iso, conn):
+    server, client, alpha = iso
+    used = [client.get("/iso15143/Fleet/1").json()["Equipment"][0]["FuelUsed"]["FuelConsumed"] for _ in range(2)]
+    assert used[0] == used[1]
+    last = conn.execute("SELECT max(ts), min(fuel_level_pct) FROM readings WHERE equipment_id = 'ALPHA-1'").fetchone()
+    conn.commit()
+    # Ten more minutes idling, burning 0.5 % of the tank a minute.
+    more = [("ALPHA-1", Reading(ts=last[0] + timedelta(minutes=i), engine_rpm=800.0, speed_kmh=0.0,
+                                fuel_level_pct=last[1] - 0.5 * i, engine_hours=1002.0 + i / 60))
+            for i in range(1, 11)]
+    BatchWriter(conn, "more", datetime.now(UTC)).write(Batch(messages=1, readings=more, last_seq={"ALPHA-1": 999}))
+    conn.commit()
+    machine = client.get("/iso15143/Fleet/1", params={"until": "ignored"}).json()["Equipment"][0]
+    assert machine["FuelUsed"]["FuelConsumed"] == pytest.approx(used[0] + 10 * 0.5 * 4.0, abs=0.05)
+    # The last old reading idled on until the first new one, and nine of the new ones until the next.
+    assert machine["CumulativeIdleHours"]["Hour"] == pytest.approx((59 + 10) / 60, abs=0.01)
+
+
+def test_an_aemp_client_pages_the_whole_fleet_by_its_links(settings, conn):
+    register_equipment(conn, [EquipmentRecord(f"G-{i:03d}", f"SG-{i:03d}", "EX210", "excavator", "gamma")
+                              for i in range(205)])
+    register_equipment(conn, [EquipmentRecord("OTHER-1", "SO-1", "EX210", "excavator", "delta")])
+    conn.commit()
+    server = ApiServer(settings, settings.database_url)
+    try:
+        client = server.user("customer", customer="gamma")
+        seen, url, pages = [], server.url + "/api/v1/iso15143/Fleet/1", 0
+        while url:
+            body = client.get(url).json()
+            pages += 1
+            seen += [e["EquipmentHeader"]["EquipmentID"] for e in body["Equipment"]]
+            rels = {link["rel"]: link["href"] for link in body["Links"]}
+            assert rels["last"].endswith("/Fleet/3") and rels["first"].endswith("/Fleet/1")
+            url = rels.get("next")
+        assert pages == 3 and len(seen) == len(set(seen)) == 205 and "OTHER-1" not in seen
+        assert client.get("/iso15143/Fleet/4").status_code == 404
+        assert client.get("/iso15143/Fleet/0").status_code == 422
+        # Machines without readings carry their header only.
+        assert set(client.get("/iso15143/Fleet/3").json()["Equipment"][0]) == {"EquipmentHeader"}
+    finally:
+        server.close()
+
+
+def test_time_series_pages_and_fault_codes_match_the_sample(iso):
+    server, client, alpha = iso
+    end = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(hours=3)
+    span = f"{start.strftime('%Y-%m-%dT%H:%M:%SZ')}/{end.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    first = client.get(f"/iso15143/Fleet/Equipment/ID/ALPHA-1/Locations/{span}/1").json()
+    second = client.get(f"/iso15143/Fleet/Equipment/ID/ALPHA-1/Locations/{span}/2").json()
+    assert (len(first["Location"]), len(second["Location"])) == (100, READINGS - 100)
+    assert {link["rel"]: link["href"] for link in first["Links"]}["next"].endswith(f"/Locations/{span}/2")
+    assert "next" not in {link["rel"] for link in second["Links"]}
+    assert first["Location"][0]["datetime"] < second["Location"][0]["datetime"]
+    hours = client.get(f"/iso15143/Fleet/Equipment/ID/ALPHA-1/CumulativeOperatingHours/{span}/2").json()
+    assert hours["CumulativeOperatingHours"][-1]["Hour"] == pytest.approx(1000 + (READINGS - 1) / 60, abs=0.01)
+
+    xml = client.get(f"/iso15143/Fleet/Equipment/ID/ALPHA-1/FaultCodes/{span}/1", headers={"Accept": "text/xml"})
+    ours = ET.fromstring(xml.content)
+    sample = ET.parse(DATA / "iso15143_faultcodes_sample.xml").getroot()
+    assert ours.tag == sample.tag and paths(ours) == paths(sample)
+    assert ours.find(f"{NS}FaultCode/{NS}CodeIdentifier").text == "SPN 110 FMI 0"
+
+    assert client.get(f"/iso15143/Fleet/Equipment/ID/BETA-1/Locations/{span}/1").status_code == 404
+    assert client.get(f"/iso15143/Fleet/Equipment/ID/ALPHA-1/Gossip/{span}/1").status_code == 422
+    backwards = f"{end.strftime('%Y-%m-%dT%H:%M:%SZ')}/{start.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    assert client.get(f"/iso15143/Fleet/Equipment/ID/ALPHA-1/Locations/{backwards}/1").status_code == 422
+
+
+def test_content_is_negotiated_by_accept(iso):
+    server, client, alpha = iso
+    assert client.get("/iso15143/Fleet/1", headers={"Accept": "text/html"}).status_code == 406
+    preferred = client.get("/iso15143/Fleet/1", headers={"Accept": "application/xml;q=0.5, application/json"})
+    assert preferred.headers["content-type"].startswith("application/json")
+    assert client.get("/iso15143/Fleet/1", headers={"Accept": "*/*"}).headers["content-type"].startswith(
+        "application/json")
+    xml_first = client.get("/iso15143/Fleet/1", headers={"Accept": "application/xml, application/json;q=0.9"})
+    assert xml_first.headers["content-type"].startswith("application/xml")
