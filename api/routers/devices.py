@@ -18,7 +18,9 @@ router = APIRouter(prefix="/devices", tags=["devices"], dependencies=[require(Ro
 MAX_PAGE = 1000
 
 
-@router.post("", response_model=DevicePublic, status_code=201)
+@router.post("", response_model=DevicePublic, status_code=201,
+             responses={404: {"description": "no such machine, and no details to register it"},
+                        409: {"description": "the machine already has a device, or the serial is taken"}})
 def create_device(body: DeviceCreate, conn: DbConn) -> DevicePublic:
     machine = (body.model, body.kind, body.customer)
     if any(machine) and not all(machine):
@@ -60,7 +62,9 @@ def delete_device(equipment_id: str, conn: DbConn) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{equipment_id}/credential", response_model=CredentialPublic, status_code=201)
+@router.post("/{equipment_id}/credential", response_model=CredentialPublic, status_code=201,
+             responses={404: {"description": "no device on the machine"},
+                        409: {"description": "the device is not pending (provisioned or revoked)"}})
 def issue_credential(equipment_id: str, conn: DbConn) -> CredentialPublic:
     """A new broker password for the controller (also reinstates a revoked one); the old one stops working."""
     try:
