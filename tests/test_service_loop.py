@@ -63,7 +63,7 @@ def test_a_simulated_fault_ends_in_a_closed_ticket_with_a_survey(settings, conn,
         assert ticket["equipment_id"] == faulty and ticket["fault_code"] == "HYDRAULIC_PRESSURE_LOW"
         ticket = http.get(f"/tickets/{ticket['id']}").json()
         events = [e["event"] for e in ticket["history"]]
-        # Every person acted under an account of their own.
+        # Every person acted under an account of their own (the history names the signed-in account).
         actors = {e["event"]: e["actor"] for e in ticket["history"]}
         assert actors["accepted"] == "dispatcher.sim" and actors["engineer_accepted"] == ticket["engineer"]
         assert events[:2] == ["created", "accepted"] and "resolved" in events and events[-1] in ("closed",

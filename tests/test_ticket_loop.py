@@ -207,7 +207,8 @@ def test_the_whole_loop_over_http_with_history(api):
     assert [e["event"] for e in history] == [
         "created", "accepted", "remote_diagnosis_started", "dispatched", "returned", "dispatched",
         "engineer_accepted", "arrived", "urged", "escalated", "reassigned", "resolved", "closed"]
-    assert history[4]["actor"] == "Eva" and history[4]["detail"]["reason"] == "no crane licence"
+    assert history[4]["actor"] == "admin" and history[4]["detail"]["on_behalf_of"] == "Eva"
+    assert history[4]["detail"]["reason"] == "no crane licence"
     assert history[5]["detail"]["arrive_by"] == datetime.fromisoformat(promised).isoformat()
     assert all(e["at"] for e in history)
     assert [e["at"] for e in history] == sorted(e["at"] for e in history)

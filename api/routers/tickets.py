@@ -75,7 +75,8 @@ def _actions_table() -> str:
 
 @router.post("/{ticket_id}/actions/{action}", response_model=TicketPublic,
              description="Move the ticket through its work-order loop; every action is recorded in its history "
-                         "with actor and time.\n\n" + _actions_table(),
+                         "with the signed-in account as actor (and `on_behalf_of` when the body's `actor` names "
+                         "someone else) and the time.\n\n" + _actions_table(),
              responses={404: {"description": "no such ticket or action"},
                         409: {"description": "the action is not allowed in the ticket's current state"},
                         422: {"description": "a field the action needs is missing, or the engineer cannot be "
@@ -84,8 +85,12 @@ def take_action(ticket_id: int, action: Annotated[str, Path(examples=list(workfl
                 body: TicketActionBody, conn: DbConn, settings: SettingsDep,
                 caller: Annotated[Principal, require(*STAFF)]) -> TicketPublic:
     fields = body.model_dump(exclude={"actor"}, exclude_none=True)
+    # The history names the signed-in account; a step recorded for someone else (an engineer calling it
+    # in) keeps that person too.
+    if body.actor != caller.username:
+        fields["on_behalf_of"] = body.actor
     try:
-        ticket = service.apply_action(conn, ticket_id, action, actor=body.actor, fields=fields,
+        ticket = service.apply_action(conn, ticket_id, action, actor=caller.username, fields=fields,
                                       travel=travel_model(settings))
     except (service.TicketNotFound, workflow.UnknownAction) as exc:
         raise HTTPException(404, str(exc)) from None
