@@ -87,8 +87,9 @@ class Supervisor:
                    "IRONSIGHT_API_URL": settings.tickets_api_url(), "IRONSIGHT_API_PORT": str(settings.api_port),
                    "IRONSIGHT_TOPIC_ROOT": settings.topic_root, "IRONSIGHT_ADMIN_PASSWORD": admin_password,
                    "IRONSIGHT_ALARMS_API_KEY": alarms_key,
-                   # Vans drive `speed` times faster: every ETA is computed at that speed too.
-                   "IRONSIGHT_DISPATCH_SPEED_KMH": str(settings.dispatch_speed_kmh * self.speed)}
+                   # Vans drive (and engineers collect parts) `speed` times faster: ETAs are computed so too.
+                   "IRONSIGHT_DISPATCH_SPEED_KMH": str(settings.dispatch_speed_kmh * self.speed),
+                   "IRONSIGHT_DISPATCH_PICKUP_MIN": str(settings.dispatch_pickup_min / self.speed)}
             python = [sys.executable, "-m", "ironsight"]
             self.workers = [
                 Worker("api", [*python, "api", "--port", str(settings.api_port)], logs / "api.log"),
