@@ -207,8 +207,10 @@ def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
     stop = _stop_on_signals()
     # These machines run the whole device protocol, each on a connection of its own (last will,
     # remote commands); the rest share connections and only report telemetry.
+    # Client ids carry the topic root: two deployments on one broker must not take each other's sessions.
     full = [SimulatedController(spec, mqtt_url, topic_root=settings.topic_root, interval_s=args.interval,
-                                seed=args.seed * 7919 + i).start()
+                                seed=args.seed * 7919 + i, client_id=f"{settings.topic_root}-ctl-{spec.equipment_id}"
+                                ).start()
             for i, spec in enumerate(specs[:args.full_controllers])]
     runner = FleetRunner(specs[args.full_controllers:], mqtt_url, topic_root=settings.topic_root,
                          interval_s=args.interval, readings_per_message=args.readings_per_message,
