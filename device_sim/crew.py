@@ -92,7 +92,6 @@ class ServiceCrew:
         self.due: dict[tuple[str, int], float] = {}      # (step, ticket) → when the person gets to it
         self.needs_visit: set[int] = set()
         self.vans: dict[str, Van] = {}
-        self.counts: dict[str, int] = {}
         self._client: Any = None
 
     # --- plumbing -------------------------------------------------------------------------------
@@ -151,7 +150,6 @@ class ServiceCrew:
             log.info("crew: %s on ticket %s refused: %s %s", action, ticket_id, response.status_code,
                      response.text[:200])
             return False
-        self.counts[action] = self.counts.get(action, 0) + 1
         return True
 
     def run(self, stop: threading.Event) -> None:
@@ -285,10 +283,8 @@ class ServiceCrew:
                 scores = {name: self.rng.choice((4, 5, 5)) for name in SURVEY_INDICATORS}
                 if self.rng.random() < LOW_SCORE_SHARE:
                     scores[self.rng.choice(SURVEY_INDICATORS)] = self.rng.choice((1, 2))
-                response = self._as(CALL_CENTRE).post(f"/tickets/{ticket['id']}/survey",
-                                         json={"actor": CALL_CENTRE, **scores, "comment": "callback"})
-                if response.status_code == 200:
-                    self.counts["survey"] = self.counts.get("survey", 0) + 1
+                self._as(CALL_CENTRE).post(f"/tickets/{ticket['id']}/survey",
+                                           json={"actor": CALL_CENTRE, **scores, "comment": "callback"})
         for ticket in self._tickets("complaint"):
             if self._ready("second_callback", ticket["id"], SECOND_CALLBACK_MIN):
                 self._act(ticket["id"], "second_callback", CALL_CENTRE,

@@ -126,12 +126,12 @@ def cmd_sla(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tracking(args: argparse.Namespace, settings: Settings) -> int:
-    from api.routers.dispatch import travel_model
+    from tickets.dispatch import TravelModel
     from tickets.tracking import TrackingWorker
 
     TrackingWorker(_require(settings.database_url, "IRONSIGHT_DATABASE_URL"),
                    _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL"), topic_root=settings.topic_root,
-                   travel=travel_model(settings), arrival_radius_m=settings.arrival_radius_m,
+                   travel=TravelModel.from_settings(settings), arrival_radius_m=settings.arrival_radius_m,
                    future_tolerance_s=settings.future_tolerance_s).run(_stop_on_signals())
     return 0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 
 from alarms.worker import AlarmsWorker
-from api.routers.dispatch import travel_model
 from device_sim.crew import ServiceCrew
 from device_sim.fleet import FleetRunner, build_fleet
 from diagnostics.worker import DiagnosticsWorker
@@ -16,6 +15,7 @@ from ingest.worker import IngestWorker
 from ironsight.schema import register_fleet
 from ironsight.world import catalogue_parts, seed_service_world, service_world
 from tests.helpers import ApiServer, wait_for
+from tickets.dispatch import TravelModel
 from tickets.tracking import TrackingWorker
 
 # People act and vans drive 600 times faster than in life: a 10 km drive takes about 1.3 s.
@@ -44,7 +44,8 @@ def test_a_simulated_fault_ends_in_a_closed_ticket_with_a_survey(settings, conn,
         background.start(DiagnosticsWorker(settings.database_url).run, "diagnostics")
         background.start(AlarmsWorker(settings.database_url, api.url, api_key=api.service_key).run, "alarms")
         tracking = TrackingWorker(settings.database_url, settings.mqtt_url, topic_root=settings.topic_root,
-                                  travel=travel_model(settings), client_id=f"tracking-{uuid.uuid4().hex[:8]}")
+                                  travel=TravelModel.from_settings(settings),
+                                  client_id=f"tracking-{uuid.uuid4().hex[:8]}")
         background.start(tracking.run, "tracking")
         assert tracking.subscribed.wait(10)
         crew = ServiceCrew(api.url, settings.mqtt_url, topic_root=settings.topic_root, speed=SPEED, seed=3,

@@ -27,6 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from core.errors import IronSightError
 from core.geo import distance_km
+from core.settings import Settings
 
 # A critical machine waiting an hour weighs as much as a minor one waiting four.
 PRIORITY_WEIGHT = {"critical": 4.0, "major": 2.0, "minor": 1.0, "warning": 0.5}
@@ -49,6 +50,13 @@ class TravelModel:
     # Proposals leave out longer trips: better to wait for a nearer crew to come free (or on shift)
     # than to send one across the country. A dispatcher can still choose one from the options.
     max_travel_h: float = 4.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TravelModel:
+        """The ``IRONSIGHT_DISPATCH_*`` settings."""
+        return cls(road_factor=settings.dispatch_road_factor, speed_kmh=settings.dispatch_speed_kmh,
+                   pickup_min=settings.dispatch_pickup_min, margin_min=settings.dispatch_margin_min,
+                   max_travel_h=settings.dispatch_max_travel_h)
 
     def hours(self, km: float) -> float:
         return km * self.road_factor / self.speed_kmh

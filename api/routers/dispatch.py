@@ -31,7 +31,6 @@ from api.schemas import (
     WarehouseBody,
     WarehousePublic,
 )
-from core.settings import Settings
 from tickets import dispatch, resources, service, stock
 
 router = APIRouter(tags=["dispatch"])
@@ -41,12 +40,6 @@ CHANGE = [require(Role.admin, Role.dispatcher)]
 
 ResourceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 PartName = Annotated[str, Path(min_length=1, max_length=100)]
-
-
-def travel_model(settings: Settings) -> dispatch.TravelModel:
-    return dispatch.TravelModel(road_factor=settings.dispatch_road_factor, speed_kmh=settings.dispatch_speed_kmh,
-                                pickup_min=settings.dispatch_pickup_min, margin_min=settings.dispatch_margin_min,
-                                max_travel_h=settings.dispatch_max_travel_h)
 
 
 def _one(rows: list[dict], what: str, resource_id: str) -> dict:
@@ -156,7 +149,7 @@ def list_parts(conn: DbConn) -> list[dict]:
                         "the sum of priority-weighted arrival times is least. Confirm one with "
                         "`POST /tickets/{id}/actions/dispatch`.")
 def get_proposals(conn: DbConn, settings: SettingsDep) -> dict:
-    return dispatch.propose(conn, datetime.now(UTC), travel_model(settings))
+    return dispatch.propose(conn, datetime.now(UTC), dispatch.TravelModel.from_settings(settings))
 
 
 @router.get("/tickets/{ticket_id}/dispatch-options", dependencies=READ, response_model=list[DispatchPlanPublic],
@@ -165,4 +158,5 @@ def get_ticket_options(ticket_id: int, conn: DbConn, settings: SettingsDep) -> l
     if service.get_ticket(conn, ticket_id) is None:
         raise HTTPException(404, f"no ticket {ticket_id}")
     now = datetime.now(UTC)
-    return [plan.as_dict(now) for plan in dispatch.ticket_options(conn, ticket_id, now, travel_model(settings))]
+    plans = dispatch.ticket_options(conn, ticket_id, now, dispatch.TravelModel.from_settings(settings))
+    return [plan.as_dict(now) for plan in plans]

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, sta
 
 from api.auth import READERS, STAFF, Principal, Role, require
 from api.deps import DbConn, SettingsDep
-from api.routers.dispatch import travel_model
 from api.schemas import SurveyCreate, TicketActionBody, TicketCreate, TicketPublic, TicketsPublic
 from api.tenancy import ensure_visible, not_found
 from tickets import dispatch, service, stock, workflow
@@ -91,7 +90,7 @@ def take_action(ticket_id: int, action: Annotated[str, Path(examples=list(workfl
         fields["on_behalf_of"] = body.actor
     try:
         ticket = service.apply_action(conn, ticket_id, action, actor=caller.username, fields=fields,
-                                      travel=travel_model(settings))
+                                      travel=dispatch.TravelModel.from_settings(settings))
     except (service.TicketNotFound, workflow.UnknownAction) as exc:
         raise HTTPException(404, str(exc)) from None
     except (workflow.TransitionError, stock.OutOfStock) as exc:
