@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--codec", choices=("json", "binary"), default="json")
     parser.add_argument("--workers", type=int, default=2, help="ingest processes")
     parser.add_argument("--load-processes", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=None,
+                        help="MQTT connections in all (default: one per controller, as on a real fleet)")
     parser.add_argument("--keep-database", action="store_true")
     args = parser.parse_args()
     rate = args.msg_rate or (20_000.0 if args.readings_per_msg == 1 else 10_000.0)
@@ -88,23 +90,30 @@ def main() -> None:
                                             env=env, stdout=subprocess.DEVNULL))
         time.sleep(3.0)  # connected and subscribed
 
-        rss = RssSampler({"ingest": [w.pid for w in workers]} | ({"broker": [broker_pid]} if broker_pid else {}))
+        kinds = {"ingest": [w.pid for w in workers]} | ({"broker": [broker_pid]} if broker_pid else {})
+        processes = ProcessSampler(kinds, dbname)
         probes = ids[:PROBES]
         latency = LatencyProbe(database_url, probes)
         results: mp.Queue = mp.Queue()
         slices = [tuple(ids[i::args.load_processes]) for i in range(args.load_processes)]
+        connections = None if args.connections is None else max(1, args.connections // args.load_processes)
         loaders = [mp.Process(target=run_slice, args=(LoadSpec(
             mqtt_url, topic_root, s, rate / args.load_processes, args.readings_per_msg, args.duration,
-            codec=args.codec), results))
+            codec=args.codec, client_id_prefix=f"{topic_root}-load",
+            connections=connections), results))
             for s in slices]
         started = time.monotonic()
         for p in loaders:
             p.start()
-        rss.add("load", [p.pid for p in loaders])
-        rss.start()
+        processes.add("load", [p.pid for p in loaders])
+        processes.start()
         latency.start()
         stored_at_end_of_load = _wait_and_count(database_url, started + args.duration)
+        cores_under_load = processes.cores()
         counts = [results.get(timeout=120) for _ in loaders]
+        failed = [c["error"] for c in counts if "error" in c]
+        if failed:
+            raise RuntimeError(f"load generator failed: {failed[0]}")
         for p in loaders:
             p.join()
         acked_readings = sum(c["readings_acked"] for c in counts)
@@ -112,7 +121,7 @@ def main() -> None:
         stored = _drain(database_url, acked_readings)
         drain_s = time.monotonic() - drain_started
         latency.stop()
-        rss.stop()
+        processes.stop()
         with psycopg.connect(database_url) as conn:
             # The primary key (equipment_id, ts) makes a stored duplicate impossible; what is checked is
             # that the rows in the table are the rows the workers counted as newly inserted.
@@ -133,8 +142,12 @@ def main() -> None:
             "lost": max(0, acked_readings - stored),
             "drain_s": round(drain_s, 1),
             "offered_msg_per_s": round(sum(c["achieved_msg_per_s"] for c in counts), 1),
-            "max_rss_mb": rss.max_mb(),
-            "rss_growth_mb": rss.growth_mb(),
+            "refused": sum(c["refused"] for c in counts), "unacked": sum(c["unacked"] for c in counts),
+            "throttled": sum(c["throttled"] for c in counts),
+            "connections": sum(c["connections"] for c in counts),
+            "max_rss_mb": processes.max_mb(),
+            "rss_growth_mb": processes.growth_mb(),
+            "cores_under_load": cores_under_load,
             "controllers": args.controllers, "readings_per_msg": args.readings_per_msg, "codec": args.codec,
             "workers": args.workers, "duration_s": args.duration, "target_msg_per_s": rate,
             "load_processes": args.load_processes, "broker": mqtt_url, "at": datetime.now(UTC).isoformat(),
@@ -209,27 +222,52 @@ class LatencyProbe(threading.Thread):
         self.join(5)
 
 
-class RssSampler(threading.Thread):
-    def __init__(self, pids_by_kind: dict[str, list[int]]) -> None:
+class ProcessSampler(threading.Thread):
+    """Once a second: the resident memory of each process kind, and the CPU time each kind used.
+
+    PostgreSQL backends serving ``database`` are found by their process title, so the database's
+    share of the CPU is measured too.
+    """
+
+    def __init__(self, pids_by_kind: dict[str, list[int]], database: str) -> None:
         super().__init__(daemon=True)
         self.pids = dict(pids_by_kind)
+        self.database = database
         self.series: dict[str, list[float]] = {}
+        self.cpu_s: dict[str, dict[int, tuple[float, float]]] = {}  # kind -> pid -> (first, last)
         self._stop_event = threading.Event()
+        self.wall_s = 0.0
 
     def add(self, kind: str, pids: list[int]) -> None:
         self.pids[kind] = pids
 
+    def _postgres_backends(self) -> list[int]:
+        found = []
+        for process in psutil.process_iter(["name", "cmdline"]):
+            cmdline = " ".join(process.info["cmdline"] or ())
+            if process.info["name"] and "postgres" in process.info["name"] and self.database in cmdline:
+                found.append(process.pid)
+        return found
+
     def run(self) -> None:
+        started = time.monotonic()
         while not self._stop_event.is_set():
+            self.pids["postgres"] = self._postgres_backends()
             for kind, pids in list(self.pids.items()):
                 total = []
                 for pid in pids:
                     try:
-                        total.append(psutil.Process(pid).memory_info().rss / 2**20)
+                        process = psutil.Process(pid)
+                        total.append(process.memory_info().rss / 2**20)
+                        times = process.cpu_times()
                     except psutil.Error:
-                        pass
-                if total:
+                        continue
+                    used = times.user + times.system
+                    first, _ = self.cpu_s.setdefault(kind, {}).get(pid, (used, used))
+                    self.cpu_s[kind][pid] = (first, used)
+                if total and kind != "postgres":
                     self.series.setdefault(kind, []).append(max(total))
+            self.wall_s = time.monotonic() - started
             time.sleep(1.0)
 
     def stop(self) -> None:
@@ -245,6 +283,13 @@ class RssSampler(threading.Thread):
             quarter = max(1, len(values) // 4)
             out[kind] = round(statistics.mean(values[-quarter:]) - statistics.mean(values[:quarter]), 1)
         return out
+
+    def cores(self) -> dict[str, float]:
+        """Average cores each kind kept busy while sampled (all its processes together)."""
+        if self.wall_s <= 0:
+            return {}
+        return {kind: round(sum(last - first for first, last in by_pid.values()) / self.wall_s, 2)
+                for kind, by_pid in self.cpu_s.items()}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.errors import InvalidTelemetry
 
@@ -53,8 +53,10 @@ class FaultCode:
     oc: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
+    """One time-stamped set of channel values. A named tuple rather than a frozen dataclass: ingest
+    builds one per reading, tens of thousands a second, and a tuple is several times cheaper."""
+
     ts: datetime
     oil_temp_c: float | None = None
     engine_rpm: float | None = None
@@ -147,35 +149,46 @@ def _is_number(value: Any) -> bool:
 
 
 def _parse_reading(raw: Any, latest_allowed: datetime) -> Reading:
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         raise InvalidTelemetry("reading_not_an_object", type(raw).__name__)
     ts = parse_ts(raw.get("ts"), latest_allowed)
-    values: dict[str, float] = {}
+    values: list[float | None] = []
     for name in CHANNELS:
         value = raw.get(name)
+        if value is not None and type(value) is not float:
+            if not _is_number(value):
+                raise InvalidTelemetry("bad_type", f"{name}={value!r}"[:100])
+            try:
+                value = float(value)
+            except OverflowError:  # an integer too long for a float
+                raise InvalidTelemetry("out_of_range", f"{name} has {len(str(value))} digits") from None
+        values.append(value)
+    check_channels(values)
+    return Reading(ts, *values, _parse_fault_codes(raw.get("dtc")))
+
+
+_BOUNDS = tuple(CHANNEL_BOUNDS.values())
+_LAT, _LON = CHANNELS.index("lat"), CHANNELS.index("lon")
+
+
+def check_channels(values: list[float | None]) -> None:
+    """The checks every codec's readings pass: finite, within physical bounds, a whole position.
+
+    ``values`` holds one entry per channel, in CHANNELS order; None is an absent channel.
+    """
+    present = 0
+    for index, value in enumerate(values):
         if value is None:
             continue
-        if not _is_number(value):
-            raise InvalidTelemetry("bad_type", f"{name}={value!r}"[:100])
-        try:
-            values[name] = float(value)
-        except OverflowError:  # an integer too long for a float
-            raise InvalidTelemetry("out_of_range", f"{name} has {len(str(value))} digits") from None
-    check_channels(values)
-    return Reading(ts=ts, fault_codes=_parse_fault_codes(raw.get("dtc")), **values)
-
-
-def check_channels(values: dict[str, float]) -> None:
-    """The checks every codec's readings pass: finite, within physical bounds, a whole position."""
-    for name, value in values.items():
-        if not math.isfinite(value):
-            raise InvalidTelemetry("not_finite", name)
-        low, high = CHANNEL_BOUNDS[name]
-        if not low <= value <= high:
-            raise InvalidTelemetry("out_of_range", f"{name}={value} not in [{low}, {high}]")
-    if not values:
+        present += 1
+        low, high = _BOUNDS[index]
+        if not low <= value <= high:  # also false for NaN and the infinities
+            if not math.isfinite(value):
+                raise InvalidTelemetry("not_finite", CHANNELS[index])
+            raise InvalidTelemetry("out_of_range", f"{CHANNELS[index]}={value} not in [{low}, {high}]")
+    if not present:
         raise InvalidTelemetry("no_channels", "a reading needs at least one channel")
-    if ("lat" in values) != ("lon" in values):
+    if (values[_LAT] is None) != (values[_LON] is None):
         raise InvalidTelemetry("half_position", "lat and lon come together")
 
 

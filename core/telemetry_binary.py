@@ -16,12 +16,14 @@ Layout (all integers big-endian; "varint" is unsigned LEB128, "zigzag" a signed 
 
 from __future__ import annotations
 
+import functools
 import struct
 from datetime import UTC, datetime, timedelta
 
 from core.errors import InvalidTelemetry
 from core.telemetry import (
     CHANNELS,
+    EARLIEST_VALID_TS,
     MAX_FAULT_CODES_PER_READING,
     MAX_PAYLOAD_BYTES,
     MAX_READINGS_PER_MESSAGE,
@@ -51,9 +53,11 @@ _FIELDS: dict[str, tuple[str, float]] = {
 _STRUCTS = {name: struct.Struct(fmt) for name, (fmt, _) in _FIELDS.items()}
 _U16, _U32, _I64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">q")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, low group first (also MQTT's variable byte integer)."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -72,13 +76,13 @@ def _epoch_ms(ts: datetime) -> int:
 def encode_binary(seq: int, readings: list[Reading]) -> bytes:
     base = _epoch_ms(readings[0].ts)
     out = bytearray([FORMAT_VERSION])
-    out += _varint(seq) + _varint(len(readings)) + _I64.pack(base)
+    out += varint(seq) + varint(len(readings)) + _I64.pack(base)
     previous = base
     for reading in readings:
         now = _epoch_ms(reading.ts)
         delta = now - previous
         previous = now
-        out += _varint((delta << 1) ^ (delta >> 63))  # zigzag
+        out += varint((delta << 1) ^ (delta >> 63))  # zigzag
         mask = _DTC_BIT if reading.fault_codes else 0
         body = bytearray()
         for bit, name in enumerate(CHANNELS):
@@ -94,28 +98,35 @@ def encode_binary(seq: int, readings: list[Reading]) -> bytes:
     return bytes(out)
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, size: int) -> bytes:
-        if self.pos + size > len(self.data):
-            raise InvalidTelemetry("bad_binary", f"truncated at byte {self.pos}")
-        chunk = self.data[self.pos:self.pos + size]
-        self.pos += size
-        return chunk
-
-    def varint(self) -> int:
-        result = shift = 0
+def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint starting at ``pos`` and the position after it."""
+    try:
+        byte = data[pos]
+        if not byte & 0x80:
+            return byte, pos + 1
+        result, shift = byte & 0x7F, 7
         while True:
-            byte = self.take(1)[0]
+            pos += 1
+            byte = data[pos]
             result |= (byte & 0x7F) << shift
             if not byte & 0x80:
-                return result
+                return result, pos + 1
             shift += 7
             if shift > 63:
-                raise InvalidTelemetry("bad_binary", f"varint too long at byte {self.pos}")
+                raise InvalidTelemetry("bad_binary", f"varint too long at byte {pos}")
+    except IndexError:
+        raise InvalidTelemetry("bad_binary", f"truncated at byte {pos}") from None
+
+
+_CHANNEL_BITS = (1 << len(CHANNELS)) - 1
+
+
+@functools.cache
+def _layout(channel_mask: int) -> tuple[struct.Struct, tuple[int, ...], tuple[float, ...]]:
+    """For one set of present channels: one struct for all their values, their indexes and units."""
+    present = tuple(i for i in range(len(CHANNELS)) if channel_mask & (1 << i))
+    packed = struct.Struct(">" + "".join(_FIELDS[CHANNELS[i]][0].lstrip(">") for i in present))
+    return packed, present, tuple(_FIELDS[CHANNELS[i]][1] for i in present)
 
 
 def decode_binary(payload: bytes, *, now: datetime, future_tolerance_s: float) -> DecodedMessage:
@@ -123,47 +134,66 @@ def decode_binary(payload: bytes, *, now: datetime, future_tolerance_s: float) -
     a bad reading is rejected alone. A reading that cannot be framed ends the message there."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise InvalidTelemetry("payload_too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
-    reader = _Reader(payload)
-    version = reader.take(1)[0]
-    if version != FORMAT_VERSION:
-        raise InvalidTelemetry("unsupported_version", str(version))
-    seq, count = reader.varint(), reader.varint()
+    if not payload:
+        raise InvalidTelemetry("bad_binary", "truncated at byte 0")
+    if payload[0] != FORMAT_VERSION:
+        raise InvalidTelemetry("unsupported_version", str(payload[0]))
+    seq, pos = _varint_at(payload, 1)
+    count, pos = _varint_at(payload, pos)
     if seq > MAX_SEQ:
         raise InvalidTelemetry("bad_seq", str(seq))
     if not 1 <= count <= MAX_READINGS_PER_MESSAGE:
         raise InvalidTelemetry("no_readings" if count == 0 else "too_many_readings", str(count))
-    base = _I64.unpack(reader.take(8))[0]
-    latest_allowed = now + timedelta(seconds=future_tolerance_s)
+    end = len(payload)
+    if pos + 8 > end:
+        raise InvalidTelemetry("bad_binary", f"truncated at byte {pos}")
+    at_ms = _I64.unpack_from(payload, pos)[0]
+    pos += 8
+    latest_allowed_ms = (now - _EPOCH) // _MILLISECOND + round(future_tolerance_s * 1000)
+    earliest_ms = (EARLIEST_VALID_TS - _EPOCH) // _MILLISECOND
     decoded = DecodedMessage(seq=seq)
-    at_ms = base
+    empty = [None] * len(CHANNELS)
     for index in range(count):
-        zigzag = reader.varint()
+        zigzag, pos = _varint_at(payload, pos)
         at_ms += (zigzag >> 1) ^ -(zigzag & 1)
-        mask = _U16.unpack(reader.take(2))[0]
-        values = {}
-        for bit, name in enumerate(CHANNELS):
-            if mask & (1 << bit):
-                values[name] = _STRUCTS[name].unpack(reader.take(_STRUCTS[name].size))[0] * _FIELDS[name][1]
-        codes: list[FaultCode] = []
+        if pos + 2 > end:
+            raise InvalidTelemetry("bad_binary", f"truncated at byte {pos}")
+        mask = _U16.unpack_from(payload, pos)[0]
+        pos += 2
+        packed, present, units = _layout(mask & _CHANNEL_BITS)
+        if pos + packed.size > end:
+            raise InvalidTelemetry("bad_binary", f"truncated at byte {pos}")
+        values = empty.copy()
+        for i, raw, unit in zip(present, packed.unpack_from(payload, pos), units, strict=True):
+            values[i] = raw * unit
+        pos += packed.size
+        codes: tuple[FaultCode, ...] = ()
         if mask & _DTC_BIT:
-            for _ in range(reader.take(1)[0]):
-                word = _U32.unpack(reader.take(4))[0]
-                codes.append(FaultCode(word >> 13, (word >> 8) & 0x1F, word & 0x7F))
+            if pos >= end:
+                raise InvalidTelemetry("bad_binary", f"truncated at byte {pos}")
+            code_count = payload[pos]
+            pos += 1
+            if pos + 4 * code_count > end:
+                raise InvalidTelemetry("bad_binary", f"truncated at byte {pos}")
+            words = struct.unpack_from(f">{code_count}I", payload, pos)
+            pos += 4 * code_count
+            codes = tuple(FaultCode(w >> 13, (w >> 8) & 0x1F, w & 0x7F) for w in words)
         try:
-            if mask & ~(_DTC_BIT | ((1 << len(CHANNELS)) - 1)):
+            if mask & ~(_DTC_BIT | _CHANNEL_BITS):
                 raise InvalidTelemetry("bad_binary", f"unknown presence bits {mask:#06x}")
             if len(codes) > MAX_FAULT_CODES_PER_READING or any(c.oc == 127 for c in codes):
                 raise InvalidTelemetry("bad_dtc", f"{len(codes)} codes")
-            try:
-                ts = _EPOCH + timedelta(milliseconds=at_ms)
-            except OverflowError:
-                raise InvalidTelemetry("bad_ts", str(at_ms)) from None
-            check_time(ts, latest_allowed)
+            if not earliest_ms <= at_ms <= latest_allowed_ms:
+                try:
+                    check_time(_EPOCH + timedelta(milliseconds=at_ms), now + timedelta(seconds=future_tolerance_s))
+                except OverflowError:
+                    raise InvalidTelemetry("bad_ts", str(at_ms)) from None
             check_channels(values)
-            decoded.readings.append(Reading(ts=ts, fault_codes=tuple(codes), **values))
+            decoded.readings.append(Reading(_EPOCH + timedelta(milliseconds=at_ms), *values, codes))
         except InvalidTelemetry as exc:
+            named = {name: value for name, value in zip(CHANNELS, values, strict=True) if value is not None}
             decoded.rejected.append(RejectedReading(index, exc.reason, exc.detail,
-                                                    {"ts_ms": at_ms, **values, "dtc": [c.__repr__() for c in codes]}))
-    if reader.pos != len(payload):
-        raise InvalidTelemetry("bad_binary", f"{len(payload) - reader.pos} bytes after the last reading")
+                                                    {"ts_ms": at_ms, **named, "dtc": [c.__repr__() for c in codes]}))
+    if pos != end:
+        raise InvalidTelemetry("bad_binary", f"{end - pos} bytes after the last reading")
     return decoded

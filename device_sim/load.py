@@ -1,30 +1,44 @@
 """A load generator: many controllers' telemetry at a controlled rate, from few processes.
 
-Payloads are built from a per-controller template (only the timestamps and sequence number
-change), so the generator spends its time publishing, not simulating. Each process owns a slice of
-the controllers and several MQTT connections (QoS 1, a bounded window of unacknowledged messages
-per connection) and counts what the broker acknowledged.
+Every simulated controller is its own MQTT 5 session over its own TCP connection, as on a real
+fleet (``LoadSpec.connections`` can pool them into fewer connections instead). The generator
+speaks just the part of MQTT it needs (CONNECT, PUBLISH at QoS 1, PUBACK, DISCONNECT) over
+non-blocking sockets, and builds each packet from a per-controller template in which only the
+timestamps and the sequence number change: paho's per-message cost would otherwise make the load
+generator the bottleneck of the machine it measures. It counts what the broker acknowledged with a
+success reason code, so loss is measured from acknowledgements, never assumed.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import threading
+import selectors
+import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core import mqtt, topics
 from core.telemetry import Reading
-from core.telemetry_binary import encode_binary
+from core.telemetry_binary import encode_binary, varint
 
 log = logging.getLogger(__name__)
 
-# Unacknowledged QoS 1 messages per connection: below MQTT's 65,535 packet ids with room to spare,
-# large enough that the round trip to the broker does not limit the rate.
+# Unacknowledged QoS 1 messages per connection: far below MQTT's 65,535 packet ids, large enough
+# that the round trip to the broker does not limit a pooled connection's rate.
 INFLIGHT_PER_CONNECTION = 2000
 TICK_S = 0.01
+# Connections opened before waiting for their CONNACKs: a burst of thousands would overflow the
+# broker's listen backlog and stall in SYN retries.
+CONNECT_WAVE = 250
+CONNECT_TIMEOUT_S = 30.0
+ACK_WAIT_S = 30.0
+READ_BYTES = 65536
+
+_CONNECT, _CONNACK, _PUBACK, _PINGRESP, _DISCONNECT = 1, 2, 4, 13, 14
+# PUBACK reason codes below 0x80 are successes (0x10: accepted, no matching subscribers).
+_FIRST_FAILURE_REASON = 0x80
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +49,10 @@ class LoadSpec:
     msg_per_s: float
     readings_per_msg: int
     duration_s: float
-    connections: int = 4
+    # None: one connection (one MQTT session) per controller.
+    connections: int | None = None
     codec: str = "json"  # or "binary"
+    client_id_prefix: str = "load"
 
 
 def _iso_ms(epoch_ms: int, cache: dict[int, str]) -> str:
@@ -64,67 +80,181 @@ _TEMPLATE = Reading(ts=datetime(2026, 1, 1, tzinfo=UTC), oil_temp_c=86.4, engine
 _BINARY_BODY = encode_binary(0, [_TEMPLATE])[1 + 1 + 1 + 8 + 1:]
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def binary_payload(seq: int, timestamps_ms: list[int]) -> bytes:
     """The compact codec's message for readings at ``timestamps_ms`` (ascending) with template values."""
-    out = bytearray(b"\x01") + _varint(seq) + _varint(len(timestamps_ms)) + timestamps_ms[0].to_bytes(8, "big")
+    out = bytearray(b"\x01") + varint(seq) + varint(len(timestamps_ms)) + timestamps_ms[0].to_bytes(8, "big")
     previous = timestamps_ms[0]
     for ts in timestamps_ms:
-        out += _varint((ts - previous) << 1) + _BINARY_BODY
+        out += varint((ts - previous) << 1) + _BINARY_BODY
         previous = ts
     return bytes(out)
 
 
-def run_slice(spec: LoadSpec, results: mp.Queue) -> None:
-    """Publish this process's share of the load for ``spec.duration_s``; report counts at the end."""
+# --- the MQTT 5 packets the generator sends ---
+
+def _string(value: str) -> bytes:
+    encoded = value.encode()
+    return len(encoded).to_bytes(2, "big") + encoded
+
+
+def connect_packet(client_id: str, username: str | None = None, password: str | None = None) -> bytes:
+    """CONNECT, MQTT 5, clean start, no keep-alive (the generator never idles), no properties."""
+    flags = 0x02 | (0x80 if username else 0) | (0x40 if password else 0)
+    body = b"\x00\x04MQTT\x05" + bytes([flags]) + b"\x00\x00" + b"\x00" + _string(client_id)
+    if username:
+        body += _string(username)
+    if password:
+        body += _string(password)
+    return bytes([_CONNECT << 4]) + varint(len(body)) + body
+
+
+def publish_packet(topic_field: bytes, mid: int, payload: bytes) -> bytes:
+    """PUBLISH at QoS 1; ``topic_field`` is the topic with its 2-byte length, built once per controller."""
+    length = len(topic_field) + 3 + len(payload)  # packet id (2), property length (1)
+    return b"\x32" + varint(length) + topic_field + mid.to_bytes(2, "big") + b"\x00" + payload
+
+
+_DISCONNECT_PACKET = bytes([_DISCONNECT << 4, 0])
+
+
+class _Connection:
+    """One MQTT session: its socket, unsent bytes, unparsed input and acknowledgement counts."""
+
+    __slots__ = ("sock", "out", "inbox", "next_mid", "unacked", "acked", "refused", "connack", "closed")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.out = bytearray()
+        self.inbox = bytearray()
+        self.next_mid = 0
+        self.unacked = 0
+        self.acked = 0
+        self.refused = 0
+        self.connack: int | None = None  # its reason code once received
+        self.closed = False
+
+    def take_mid(self) -> int:
+        self.next_mid = self.next_mid % 65535 + 1
+        self.unacked += 1
+        return self.next_mid
+
+    def receive(self) -> None:
+        try:
+            data = self.sock.recv(READ_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            return
+        self.inbox += data
+        self._parse()
+
+    def _parse(self) -> None:
+        buf, pos = self.inbox, 0
+        while len(buf) - pos >= 2:
+            header, length, shift, cursor = buf[pos], 0, 0, pos + 1
+            while True:
+                if cursor >= len(buf):
+                    del buf[:pos]
+                    return
+                byte = buf[cursor]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                cursor += 1
+                if not byte & 0x80:
+                    break
+            end = cursor + length
+            if end > len(buf):
+                break
+            kind = header >> 4
+            if kind == _PUBACK:
+                reason = buf[cursor + 2] if length > 2 else 0
+                self.unacked -= 1
+                if reason < _FIRST_FAILURE_REASON:
+                    self.acked += 1
+                else:
+                    self.refused += 1
+            elif kind == _CONNACK:
+                self.connack = buf[cursor + 1]
+            elif kind == _DISCONNECT:
+                log.warning("broker disconnected a load connection, reason 0x%02x", buf[cursor] if length else 0)
+                self.closed = True
+            pos = end
+        del buf[:pos]
+
+    def flush(self) -> None:
+        if self.out and not self.closed:
+            try:
+                sent = self.sock.send(self.out)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.closed = True
+                return
+            del self.out[:sent]
+
+
+def _open_connections(spec: LoadSpec, count: int, selector: selectors.BaseSelector) -> list[_Connection]:
     address = mqtt.parse_mqtt_url(spec.mqtt_url)
-    acked = [0]
-    lock = threading.Lock()
+    opened: list[_Connection] = []
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    for wave_start in range(0, count, CONNECT_WAVE):
+        wave = []
+        for i in range(wave_start, min(count, wave_start + CONNECT_WAVE)):
+            sock = socket.create_connection((address.host, address.port), timeout=CONNECT_TIMEOUT_S)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Pooled connections are named after their slice's first controller: unique across processes.
+            client_id = (f"{spec.client_id_prefix}-{spec.equipment_ids[i]}" if count == len(spec.equipment_ids)
+                         else f"{spec.client_id_prefix}-{spec.equipment_ids[0]}-{i}")
+            sock.sendall(connect_packet(client_id, address.username, address.password))
+            sock.setblocking(False)
+            connection = _Connection(sock)
+            selector.register(sock, selectors.EVENT_READ, connection)
+            wave.append(connection)
+        while any(c.connack is None and not c.closed for c in wave):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no CONNACK from {spec.mqtt_url} within {CONNECT_TIMEOUT_S:.0f}s")
+            for key, _ in selector.select(0.1):
+                key.data.receive()
+        refused = [c for c in wave if c.connack or c.closed]
+        if refused:
+            reason = "closed" if refused[0].closed else f"reason 0x{refused[0].connack:02x}"
+            raise ConnectionRefusedError(f"the broker refused {len(refused)} load connections ({reason})")
+        opened.extend(wave)
+    return opened
 
-    def on_publish(client, userdata, mid, reason_code, properties) -> None:
-        with lock:
-            acked[0] += 1
 
-    clients = []
-    for i in range(spec.connections):
-        client = mqtt.new_client(f"{spec.topic_root}-load-{spec.equipment_ids[0]}-{i}")
-        client.max_inflight_messages_set(INFLIGHT_PER_CONNECTION)
-        client.max_queued_messages_set(0)
-        connected = threading.Event()
-        client.on_connect = lambda *a, ev=connected: ev.set()
-        client.on_publish = on_publish
-        mqtt.start(client, address, clean_start=True)
-        connected.wait(10)
-        clients.append(client)
-    kind = topics.TELEMETRY_BINARY if spec.codec == "binary" else topics.TELEMETRY
-    topic_of = [topics.telemetry_topic(spec.topic_root, e, kind) for e in spec.equipment_ids]
+def run_load(spec: LoadSpec) -> dict[str, float]:
+    """Publish ``spec``'s load for ``spec.duration_s``, wait for the acknowledgements, return the counts."""
     n = len(spec.equipment_ids)
-    seqs = [0] * n
-    # Each controller's readings are spaced evenly over its own message period.
+    connection_count = n if spec.connections is None else max(1, min(spec.connections, n))
+    selector = selectors.DefaultSelector()
+    connections = _open_connections(spec, connection_count, selector)
+    kind = topics.TELEMETRY_BINARY if spec.codec == "binary" else topics.TELEMETRY
+    topic_fields = [_string(topics.telemetry_topic(spec.topic_root, e, kind)) for e in spec.equipment_ids]
+    connection_of = [connections[i % connection_count] for i in range(n)]
     per_controller_msg_s = spec.msg_per_s / n
+    # Each controller's readings are spaced evenly over its own message period.
     reading_gap_ms = max(1, int(1000 / (per_controller_msg_s * spec.readings_per_msg)))
+    seqs = [0] * n
     last_ts = [0] * n
     cache: dict[int, str] = {}
-    published = readings = errors = 0
-    start = time.monotonic()
+    published = throttled = 0
     next_index = 0
-    while True:
-        elapsed = time.monotonic() - start
-        if elapsed >= spec.duration_s:
-            break
-        due = int(elapsed * spec.msg_per_s) - published
+    pending_writes: set[_Connection] = set()
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < spec.duration_s:
+        due = int(elapsed * spec.msg_per_s) - published - throttled
         now_ms = int(time.time() * 1000)
         for _ in range(max(0, due)):
             i = next_index
             next_index = (next_index + 1) % n
+            connection = connection_of[i]
+            if connection.unacked >= INFLIGHT_PER_CONNECTION or connection.closed:
+                throttled += 1  # the broker is not keeping up with this session: offered load drops
+                continue
             first = max(last_ts[i] + reading_gap_ms, now_ms - reading_gap_ms * (spec.readings_per_msg - 1))
             stamps = [first + k * reading_gap_ms for k in range(spec.readings_per_msg)]
             last_ts[i] = stamps[-1]
@@ -133,17 +263,53 @@ def run_slice(spec: LoadSpec, results: mp.Queue) -> None:
                 payload = binary_payload(seqs[i], stamps)
             else:
                 payload = json_payload(seqs[i], stamps, cache)
-            info = clients[i % len(clients)].publish(topic_of[i], payload, qos=1)
-            if info.rc != 0:
-                errors += 1
+            connection.out += publish_packet(topic_fields[i], connection.take_mid(), payload)
+            pending_writes.add(connection)
             published += 1
-            readings += spec.readings_per_msg
-        time.sleep(TICK_S)
-    deadline = time.monotonic() + 30
-    while acked[0] < published - errors and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for client in clients:
-        mqtt.stop(client)
-    results.put({"published": published, "acked": acked[0], "readings_published": readings,
-                 "readings_acked": acked[0] * spec.readings_per_msg, "errors": errors,
-                 "achieved_msg_per_s": published / spec.duration_s})
+        _pump(selector, pending_writes, TICK_S)
+    deadline = time.monotonic() + ACK_WAIT_S
+    while time.monotonic() < deadline and any(c.unacked and not c.closed for c in connections):
+        _pump(selector, pending_writes, TICK_S)
+    for connection in connections:
+        if not connection.closed:
+            try:
+                connection.sock.setblocking(True)
+                connection.sock.sendall(bytes(connection.out) + _DISCONNECT_PACKET)
+            except OSError:
+                pass
+        connection.sock.close()
+    selector.close()
+    acked = sum(c.acked for c in connections)
+    return {
+        "published": published, "acked": acked, "refused": sum(c.refused for c in connections),
+        "unacked": sum(c.unacked for c in connections), "throttled": throttled,
+        "readings_published": published * spec.readings_per_msg, "readings_acked": acked * spec.readings_per_msg,
+        "connections": connection_count, "achieved_msg_per_s": published / spec.duration_s,
+    }
+
+
+def _pump(selector: selectors.BaseSelector, pending_writes: set[_Connection], timeout: float) -> None:
+    """Send what is queued, then read acknowledgements until ``timeout`` has passed."""
+    for connection in pending_writes:
+        connection.flush()
+    pending_writes.difference_update([c for c in pending_writes if not c.out or c.closed])
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        events = selector.select(0 if pending_writes else remaining)
+        for key, _ in events:
+            key.data.receive()
+        if pending_writes:
+            for connection in pending_writes:
+                connection.flush()
+            pending_writes.difference_update([c for c in pending_writes if not c.out or c.closed])
+            if not events:
+                time.sleep(min(remaining, 0.001))
+
+
+def run_slice(spec: LoadSpec, results: mp.Queue) -> None:
+    """A load process's entry point: run the load, put the counts on ``results``."""
+    try:
+        results.put(run_load(spec))
+    except Exception as exc:
+        log.exception("load generator failed")
+        results.put({"error": repr(exc)})

@@ -91,7 +91,7 @@ class IngestWorker:
         self.inbox: queue.Queue[InboundMessage] = queue.Queue(maxsize=INBOX_MAX_MESSAGES)
         self.bad_by_reason: Counter[str] = Counter()
         self.connected = threading.Event()
-        self._client: paho.Client | None = None
+        self._client: mqtt.Client | None = None
         self._equipment = KnownEquipment()
 
     # --- MQTT side (paho's thread) ---
@@ -115,7 +115,7 @@ class IngestWorker:
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
         self.inbox.put(InboundMessage(message.topic, message.payload, message.mid, message.qos))
 
-    def _start_mqtt(self) -> paho.Client:
+    def _start_mqtt(self) -> mqtt.Client:
         client = mqtt.new_client(f"{self.settings.topic_root}-{self.name}", manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -141,9 +141,8 @@ class IngestWorker:
                 writer = self._store(writer, messages, stop, started_at)
                 if writer is None:
                     return  # stopping with the batch unacknowledged: the broker redelivers it
-                for message in messages:
-                    if message.qos > 0:
-                        self._client.ack(message.mid, message.qos)
+                # The subscription is QoS 1, so nothing arrives at QoS 2.
+                self._client.ack_many(m.mid for m in messages if m.qos > 0)
                 if time.monotonic() - partitions_checked_at > PARTITION_CHECK_INTERVAL_S:
                     partitions_checked_at = time.monotonic()
                     ensure_partitions(writer.conn)

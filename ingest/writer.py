@@ -139,11 +139,9 @@ class WriteResult:
 
 
 def _row(equipment_id: str, r: Reading) -> tuple:
+    # Reading is a named tuple whose fields up to fault_codes are the table's columns after the id.
     codes = Jsonb([{"spn": c.spn, "fmi": c.fmi, "oc": c.oc} for c in r.fault_codes]) if r.fault_codes else None
-    return (
-        equipment_id, r.ts, r.oil_temp_c, r.engine_rpm, r.hydraulic_pressure_bar, r.coolant_temp_c,
-        r.fuel_level_pct, r.engine_hours, r.lat, r.lon, r.speed_kmh, codes,
-    )
+    return (equipment_id, *r[:-1], codes)
 
 
 class BatchWriter:
