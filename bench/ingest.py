@@ -3,11 +3,15 @@
 A fleet of simulated controllers (device_sim.load) publishes at a fixed rate for ``--duration``
 seconds through the broker to ``--workers`` ingest processes (MQTT 5 shared subscription) that
 write to a fresh database. Measured:
-- msg_per_s / readings_per_s: stored during the load window, per second;
+- msg_per_s / readings_per_s: stored during the load window (from the moment every controller's
+  session is connected, for ``--duration`` seconds), per second; offered_msg_per_s beside them;
 - p50_ms / p99_ms: publish → committed row, from probe controllers whose newest stored reading is
   polled every ``PROBE_POLL_S`` (the figures include up to that much polling delay);
 - published / acked / stored / duplicates / lost: every acknowledged reading must be stored once;
-- max_rss_mb per process kind, and its growth from the first to the last quarter of the run.
+- max_rss_mb per process kind, and its growth from the first to the last quarter of the run;
+- cores_under_load: CPU time per process kind (PostgreSQL: the backends serving the run's database)
+  during the load window, in cores. The rest of the machine's time goes to the kernel's network
+  stack (every controller is its own TCP connection) and to this script.
 Uses IRONSIGHT_DATABASE_URL / IRONSIGHT_MQTT_URL when set, embedded services otherwise. The last
 line is one JSON object.
 """
@@ -95,20 +99,25 @@ def main() -> None:
         probes = ids[:PROBES]
         latency = LatencyProbe(database_url, probes)
         results: mp.Queue = mp.Queue()
+        # The load window starts once every load process has connected its sessions.
+        start_together = mp.Barrier(args.load_processes + 1)
         slices = [tuple(ids[i::args.load_processes]) for i in range(args.load_processes)]
         connections = None if args.connections is None else max(1, args.connections // args.load_processes)
         loaders = [mp.Process(target=run_slice, args=(LoadSpec(
             mqtt_url, topic_root, s, rate / args.load_processes, args.readings_per_msg, args.duration,
             codec=args.codec, client_id_prefix=f"{topic_root}-load",
-            connections=connections), results))
+            connections=connections), results, start_together))
             for s in slices]
-        started = time.monotonic()
         for p in loaders:
             p.start()
         processes.add("load", [p.pid for p in loaders])
+        start_together.wait(timeout=120)
+        started = time.monotonic()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            stored_at_start_of_load = _stored(conn)
         processes.start()
         latency.start()
-        stored_at_end_of_load = _wait_and_count(database_url, started + args.duration)
+        stored_in_load_window = _wait_and_count(database_url, started + args.duration) - stored_at_start_of_load
         cores_under_load = processes.cores()
         counts = [results.get(timeout=120) for _ in loaders]
         failed = [c["error"] for c in counts if "error" in c]
@@ -129,8 +138,8 @@ def main() -> None:
             redelivered = conn.execute("SELECT coalesce(sum(readings_duplicate), 0) FROM ingest_stats").fetchone()[0]
         samples = sorted(latency.samples_ms)
         result = {
-            "msg_per_s": round(stored_at_end_of_load / args.readings_per_msg / args.duration, 1),
-            "readings_per_s": round(stored_at_end_of_load / args.duration, 1),
+            "msg_per_s": round(stored_in_load_window / args.readings_per_msg / args.duration, 1),
+            "readings_per_s": round(stored_in_load_window / args.duration, 1),
             "p50_ms": round(statistics.median(samples), 1) if samples else None,
             "p99_ms": round(samples[int(0.99 * (len(samples) - 1))], 1) if samples else None,
             "latency_samples": len(samples),

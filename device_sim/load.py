@@ -16,8 +16,10 @@ import multiprocessing as mp
 import selectors
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from core import mqtt, topics
 from core.telemetry import Reading
@@ -226,12 +228,18 @@ def _open_connections(spec: LoadSpec, count: int, selector: selectors.BaseSelect
     return opened
 
 
-def run_load(spec: LoadSpec) -> dict[str, float]:
-    """Publish ``spec``'s load for ``spec.duration_s``, wait for the acknowledgements, return the counts."""
+def run_load(spec: LoadSpec, when_connected: Callable[[], None] | None = None) -> dict[str, float]:
+    """Publish ``spec``'s load for ``spec.duration_s``, wait for the acknowledgements, return the counts.
+
+    ``when_connected`` runs once every session is up and before the first message: it may block, so
+    that several load processes start publishing together.
+    """
     n = len(spec.equipment_ids)
     connection_count = n if spec.connections is None else max(1, min(spec.connections, n))
     selector = selectors.DefaultSelector()
     connections = _open_connections(spec, connection_count, selector)
+    if when_connected is not None:
+        when_connected()
     kind = topics.TELEMETRY_BINARY if spec.codec == "binary" else topics.TELEMETRY
     topic_fields = [_string(topics.telemetry_topic(spec.topic_root, e, kind)) for e in spec.equipment_ids]
     connection_of = [connections[i % connection_count] for i in range(n)]
@@ -306,10 +314,14 @@ def _pump(selector: selectors.BaseSelector, pending_writes: set[_Connection], ti
                 time.sleep(min(remaining, 0.001))
 
 
-def run_slice(spec: LoadSpec, results: mp.Queue) -> None:
-    """A load process's entry point: run the load, put the counts on ``results``."""
+def run_slice(spec: LoadSpec, results: mp.Queue, start_together: Any = None) -> None:
+    """A load process's entry point: run the load, put the counts on ``results``.
+
+    ``start_together``: a multiprocessing barrier shared with the other load processes and the
+    caller, passed once this process is connected, so that the load window is known.
+    """
     try:
-        results.put(run_load(spec))
+        results.put(run_load(spec, None if start_together is None else start_together.wait))
     except Exception as exc:
         log.exception("load generator failed")
         results.put({"error": repr(exc)})
