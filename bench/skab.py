@@ -78,6 +78,56 @@ starts and is back ~45 s before it ends; and the anomaly-free recording (flow ~1
 Not tried, and why: holding an episode open for a fixed time after the readings return (the labels
 outlast the flow drop by ~45 s) - any hold length would come from looking at the test labels.
 
+Third round (variants 12-18 and three combinations, ten runs), aimed at the healthy false alarms
+that force the threshold up and at the files the detector misses entirely. Every variant keeps the
+rest of variant 11 and takes its factor from the same healthy-data rule (smallest factor of the
+ladder with <= 5 % of the anomaly-free pseudo-experiment rows flagged); no other setting was added.
+What was looked at: the signal traces of the files (with their labelled segments), which signal
+dominated the flagged rows of the healthy pseudo-experiments (at factor 2: thermocouple 481 rows,
+flow 329, the accelerometers 231 - the thermocouple in anomaly-free.csv is a steady warm-up ramp,
+which a weighted-mean reference lags by slope x time constant), and the score traces of two missed
+files.
+  - variant 12, per-signal single-signal thresholds (each signal's own 0.99 training quantile of
+    z^2 instead of one quantile of the largest z^2): the healthy rows need factor 6 (4.3 %;
+    2.5 flags 10.1 %): F1 0.7138, FAR 6.02 %, MAR 41.6 %;
+  - variant 13, the single-signal test on the *conditional* deviation, (P z)_j^2 / P_jj with P the
+    precision matrix (the standardised residual of a regression of each signal on all the others:
+    the cross-sensor residual, with no new fitted parameters): factor 4 (3.2 %): F1 0.7253,
+    FAR 5.29 %, MAR 40.5 %; with per-signal thresholds as in 12, factor 8 (4.6 %): 0.6919, 6.14 %,
+    44.3 %;
+  - variant 14, re-learning rows after an episode flagged as part of it (the episode lasts until
+    the readings have settled, by the existing settle rule; no hold length): factor 2.5 (4.3 %):
+    F1 0.7415, FAR 8.30 %, MAR 36.9 %; with variant 12: factor 6, 0.7218, 7.25 %, 40.0 %;
+  - variant 15, Brown's double exponential smoothing as the reference (2*m1 - m2, same 300 s
+    time constant: follows a linear trend without lag): the healthy rows get much quieter (factor
+    1.5 flags 4.8 %, against 12.2 % before), but the labelled files do not follow: F1 0.7645 at
+    FAR 13.08 %, MAR 31.1 % - over the 10 % limit, so not admissible (the healthy recording's
+    monotone warm-up is the case the double smoothing fits best; the labelled files' swings are
+    not ramps). With variant 14 too: 0.7694 at 15.0 %;
+  - variant 16, 15 + 13: factor 2.5 (3.7 %): F1 0.7396, FAR 8.28 %, MAR 37.1 %;
+    variant 17, 15 + 12: factor 3 (3.8 %): 0.7556 at FAR 11.12 % (over the limit);
+    variant 18, 15 + 13 + 14: factor 2.5 (3.75 %): 0.7465, FAR 9.64 %, MAR 35.5 %.
+Three variants (14, 16, 18) beat variant 11 within the FAR limit, by 0.005-0.012 of F1, each paying
+1.3-2.7 points of FAR. To choose among them without the test labels they were compared on
+synthetic faults injected into the anomaly-free pseudo-experiments (each signal in turn shifted by
+2 and 3 of its raw training spreads, up and down, 30-row ramp, 350 rows, at test row 200): F1
+0.3528 (variant 11), 0.3528 (14), 0.3698 (16), 0.3697 (18). Variant 16 was implemented in
+detector.py, and it failed the detector's own synthetic test
+(test_single_signal_test_catches_a_shift_the_averaged_norm_dilutes): a moderate shift that
+keeps the episode flickering is partly learned between its openings, the trend term learns its
+slope too, and when the shift ends the reference overshoots - 19 % of the rows after the episode
+flagged for one of the four seeds. A gain of 0.005 F1, picked among the ten runs of this round
+scored on the same labels, is within what that choice alone can produce, so it was not worth a new
+false-alarm failure mode and a change to the persisted state: detector.py stays at variant 11.
+Variant 14 (the best F1 of the admissible ones) was not adopted either: it is better on the
+labels but no better on the synthetic faults, and adopting it would rest on the test labels alone.
+Also considered and not tried within the time box: a robust fit against a training window that
+holds a start-up transient or a step (other/13.csv: the flow goes from ~25 to ~125 inside the
+training rows, so its spread is ~170 and the later drop to ~0 is never seen; other/4.csv: a
+2-unit flow step in training). The median/MAD fixes tried on paper fail with a drifting reference
+(its deviations stay contaminated for a time constant after the step), so this needs a reference
+that skips flagged training rows, i.e. a second pass - for a later round.
+
 The goal (F1 >= 0.85 at FAR <= 10 %) is not reached: most misses are faults whose signature is a
 small flow or temperature change that a 400-row training window cannot tell from the rig's own
 swings (the healthy recording has flow dips of the same size), plus the ~45-60 s between a valve
