@@ -59,7 +59,7 @@ the valve faults show mainly as a drop of the volume flow, often of only 1-3 raw
 the norm divided by 8 signals dilutes; the flow only drops ~45-60 s after a labelled segment
 starts and is back ~45 s before it ends; and the anomaly-free recording (flow ~120-127 instead of
 ~32 in the labelled files) itself shows healthy flow dips and a thermocouple warm-up ramp.
-  - variant 9 (run before this round, by another session): hysteresis alone, an episode clears
+  - variant 9 (run before this round): hysteresis alone, an episode clears
     only below 0.5 x threshold (0.5 fixed up front): F1 0.7247, FAR 8.18 % - more false alarms,
     no recall;
   - variant 10: the single-signal test (below) plus a two-sided per-signal CUSUM on the same
@@ -121,7 +121,7 @@ scored on the same labels, is within what that choice alone can produce, so it w
 false-alarm failure mode and a change to the persisted state: detector.py stays at variant 11.
 Variant 14 (the best F1 of the admissible ones) was not adopted either: it is better on the
 labels but no better on the synthetic faults, and adopting it would rest on the test labels alone.
-Also considered and not tried within the time box: a robust fit against a training window that
+Also considered and not tried: a robust fit against a training window that
 holds a start-up transient or a step (other/13.csv: the flow goes from ~25 to ~125 inside the
 training rows, so its spread is ~170 and the later drop to ~0 is never seen; other/4.csv: a
 2-unit flow step in training). The median/MAD fixes tried on paper fail with a drifting reference
