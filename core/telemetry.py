@@ -176,20 +176,22 @@ def check_channels(values: list[float | None]) -> None:
 
     ``values`` holds one entry per channel, in CHANNELS order; None is an absent channel.
     """
-    present = 0
-    for index, value in enumerate(values):
-        if value is None:
-            continue
-        present += 1
-        low, high = _BOUNDS[index]
-        if not low <= value <= high:  # also false for NaN and the infinities
-            if not math.isfinite(value):
-                raise InvalidTelemetry("not_finite", CHANNELS[index])
-            raise InvalidTelemetry("out_of_range", f"{CHANNELS[index]}={value} not in [{low}, {high}]")
-    if not present:
+    for value, (low, high) in zip(values, _BOUNDS, strict=True):
+        if value is not None and not low <= value <= high:  # also true for NaN and the infinities
+            _raise_for_first_bad_value(values)
+    if values.count(None) == len(values):
         raise InvalidTelemetry("no_channels", "a reading needs at least one channel")
     if (values[_LAT] is None) != (values[_LON] is None):
         raise InvalidTelemetry("half_position", "lat and lon come together")
+
+
+def _raise_for_first_bad_value(values: list[float | None]) -> None:
+    for index, value in enumerate(values):
+        low, high = _BOUNDS[index]
+        if value is not None and not low <= value <= high:
+            if not math.isfinite(value):
+                raise InvalidTelemetry("not_finite", CHANNELS[index])
+            raise InvalidTelemetry("out_of_range", f"{CHANNELS[index]}={value} not in [{low}, {high}]")
 
 
 def check_time(ts: datetime, latest_allowed: datetime) -> datetime:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import struct
 from datetime import UTC, datetime, timedelta
+from operator import mul
 
 from core.errors import InvalidTelemetry
 from core.telemetry import (
@@ -163,9 +164,12 @@ def decode_binary(payload: bytes, *, now: datetime, future_tolerance_s: float) -
         packed, present, units = _layout(mask & _CHANNEL_BITS)
         if pos + packed.size > end:
             raise InvalidTelemetry("bad_binary", f"truncated at byte {pos}")
-        values = empty.copy()
-        for i, raw, unit in zip(present, packed.unpack_from(payload, pos), units, strict=True):
-            values[i] = raw * unit
+        if len(present) == len(CHANNELS):  # the common case: every channel reported
+            values = list(map(mul, packed.unpack_from(payload, pos), units))
+        else:
+            values = empty.copy()
+            for i, scaled in zip(present, map(mul, packed.unpack_from(payload, pos), units), strict=True):
+                values[i] = scaled
         pos += packed.size
         codes: tuple[FaultCode, ...] = ()
         if mask & _DTC_BIT:
@@ -189,7 +193,7 @@ def decode_binary(payload: bytes, *, now: datetime, future_tolerance_s: float) -
                 except OverflowError:
                     raise InvalidTelemetry("bad_ts", str(at_ms)) from None
             check_channels(values)
-            decoded.readings.append(Reading(_EPOCH + timedelta(milliseconds=at_ms), *values, codes))
+            decoded.readings.append(Reading(_EPOCH + _MILLISECOND * at_ms, *values, codes))
         except InvalidTelemetry as exc:
             named = {name: value for name, value in zip(CHANNELS, values, strict=True) if value is not None}
             decoded.rejected.append(RejectedReading(index, exc.reason, exc.detail,
