@@ -137,12 +137,17 @@ def main() -> None:
             rows = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
             redelivered = conn.execute("SELECT coalesce(sum(readings_duplicate), 0) FROM ingest_stats").fetchone()[0]
         samples = sorted(latency.samples_ms)
+        by_minute: dict[int, list[float]] = {}
+        for at, ms in zip(latency.seen_at, latency.samples_ms, strict=True):
+            if at < started + args.duration:
+                by_minute.setdefault(int((at - started) // 60), []).append(ms)
         result = {
             "msg_per_s": round(stored_in_load_window / args.readings_per_msg / args.duration, 1),
             "readings_per_s": round(stored_in_load_window / args.duration, 1),
             "p50_ms": round(statistics.median(samples), 1) if samples else None,
-            "p99_ms": round(samples[int(0.99 * (len(samples) - 1))], 1) if samples else None,
+            "p99_ms": round(_quantile(samples, 0.99), 1) if samples else None,
             "latency_samples": len(samples),
+            "p99_ms_by_minute": [round(_quantile(sorted(v), 0.99), 1) for _, v in sorted(by_minute.items())],
             "published": sum(c["readings_published"] for c in counts),
             "acked": acked_readings,
             "stored": stored,
@@ -172,6 +177,10 @@ def main() -> None:
                 admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         for service in reversed(services):
             service.stop()
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    return ordered[int(q * (len(ordered) - 1))]
 
 
 def _stored(conn: psycopg.Connection) -> int:
@@ -210,6 +219,7 @@ class LatencyProbe(threading.Thread):
         self.database_url = database_url
         self.ids = equipment_ids
         self.samples_ms: list[float] = []
+        self.seen_at: list[float] = []  # monotonic time of each sample
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -223,6 +233,7 @@ class LatencyProbe(threading.Thread):
                     if ts is not None and ts != newest.get(equipment_id):
                         if equipment_id in newest:  # the first sighting may be of an old row
                             self.samples_ms.append((seen_at - ts).total_seconds() * 1000)
+                            self.seen_at.append(time.monotonic())
                         newest[equipment_id] = ts
                 time.sleep(PROBE_POLL_S)
 
