@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import orjson
+
 from core.errors import InvalidTelemetry
 
 MESSAGE_VERSION = 1
@@ -110,11 +112,21 @@ def _reject_nan_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name}")
 
 
+def _parse_json(payload: bytes) -> Any:
+    """orjson first: several times faster on these small documents. What it refuses is read again
+    by the standard library, which decides: a number too large for a double, which orjson refuses
+    outright, is then one out-of-range reading and the message's other readings are kept."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload, parse_constant=_reject_nan_constant)
+
+
 def decode_message(payload: bytes, *, now: datetime, future_tolerance_s: float) -> DecodedMessage:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise InvalidTelemetry("payload_too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
-        body = json.loads(payload, parse_constant=_reject_nan_constant)
+        body = _parse_json(payload)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise InvalidTelemetry("not_json", str(exc)[:200] or type(exc).__name__) from None
     if not isinstance(body, dict):
