@@ -298,20 +298,23 @@ def run_load(spec: LoadSpec, when_connected: Callable[[], None] | None = None) -
 
 def _pump(selector: selectors.BaseSelector, pending_writes: set[_Connection], timeout: float) -> None:
     """Send what is queued, then read acknowledgements until ``timeout`` has passed."""
-    for connection in pending_writes:
-        connection.flush()
-    pending_writes.difference_update([c for c in pending_writes if not c.out or c.closed])
+    _flush(pending_writes)
     deadline = time.monotonic() + timeout
     while (remaining := deadline - time.monotonic()) > 0:
         events = selector.select(0 if pending_writes else remaining)
         for key, _ in events:
             key.data.receive()
         if pending_writes:
-            for connection in pending_writes:
-                connection.flush()
-            pending_writes.difference_update([c for c in pending_writes if not c.out or c.closed])
+            _flush(pending_writes)
             if not events:
                 time.sleep(min(remaining, 0.001))
+
+
+def _flush(pending_writes: set[_Connection]) -> None:
+    """Send what each connection can take now; forget those with nothing left to send."""
+    for connection in pending_writes:
+        connection.flush()
+    pending_writes.difference_update([c for c in pending_writes if not c.out or c.closed])
 
 
 def run_slice(spec: LoadSpec, results: mp.Queue, start_together: Any = None) -> None:

@@ -42,23 +42,14 @@ from core.errors import InvalidTelemetry
 from core.settings import Settings
 from ingest import commands, registry
 from ingest.broker_auth import BrokerAuthSync, ServicePasswords
+from ingest.worker import LOG_EVERY_NTH_BAD, InboundMessage
+from ingest.writer import DEAD_LETTER_PAYLOAD_BYTES
 
 log = logging.getLogger(__name__)
 
 INBOX_MAX_MESSAGES = 10_000
 SESSION_EXPIRY_S = 24 * 3600
 DB_RETRY_MAX_S = 5.0
-# Dead letters keep the head of a payload, as ingest does.
-DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
-LOG_EVERY_NTH_BAD = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class _Message:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +70,7 @@ class DevicesWorker:
         self.address = mqtt.parse_mqtt_url(mqtt_url)
         self.name = name
         self.root = settings.topic_root
-        self.inbox: queue.Queue[_Message | _Published | _Wake] = queue.Queue(maxsize=INBOX_MAX_MESSAGES)
+        self.inbox: queue.Queue[InboundMessage | _Published | _Wake] = queue.Queue(maxsize=INBOX_MAX_MESSAGES)
         self.connected = threading.Event()
         self.bad_by_reason: Counter[str] = Counter()
         self.sent_commands = 0
@@ -114,7 +105,7 @@ class DevicesWorker:
         log.warning("devices worker disconnected from broker: %s", reason_code)
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
-        self._put(_Message(message.topic, message.payload, message.mid, message.qos))
+        self._put(InboundMessage(message.topic, message.payload, message.mid, message.qos))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._put(_Published(mid, reason_code.is_failure))
@@ -149,7 +140,7 @@ class DevicesWorker:
                 except queue.Empty:
                     item = None
                 dispatch = False
-                if isinstance(item, _Message):
+                if isinstance(item, InboundMessage):
                     conn = self._with_db(stop, conn, lambda c, m=item: self._handle(c, m))
                     dispatch, self._came_online = self._came_online, False
                 elif isinstance(item, _Published):
@@ -216,7 +207,7 @@ class DevicesWorker:
 
     # --- handling ---
 
-    def _handle(self, conn: psycopg.Connection, message: _Message) -> None:
+    def _handle(self, conn: psycopg.Connection, message: InboundMessage) -> None:
         topic = message.topic
         try:
             if (equipment_id := topics.parse_device_topic(self.root, topic, topics.STATUS)) is not None:
@@ -236,7 +227,7 @@ class DevicesWorker:
         if message.qos > 0 and self._client is not None:
             self._client.ack(message.mid, message.qos)
 
-    def _status(self, conn: psycopg.Connection, equipment_id: str, message: _Message) -> None:
+    def _status(self, conn: psycopg.Connection, equipment_id: str, message: InboundMessage) -> None:
         if not message.payload:
             return  # an operator clearing the retained status: nothing to record
         try:
@@ -251,7 +242,7 @@ class DevicesWorker:
         log.info("%s is %s%s", equipment_id, "connected" if status.online else "disconnected",
                  f" ({status.reason})" if status.reason else "")
 
-    def _ack(self, conn: psycopg.Connection, equipment_id: str, message: _Message) -> None:
+    def _ack(self, conn: psycopg.Connection, equipment_id: str, message: InboundMessage) -> None:
         try:
             ack = decode_ack(message.payload)
         except InvalidTelemetry as exc:
@@ -266,7 +257,7 @@ class DevicesWorker:
         else:
             self._dead(conn, message, equipment_id, outcome.why or "bad_ack", f"command {ack.command_id[:64]}")
 
-    def _provision(self, conn: psycopg.Connection, client_id: str, message: _Message) -> None:
+    def _provision(self, conn: psycopg.Connection, client_id: str, message: InboundMessage) -> None:
         try:
             request = decode_provisioning_request(message.payload)
         except InvalidTelemetry as exc:
@@ -352,7 +343,7 @@ class DevicesWorker:
             self._refused.discard(command_id)
             log.info("command %s expired", command_id)
 
-    def _dead(self, conn: psycopg.Connection, message: _Message, equipment_id: str | None, reason: str,
+    def _dead(self, conn: psycopg.Connection, message: InboundMessage, equipment_id: str | None, reason: str,
               detail: str) -> None:
         with conn.transaction():
             conn.execute(
