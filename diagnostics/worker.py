@@ -46,7 +46,7 @@ _CHANNEL_LIST = ", ".join(f"r.{c}" for c in CHANNELS)
 _NEW_READINGS = f"""
 SELECT r.equipment_id, r.ts, {_CHANNEL_LIST}, r.fault_codes, s.accepted_at
 FROM accepted_batches b
-CROSS JOIN LATERAL jsonb_to_recordset(b.spans) AS s0(equipment_id text, first_ts timestamptz, last_ts timestamptz)
+CROSS JOIN LATERAL unnest(b.equipment_ids, b.first_ts, b.last_ts) AS s0(equipment_id, first_ts, last_ts)
 CROSS JOIN LATERAL (SELECT s0.equipment_id, s0.first_ts, s0.last_ts, b.accepted_at, b.xid::xid AS x) s
 JOIN readings r ON r.equipment_id = s.equipment_id AND r.ts BETWEEN s.first_ts AND s.last_ts AND r.xmin = s.x
 WHERE b.id = ANY(%s)

@@ -1,7 +1,8 @@
 """The database side of ingest: one transaction per batch of MQTT messages.
 
-Good readings are COPYed into a staging table and inserted with ON CONFLICT DO NOTHING, so a
-message the broker redelivers is stored once. In the same transaction: the latest state per
+Good readings are COPYed into a staging table and inserted from there; a batch that meets a
+reading already stored is written again with ON CONFLICT DO NOTHING, so a message the broker
+redelivers is stored once. In the same transaction: the latest state per
 equipment, the dead letters of the batch, and one ``accepted_batches`` row for diagnostics.
 """
 
@@ -45,28 +46,21 @@ _HOUR = "date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00+00')"
 _HAS_POSITION = "lat IS NOT NULL AND lon IS NOT NULL"
 _newer_position = "EXCLUDED.position_ts > coalesce(h.position_ts, '-infinity')"
 
-# Only the readings this batch really inserted (not duplicates) enter the hourly rollups. The
-# {on_conflict} placeholder: nothing for the common batch without duplicates, where a plain insert
-# costs about half of one with ON CONFLICT; DO NOTHING when that plain insert met a duplicate
-# (BatchWriter.write).
-_INSERT_NEW_READINGS = f"""
-WITH new AS (
-    INSERT INTO readings ({_COLUMN_LIST})
-    SELECT {_COLUMN_LIST} FROM ingest_staging
-    {{on_conflict}}
-    RETURNING {_COLUMN_LIST}
-), hourly AS (
+# What follows from the readings a batch inserted, read from the CTE or table named {new}: the hourly
+# rollups and one accepted_batches row (equipment and time span per machine) for diagnostics.
+_ROLLUP_AND_ACCEPT = f"""
+hourly AS (
     SELECT equipment_id, {_HOUR} AS hour, count(*) AS samples,
         {", ".join(f"coalesce(sum({c}::float8), 0) AS {c}_sum, count({c}) AS {c}_n" for c in _AVERAGED)},
         max(engine_hours) AS engine_hours_max, max(ts) FILTER (WHERE {_HAS_POSITION}) AS position_ts
-    FROM new GROUP BY 1, 2
+    FROM {{new}} GROUP BY 1, 2
 ), rollup AS (
     -- The hour's last position is joined back by its time: an ordered aggregate would sort per group.
     INSERT INTO readings_hourly AS h (equipment_id, hour, samples,
         {", ".join(f"{c}_sum, {c}_n" for c in _AVERAGED)}, engine_hours_max, position_ts, lat, lon)
     SELECT g.equipment_id, g.hour, g.samples, {", ".join(f"g.{c}_sum, g.{c}_n" for c in _AVERAGED)},
         g.engine_hours_max, g.position_ts, p.lat, p.lon
-    FROM hourly g LEFT JOIN new p ON p.equipment_id = g.equipment_id AND p.ts = g.position_ts
+    FROM hourly g LEFT JOIN {{new}} p ON p.equipment_id = g.equipment_id AND p.ts = g.position_ts
     ON CONFLICT (equipment_id, hour) DO UPDATE SET
         samples = h.samples + EXCLUDED.samples,
         {", ".join(f"{c}_sum = h.{c}_sum + EXCLUDED.{c}_sum, {c}_n = h.{c}_n + EXCLUDED.{c}_n" for c in _AVERAGED)},
@@ -76,19 +70,29 @@ WITH new AS (
         position_ts = GREATEST(h.position_ts, EXCLUDED.position_ts)
 ), spans AS (
     SELECT equipment_id, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS n
-    FROM new GROUP BY equipment_id
+    FROM {{new}} GROUP BY equipment_id
 ), batch AS (
-    INSERT INTO accepted_batches (readings, spans)
-    SELECT sum(n), jsonb_agg(jsonb_build_object(
-        'equipment_id', equipment_id, 'first_ts', first_ts, 'last_ts', last_ts, 'n', n))
+    INSERT INTO accepted_batches (readings, equipment_ids, first_ts, last_ts)
+    SELECT sum(n), array_agg(equipment_id), array_agg(first_ts), array_agg(last_ts)
     FROM spans HAVING count(*) > 0
     RETURNING readings
 )
 SELECT coalesce((SELECT readings FROM batch), 0)
 """
-_INSERT_ALL_READINGS = _INSERT_NEW_READINGS.replace("{on_conflict}", "")
-_INSERT_READINGS_NOT_STORED_YET = _INSERT_NEW_READINGS.replace(
-    "{on_conflict}", "ON CONFLICT (equipment_id, ts) DO NOTHING")
+# The common batch, without a reading stored before: a plain insert, which costs about half of one
+# with ON CONFLICT, and everything else read from the staging table, which then holds exactly the
+# inserted readings. A batch that meets a stored reading fails here with a unique violation.
+_INSERT_ALL_READINGS = f"""
+WITH inserted AS (
+    INSERT INTO readings ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM ingest_staging
+), {_ROLLUP_AND_ACCEPT.format(new="ingest_staging")}"""
+# Written again after that violation: only the readings not stored yet count, from RETURNING.
+_INSERT_READINGS_NOT_STORED_YET = f"""
+WITH new AS (
+    INSERT INTO readings ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM ingest_staging
+    ON CONFLICT (equipment_id, ts) DO NOTHING
+    RETURNING {_COLUMN_LIST}
+), {_ROLLUP_AND_ACCEPT.format(new="new")}"""
 
 _newer = "EXCLUDED.last_ts > equipment_state.last_ts"
 _UPSERT_STATE = f"""
