@@ -44,3 +44,36 @@ def test_plain_path_partitions_by_day_and_parks_strays_in_the_default(conn):
     for name in created:
         conn.execute(f"DROP TABLE {name}")
     conn.commit()
+
+
+def test_upgrade_keeps_the_accepted_batches_diagnostics_has_not_read_yet(new_database, monkeypatch):
+    """0004 turns the jsonb spans of waiting batches into arrays; diagnostics still finds their readings."""
+    from core import migrations
+    from core.db import connect
+    from diagnostics.worker import _NEW_READINGS
+
+    discover_all = migrations.discover
+    monkeypatch.setattr(migrations, "discover", lambda package, *, timescaledb: [
+        m for m in discover_all(package, timescaledb=timescaledb) if not (package is ingest and m.name >= "0004")])
+    with connect(new_database("upgrade")) as conn:
+        apply_migrations(conn, SCHEMA_PACKAGES)
+        conn.execute("INSERT INTO equipment (id, serial, model, kind, customer) VALUES ('EX-1', 'S', 'M', 'k', 'c'), "
+                     "('EX-2', 'S2', 'M', 'k', 'c')")
+        conn.commit()
+        ts = [datetime(2026, 5, 1, 12, m, tzinfo=UTC) for m in range(3)]
+        # One batch as the old writer committed it: readings and their spans in one transaction.
+        conn.execute("INSERT INTO readings (equipment_id, ts, oil_temp_c) VALUES "
+                     "('EX-1', %s, 80), ('EX-1', %s, 81), ('EX-2', %s, 70)", ts)
+        batch_id = conn.execute(
+            "INSERT INTO accepted_batches (readings, spans) VALUES (3, jsonb_build_array("
+            "jsonb_build_object('equipment_id', 'EX-2', 'first_ts', %s::timestamptz, 'last_ts', %s::timestamptz),"
+            "jsonb_build_object('equipment_id', 'EX-1', 'first_ts', %s::timestamptz, 'last_ts', %s::timestamptz)"
+            ")) RETURNING id", (ts[2], ts[2], ts[0], ts[1])).fetchone()[0]
+        conn.commit()
+
+        monkeypatch.undo()
+        assert apply_migrations(conn, SCHEMA_PACKAGES) == ["ingest/0004_write_path"]
+        found = [(row[0], row[1]) for row in conn.execute(_NEW_READINGS, ([batch_id],))]
+        assert found == [("EX-1", ts[0]), ("EX-1", ts[1]), ("EX-2", ts[2])]
+        assert conn.execute("SELECT column_name FROM information_schema.columns "
+                            "WHERE table_name = 'accepted_batches' AND column_name = 'spans'").fetchone() is None
