@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 
 from core.db import where_equal
 from core.telemetry import CHANNELS
+from ingest.writer import AVERAGED, HAS_POSITION
 
 _EQUIPMENT = """
 SELECT e.id, e.serial, e.model, e.kind, e.customer, e.site,
@@ -51,28 +52,26 @@ def count_online(conn: psycopg.Connection, *, offline_after_s: float) -> int:
 
 
 HOUR = timedelta(hours=1)
-_AVERAGED = ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct", "speed_kmh")
 _ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00+00'"
-_HAS_POSITION = "lat IS NOT NULL AND lon IS NOT NULL"
 
 # Whole hours come from readings_hourly; the partial hours at either end of the period from the
 # readings themselves, summed the same way, so the answer equals the one from raw readings.
 _FROM_ROLLUPS = f"""
 WITH parts AS (
-    SELECT hour, samples, {", ".join(f"{c}_sum, {c}_n" for c in _AVERAGED)}, engine_hours_max, position_ts, lat, lon
+    SELECT hour, samples, {", ".join(f"{c}_sum, {c}_n" for c in AVERAGED)}, engine_hours_max, position_ts, lat, lon
     FROM readings_hourly WHERE equipment_id = %(id)s AND hour >= %(first_hour)s AND hour < %(last_hour)s
     UNION ALL
     SELECT date_bin('1 hour', ts, {_ORIGIN}), count(*),
-           {", ".join(f"coalesce(sum({c}::float8), 0), count({c})" for c in _AVERAGED)}, max(engine_hours),
-           max(ts) FILTER (WHERE {_HAS_POSITION}),
-           (array_agg(lat ORDER BY ts DESC) FILTER (WHERE {_HAS_POSITION}))[1],
-           (array_agg(lon ORDER BY ts DESC) FILTER (WHERE {_HAS_POSITION}))[1]
+           {", ".join(f"coalesce(sum({c}::float8), 0), count({c})" for c in AVERAGED)}, max(engine_hours),
+           max(ts) FILTER (WHERE {HAS_POSITION}),
+           (array_agg(lat ORDER BY ts DESC) FILTER (WHERE {HAS_POSITION}))[1],
+           (array_agg(lon ORDER BY ts DESC) FILTER (WHERE {HAS_POSITION}))[1]
     FROM readings WHERE equipment_id = %(id)s
       AND ((ts >= %(start)s AND ts < %(first_hour)s) OR (ts >= %(last_hour)s AND ts < %(end)s))
     GROUP BY 1
 )
 SELECT date_bin(%(bucket)s, hour, {_ORIGIN}) AS ts, sum(samples)::bigint AS samples,
-       {", ".join(f"(sum({c}_sum) / nullif(sum({c}_n), 0))::real AS {c}" for c in _AVERAGED)},
+       {", ".join(f"(sum({c}_sum) / nullif(sum({c}_n), 0))::real AS {c}" for c in AVERAGED)},
        max(engine_hours_max) AS engine_hours,
        (array_agg(lat ORDER BY position_ts DESC) FILTER (WHERE position_ts IS NOT NULL))[1] AS lat,
        (array_agg(lon ORDER BY position_ts DESC) FILTER (WHERE position_ts IS NOT NULL))[1] AS lon

@@ -41,9 +41,10 @@ _CREATE_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_staging (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
 """
 
-_AVERAGED = ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct", "speed_kmh")
+# The channels readings_hourly keeps as sum and count (ingest.queries averages them from there).
+AVERAGED = ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct", "speed_kmh")
 _HOUR = "date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00+00')"
-_HAS_POSITION = "lat IS NOT NULL AND lon IS NOT NULL"
+HAS_POSITION = "lat IS NOT NULL AND lon IS NOT NULL"
 _newer_position = "EXCLUDED.position_ts > coalesce(h.position_ts, '-infinity')"
 
 # What follows from the readings a batch inserted, read from the CTE or table named {new}: the hourly
@@ -51,19 +52,19 @@ _newer_position = "EXCLUDED.position_ts > coalesce(h.position_ts, '-infinity')"
 _ROLLUP_AND_ACCEPT = f"""
 hourly AS (
     SELECT equipment_id, {_HOUR} AS hour, count(*) AS samples,
-        {", ".join(f"coalesce(sum({c}::float8), 0) AS {c}_sum, count({c}) AS {c}_n" for c in _AVERAGED)},
-        max(engine_hours) AS engine_hours_max, max(ts) FILTER (WHERE {_HAS_POSITION}) AS position_ts
+        {", ".join(f"coalesce(sum({c}::float8), 0) AS {c}_sum, count({c}) AS {c}_n" for c in AVERAGED)},
+        max(engine_hours) AS engine_hours_max, max(ts) FILTER (WHERE {HAS_POSITION}) AS position_ts
     FROM {{new}} GROUP BY 1, 2
 ), rollup AS (
     -- The hour's last position is joined back by its time: an ordered aggregate would sort per group.
     INSERT INTO readings_hourly AS h (equipment_id, hour, samples,
-        {", ".join(f"{c}_sum, {c}_n" for c in _AVERAGED)}, engine_hours_max, position_ts, lat, lon)
-    SELECT g.equipment_id, g.hour, g.samples, {", ".join(f"g.{c}_sum, g.{c}_n" for c in _AVERAGED)},
+        {", ".join(f"{c}_sum, {c}_n" for c in AVERAGED)}, engine_hours_max, position_ts, lat, lon)
+    SELECT g.equipment_id, g.hour, g.samples, {", ".join(f"g.{c}_sum, g.{c}_n" for c in AVERAGED)},
         g.engine_hours_max, g.position_ts, p.lat, p.lon
     FROM hourly g LEFT JOIN {{new}} p ON p.equipment_id = g.equipment_id AND p.ts = g.position_ts
     ON CONFLICT (equipment_id, hour) DO UPDATE SET
         samples = h.samples + EXCLUDED.samples,
-        {", ".join(f"{c}_sum = h.{c}_sum + EXCLUDED.{c}_sum, {c}_n = h.{c}_n + EXCLUDED.{c}_n" for c in _AVERAGED)},
+        {", ".join(f"{c}_sum = h.{c}_sum + EXCLUDED.{c}_sum, {c}_n = h.{c}_n + EXCLUDED.{c}_n" for c in AVERAGED)},
         engine_hours_max = GREATEST(h.engine_hours_max, EXCLUDED.engine_hours_max),
         lat = CASE WHEN {_newer_position} THEN EXCLUDED.lat ELSE h.lat END,
         lon = CASE WHEN {_newer_position} THEN EXCLUDED.lon ELSE h.lon END,
