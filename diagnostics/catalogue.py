@@ -47,6 +47,10 @@ class FaultInfo:
 # circuit is not shedding its heat either.
 _COOLANT_HOT = Indicator("coolant_temp_c.now", ">", 92.0, 2.5, "coolant is hot as well")
 _COOLANT_NORMAL = Indicator("coolant_temp_c.now", "<", 91.0, 2.5, "coolant stays normal")
+# A clogged radiator first shows as coolant climbing inside the thermostat's band (the thermostat
+# opens fully to make up for it) before the coolant runs hot; an oil cooler fault leaves the
+# coolant where it was. Load changes move the setpoint by at most 8 °C × the load step, slowly.
+_COOLANT_CLIMBING = Indicator("coolant_temp_c.rise", ">", 3.0, 2.5, "coolant is climbing as well")
 _COOLANT_ERRATIC = Indicator("coolant_temp_c.jitter", ">", 2.0, 3.0, "coolant temperature is erratic")
 _COOLANT_SMOOTH = Indicator("coolant_temp_c.jitter", "<", 1.5, 1.0, "coolant temperature is smooth")
 
@@ -55,7 +59,7 @@ _RADIATOR = Cause(
     ("Stop the engine and let it cool for 15 minutes.",
      "Blow the radiator and oil cooler fins clean with compressed air from the fan side.",
      "Restart and watch oil and coolant temperature under load for 10 minutes."),
-    remote_resolvable=True, prior=0.35, indicators=(_COOLANT_HOT, _COOLANT_SMOOTH))
+    remote_resolvable=True, prior=0.35, indicators=(_COOLANT_HOT, _COOLANT_CLIMBING, _COOLANT_SMOOTH))
 _OIL_COOLER = Cause(
     "oil_cooler_clogged", "Oil cooler clogged or its bypass valve stuck open",
     ("Clean the oil cooler core with compressed air.",
@@ -73,18 +77,21 @@ _FAN_BELT = Cause(
      "Re-tension a loose belt; a cracked or glazed belt is replaced on site."),
     remote_resolvable=True, spare_part="fan belt", prior=0.15)
 
+# Healthy working pressure jitters 4-6 bar (sensor noise and load changes): a worn pump keeps it
+# there, a leak's sloshing at least doubles it, and a low-pressure alarm is raised while the jitter
+# estimate is still climbing towards its final value, so the leak's threshold sits at 2x healthy.
 _PUMP_WEAR = Cause(
     "hydraulic_pump_wear", "Main hydraulic pump worn (internal leakage)",
     ("Check the hydraulic oil level and the pump case drain for excess flow.",
      "Pump replacement on site."),
     remote_resolvable=False, spare_part="main hydraulic pump", prior=0.45,
-    indicators=(Indicator("hydraulic_pressure_bar.jitter", "<", 10.0, 2.0, "pressure is low but steady"),))
+    indicators=(Indicator("hydraulic_pressure_bar.jitter", "<", 7.0, 2.0, "pressure is low but steady"),))
 _LEAK = Cause(
     "hydraulic_leak", "External hydraulic leak (hose or fitting)",
     ("Stop work and look for oil under the machine and at the boom hoses.",
      "Tighten a weeping fitting; a burst hose is replaced on site."),
     remote_resolvable=False, spare_part="hydraulic hose kit", prior=0.35,
-    indicators=(Indicator("hydraulic_pressure_bar.jitter", ">", 12.0, 3.0, "pressure fluctuates strongly"),))
+    indicators=(Indicator("hydraulic_pressure_bar.jitter", ">", 8.0, 3.0, "pressure fluctuates strongly"),))
 _RELIEF_VALVE = Cause(
     "relief_valve_misadjusted", "Main relief valve set too low",
     ("Read the relief pressure setting from the service menu and compare with the specification.",),

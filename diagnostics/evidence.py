@@ -1,7 +1,9 @@
 """Running statistics per equipment that probable-cause ranking reads as evidence.
 
 For each channel: ``mean`` (exponentially weighted over ``MEAN_TIME_CONSTANT_S``), ``now`` (the same
-over ``NOW_TIME_CONSTANT_S``: the present level without single-sample noise) and ``jitter``, the
+over ``NOW_TIME_CONSTANT_S``: the present level without single-sample noise), ``rise`` (``now`` minus
+``mean``: how far the channel has climbed in the last minutes, e.g. coolant heating up while the
+thermostat still holds it in its normal band) and ``jitter``, the
 sample-to-sample noise (the RMS of first differences over √2, which equals the standard deviation
 of white noise and ignores slow trends, averaged over ``JITTER_TIME_CONSTANT_S``). Some channels only mean something in
 one operating state: hydraulic pressure is tracked while working (engine above ``WORKING_RPM``).
@@ -69,7 +71,9 @@ def statistics(state: dict[str, Any]) -> dict[str, float]:
     stats: dict[str, float] = {}
     for channel, slot in state.items():
         stats[f"{channel}.mean"] = round(slot["mean"], 3)
-        stats[f"{channel}.now"] = round(slot.get("now", slot["mean"]), 3)
+        now = slot.get("now", slot["mean"])
+        stats[f"{channel}.now"] = round(now, 3)
+        stats[f"{channel}.rise"] = round(now - slot["mean"], 3)
         if slot.get("diff2") is not None:
             stats[f"{channel}.jitter"] = round(math.sqrt(slot["diff2"] / 2.0), 3)
     return stats

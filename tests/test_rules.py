@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from diagnostics import evidence
 from diagnostics.causes import diagnosis, rank_causes
 from diagnostics.engine import EquipmentEngine
 from diagnostics.rulebook import DEFAULT, rulebook_for
@@ -198,16 +199,35 @@ def test_causes_are_ranked_by_the_evidence():
     coolant_normal = {"coolant_temp_c.now": 88.0, "coolant_temp_c.jitter": 0.4}
     coolant_hot_smooth = {"coolant_temp_c.now": 108.0, "coolant_temp_c.jitter": 0.4}
     coolant_erratic = {"coolant_temp_c.now": 110.0, "coolant_temp_c.jitter": 3.5}
+    coolant_climbing_in_band = {**coolant_normal, "coolant_temp_c.rise": 5.0}
     assert rank_causes("OIL_OVERHEAT", coolant_normal)[0].cause.id == "oil_cooler_clogged"
+    assert rank_causes("OIL_OVERHEAT", {**coolant_normal, "coolant_temp_c.rise": 0.8})[0].cause.id == (
+        "oil_cooler_clogged")
+    assert rank_causes("OIL_TEMP_ABOVE_EXPECTED", coolant_climbing_in_band)[0].cause.id == "radiator_clogged"
     assert rank_causes("OIL_OVERHEAT", coolant_hot_smooth)[0].cause.id == "radiator_clogged"
     assert rank_causes("OIL_OVERHEAT", coolant_erratic)[0].cause.id == "low_coolant"
     assert rank_causes("HYDRAULIC_PRESSURE_LOW", {"hydraulic_pressure_bar.jitter": 20})[0].cause.id == "hydraulic_leak"
+    # Raised while the jitter estimate is still on its way up from healthy (4-6 bar) to a leak's ~15.
+    assert rank_causes("HYDRAULIC_PRESSURE_LOW", {"hydraulic_pressure_bar.jitter": 9})[0].cause.id == "hydraulic_leak"
     assert rank_causes("HYDRAULIC_PRESSURE_LOW", {"hydraulic_pressure_bar.jitter": 4})[0].cause.id == (
         "hydraulic_pump_wear")
     probabilities = [c.probability for c in rank_causes("OIL_OVERHEAT", coolant_normal)]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1.0)
     unknown = diagnosis("J1939_520001_3", {})
     assert unknown["causes"][0]["id"] == "see_code" and unknown["remote_resolvable"] is False
+
+
+def test_evidence_rise_is_how_far_a_channel_climbed_recently():
+    state: dict = {}
+    for i in range(120):  # ten minutes steady at 85 °C
+        evidence.update(state, T0 + timedelta(seconds=5 * i), {"coolant_temp_c": 85.0 + (i % 2) * 0.2})
+    assert abs(evidence.statistics(state)["coolant_temp_c.rise"]) < 0.2
+    for i in range(120, 132):  # one minute climbing 0.5 °C every 5 s
+        evidence.update(state, T0 + timedelta(seconds=5 * i), {"coolant_temp_c": 85.0 + 0.5 * (i - 119)})
+    stats = evidence.statistics(state)
+    assert stats["coolant_temp_c.rise"] > 3.0
+    assert stats["coolant_temp_c.rise"] == pytest.approx(stats["coolant_temp_c.now"] - stats["coolant_temp_c.mean"],
+                                                         abs=0.002)
 
 
 def test_engine_attaches_a_diagnosis_and_its_state_survives_a_restart():
