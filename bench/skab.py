@@ -128,6 +128,25 @@ training rows, so its spread is ~170 and the later drop to ~0 is never seen; oth
 (its deviations stay contaminated for a time constant after the step), so this needs a reference
 that skips flagged training rows, i.e. a second pass - for a later round.
 
+Fourth round (the smoothing window), with the synthetic-fault yardstick now built in
+(``--synthetic``; variants are run with ``--setting NAME=VALUE``). The flow of the missed valve
+files is white noise in training (its one-row change is as large as its spread), and their fault
+moves it by only 1-3 raw spreads: a longer mean cuts such noise by sqrt(window), so the window was
+the one setting left whose effect on small sustained shifts is predictable from first principles.
+Each window got its factor from the same healthy-data rule; synthetic F1 / SKAB F1, FAR:
+  window 10 (factor 2.5): 0.354 / 0.7342, 6.98 %     window 15 (3): 0.422 / 0.7320, 5.58 %
+  window 20 (4):          0.399 / 0.7262, 4.92 %     window 30 (4): 0.490 / 0.7482, 5.49 %
+  window 45 (4):          0.531 / 0.7363, 8.08 %     window 60 (5): 0.512 / 0.7110, 7.72 %
+(windows above 40 rows leave fewer than the 5 windows of training the detector requires at 80.)
+The yardstick picks 45, which scores the same as 10 on the labelled files (+0.002 F1 for +1.1
+points of FAR), and it breaks what the detector is for on machines: the detector's own tests
+(tests/test_detector.py) fail with it - a broken correlation in a process that cycles every two
+minutes is averaged away by a 45-row mean, and the single-signal test's margin over the norm goes.
+Window 30 scores best on the labels (+0.014) but was not the yardstick's choice, so the window
+stays at 10. The longer windows show where the 0.85 is not: smoothing buys sensitivity to the
+valve files' small flow shifts, and the healthy rig's own excursions (thermocouple warm-up ramp,
+accelerometer and flow swings in anomaly-free.csv) take it back through the threshold factor.
+
 The goal (F1 >= 0.85 at FAR <= 10 %) is not reached: most misses are faults whose signature is a
 small flow or temperature change that a 400-row training window cannot tell from the rig's own
 swings (the healthy recording has flow dips of the same size), plus the ~45-60 s between a valve
@@ -141,6 +160,7 @@ import csv
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +169,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from diagnostics.detector import MultivariateDetector  # noqa: E402
+from diagnostics.detector import MODEL_VERSION, DetectorSettings, MultivariateDetector  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "datasets" / "skab"
 TRAIN_ROWS = 400
@@ -177,6 +197,9 @@ CALIBRATION_FACTORS = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
 CALIBRATION_BUDGET = 5.0  # % of healthy rows flagged
 CALIBRATION_STEP = 500
 CALIBRATION_TEST_ROWS = 750
+# Synthetic faults in the healthy pseudo-experiments (see synthetic_faults).
+SYNTHETIC_SHIFTS = (-3.0, -2.0, 2.0, 3.0)
+SYNTHETIC_START, SYNTHETIC_RAMP, SYNTHETIC_LENGTH = 200, 30, 350
 
 
 def read_skab(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -202,7 +225,7 @@ def labelled_files(data: Path) -> list[Path]:
     return files
 
 
-def run_protocol(data: Path, per_file: bool) -> dict[str, float | int]:
+def run_protocol(data: Path, per_file: bool, settings: DetectorSettings) -> dict[str, float | int]:
     tp = fp = fn = tn = 0
     files = labelled_files(data)
     if not files:
@@ -210,7 +233,7 @@ def run_protocol(data: Path, per_file: bool) -> dict[str, float | int]:
     for path in files:
         names, x, y = read_skab(path)
         assert y is not None, f"{path} has no anomaly labels"
-        det = MultivariateDetector().fit(x[:TRAIN_ROWS], names)
+        det = MultivariateDetector(settings).fit(x[:TRAIN_ROWS], names)
         pred = det.predict(x[TRAIN_ROWS:])
         truth = y[TRAIN_ROWS:]
         f_tp = int(np.sum(pred & truth))
@@ -227,29 +250,73 @@ def run_protocol(data: Path, per_file: bool) -> dict[str, float | int]:
             "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
-def calibrate(data: Path) -> list[tuple[float, float]]:
-    """Flagged % of healthy rows per threshold factor, on anomaly-free.csv pseudo-experiments."""
-    from diagnostics.detector import DetectorSettings
-
+def healthy_pseudo_experiments(data: Path) -> tuple[list[str], list[np.ndarray]]:
+    """anomaly-free.csv cut into protocol-sized parts (400 training rows + the next 750), every 500 rows."""
     names, x, _ = read_skab(data / "anomaly-free" / "anomaly-free.csv")
     span = TRAIN_ROWS + CALIBRATION_TEST_ROWS
-    starts = range(0, len(x) - span + 1, CALIBRATION_STEP)
+    return names, [x[s0:s0 + span] for s0 in range(0, len(x) - span + 1, CALIBRATION_STEP)]
+
+
+def calibrate(data: Path, settings: DetectorSettings) -> list[tuple[float, float]]:
+    """Flagged % of healthy rows per threshold factor, on anomaly-free.csv pseudo-experiments."""
+    names, parts = healthy_pseudo_experiments(data)
     table = []
     for factor in CALIBRATION_FACTORS:
-        settings = DetectorSettings(threshold_factor=factor)
+        factored = replace(settings, threshold_factor=factor)
         fractions = []
-        for s0 in starts:
-            part = x[s0:s0 + span]
-            det = MultivariateDetector(settings).fit(part[:TRAIN_ROWS], names)
+        for part in parts:
+            det = MultivariateDetector(factored).fit(part[:TRAIN_ROWS], names)
             fractions.append(float(np.mean(det.predict(part[TRAIN_ROWS:]))))
         table.append((factor, 100 * float(np.mean(fractions))))
-    print(f"Threshold calibration on anomaly-free.csv ({len(starts)} pseudo-experiments of "
+    print(f"Threshold calibration on anomaly-free.csv ({len(parts)} pseudo-experiments of "
           f"{TRAIN_ROWS}+{CALIBRATION_TEST_ROWS} rows), budget {CALIBRATION_BUDGET:.0f} % flagged:")
     chosen = next((f for f, pct in table if pct <= CALIBRATION_BUDGET), None)
     for factor, pct in table:
         mark = "  <- smallest within budget" if factor == chosen else ""
         print(f"  factor {factor:4.1f}: {pct:5.2f} % of healthy rows flagged{mark}")
     return table
+
+
+def synthetic_faults(data: Path, settings: DetectorSettings) -> dict[str, float]:
+    """F1 and FAR on shifts injected into the healthy pseudo-experiments: a yardstick without test labels.
+
+    Each signal in turn is shifted by -3, -2, +2 and +3 of its raw training spread, ramped in over
+    30 rows, held for 350 rows from test row 200; every other row of the part is healthy.
+    """
+    names, parts = healthy_pseudo_experiments(data)
+    start, ramp, length = SYNTHETIC_START, SYNTHETIC_RAMP, SYNTHETIC_LENGTH
+    profile = np.zeros(CALIBRATION_TEST_ROWS)
+    profile[start:start + length] = 1.0
+    profile[start:start + ramp] = np.linspace(0.0, 1.0, ramp)
+    truth = profile > 0
+    tp = fp = fn = tn = 0
+    for part in parts:
+        det = MultivariateDetector(settings).fit(part[:TRAIN_ROWS], names)
+        spread = part[:TRAIN_ROWS].std(axis=0)
+        for j in range(part.shape[1]):
+            for size in SYNTHETIC_SHIFTS:
+                test = part[TRAIN_ROWS:].copy()
+                test[:, j] += size * spread[j] * profile
+                pred = det.predict(test)
+                tp += int(np.sum(pred & truth))
+                fp += int(np.sum(pred & ~truth))
+                fn += int(np.sum(~pred & truth))
+                tn += int(np.sum(~pred & ~truth))
+    return {"f1": round(tp / (tp + (fn + fp) / 2), 4), "far": round(100 * fp / (fp + tn), 2),
+            "mar": round(100 * fn / (fn + tp), 2)}
+
+
+def parse_settings(pairs: list[str]) -> DetectorSettings:
+    """``NAME=VALUE`` overrides of the detector's settings, for trying a variant."""
+    fields = DetectorSettings.__dataclass_fields__
+    overrides: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--setting wants NAME=VALUE with NAME one of {', '.join(fields)}; got {pair!r}")
+        default = getattr(DetectorSettings(), name)
+        overrides[name] = value.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(value)
+    return DetectorSettings(**overrides)
 
 
 def print_leaderboard(ours: dict[str, float | int]) -> None:
@@ -273,19 +340,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-file", action="store_true", help="print the counts of every file")
     parser.add_argument("--calibrate", action="store_true",
                         help="also rerun the threshold-factor calibration on anomaly-free.csv")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="also score shifts injected into anomaly-free.csv (no test labels involved)")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a detector setting (e.g. window=30, threshold_factor=4) to try a variant")
     args = parser.parse_args(argv)
     data = args.data if args.data.is_absolute() else (Path.cwd() / args.data)
     if not data.is_dir():
         parser.error(f"no such folder: {data}")
 
     started = time.perf_counter()
-    calibration = calibrate(data) if args.calibrate else None
-    result = run_protocol(data, args.per_file)
+    settings = parse_settings(args.setting)
+    calibration = calibrate(data, settings) if args.calibrate else None
+    synthetic = synthetic_faults(data, settings) if args.synthetic else None
+    if synthetic is not None:
+        print(f"Synthetic shifts in anomaly-free.csv: F1 {synthetic['f1']:.4f}, FAR {synthetic['far']:.2f} %, "
+              f"MAR {synthetic['mar']:.2f} %")
+    result = run_protocol(data, args.per_file, settings)
     seconds = time.perf_counter() - started
     print_leaderboard(result)
     print(f"Goal F1 >= 0.85 with FAR <= 10 %: {'met' if result['f1'] >= 0.85 and result['far'] <= 10 else 'NOT met'}")
-    from diagnostics.detector import MODEL_VERSION, DetectorSettings
-
     summary = {
         "f1": round(float(result["f1"]), 4),
         "far": round(float(result["far"]), 2),
@@ -295,9 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         "tp": result["tp"], "fp": result["fp"], "fn": result["fn"], "tn": result["tn"],
         "train_rows": TRAIN_ROWS,
         "detector_version": MODEL_VERSION,
-        "settings": DetectorSettings().to_dict(),
+        "settings": settings.to_dict(),
         "seconds": round(seconds, 1),
     }
+    if synthetic is not None:
+        summary["synthetic"] = synthetic
     if calibration is not None:
         summary["calibration"] = {f"{f:g}": round(p, 2) for f, p in calibration}
     print(json.dumps(summary, ensure_ascii=False))
