@@ -137,7 +137,7 @@ Each window got its factor from the same healthy-data rule; synthetic F1 / SKAB 
   window 10 (factor 2.5): 0.354 / 0.7342, 6.98 %     window 15 (3): 0.422 / 0.7320, 5.58 %
   window 20 (4):          0.399 / 0.7262, 4.92 %     window 30 (4): 0.490 / 0.7482, 5.49 %
   window 45 (4):          0.531 / 0.7363, 8.08 %     window 60 (5): 0.512 / 0.7110, 7.72 %
-(windows above 40 rows leave fewer than the 5 windows of training the detector requires at 80.)
+(a window above 80 rows is refused: the 400 training rows must hold at least 5 windows.)
 The yardstick picks 45, which scores the same as 10 on the labelled files (+0.002 F1 for +1.1
 points of FAR), and it breaks what the detector is for on machines: the detector's own tests
 (tests/test_detector.py) fail with it - a broken correlation in a process that cycles every two
