@@ -225,8 +225,21 @@ def labelled_files(data: Path) -> list[Path]:
     return files
 
 
+def confusion(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Point-wise (TP, FP, FN, TN) of boolean predictions against boolean labels."""
+    return np.array([np.sum(pred & truth), np.sum(pred & ~truth), np.sum(~pred & truth), np.sum(~pred & ~truth)])
+
+
+def rates(counts: np.ndarray) -> dict[str, float]:
+    """The protocol's F1, FAR % and MAR % of pooled (TP, FP, FN, TN)."""
+    tp, fp, fn, tn = (int(c) for c in counts)
+    return {"f1": tp / (tp + (fn + fp) / 2) if tp + fn + fp else 0.0,
+            "far": fp / (fp + tn) * 100 if fp + tn else 0.0,
+            "mar": fn / (fn + tp) * 100 if fn + tp else 0.0}
+
+
 def run_protocol(data: Path, per_file: bool, settings: DetectorSettings) -> dict[str, float | int]:
-    tp = fp = fn = tn = 0
+    counts = np.zeros(4, dtype=np.int64)
     files = labelled_files(data)
     if not files:
         raise SystemExit(f"no labelled SKAB files under {data}")
@@ -234,19 +247,13 @@ def run_protocol(data: Path, per_file: bool, settings: DetectorSettings) -> dict
         names, x, y = read_skab(path)
         assert y is not None, f"{path} has no anomaly labels"
         det = MultivariateDetector(settings).fit(x[:TRAIN_ROWS], names)
-        pred = det.predict(x[TRAIN_ROWS:])
-        truth = y[TRAIN_ROWS:]
-        f_tp = int(np.sum(pred & truth))
-        f_fp = int(np.sum(pred & ~truth))
-        f_fn = int(np.sum(~pred & truth))
-        f_tn = int(np.sum(~pred & ~truth))
-        tp, fp, fn, tn = tp + f_tp, fp + f_fp, fn + f_fn, tn + f_tn
+        file_counts = confusion(det.predict(x[TRAIN_ROWS:]), y[TRAIN_ROWS:])
+        counts += file_counts
         if per_file:
+            f_tp, f_fp, f_fn, f_tn = file_counts
             print(f"  {path.parent.name}/{path.name:8s} TP {f_tp:4d}  FP {f_fp:4d}  FN {f_fn:4d}  TN {f_tn:4d}")
-    f1 = tp / (tp + (fn + fp) / 2) if tp + fn + fp else 0.0
-    far = fp / (fp + tn) * 100 if fp + tn else 0.0
-    mar = fn / (fn + tp) * 100 if fn + tp else 0.0
-    return {"f1": f1, "far": far, "mar": mar, "files": len(files), "test_points": tp + fp + fn + tn,
+    tp, fp, fn, tn = (int(c) for c in counts)
+    return {**rates(counts), "files": len(files), "test_points": tp + fp + fn + tn,
             "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
@@ -289,7 +296,7 @@ def synthetic_faults(data: Path, settings: DetectorSettings) -> dict[str, float]
     profile[start:start + length] = 1.0
     profile[start:start + ramp] = np.linspace(0.0, 1.0, ramp)
     truth = profile > 0
-    tp = fp = fn = tn = 0
+    counts = np.zeros(4, dtype=np.int64)
     for part in parts:
         det = MultivariateDetector(settings).fit(part[:TRAIN_ROWS], names)
         spread = part[:TRAIN_ROWS].std(axis=0)
@@ -297,13 +304,9 @@ def synthetic_faults(data: Path, settings: DetectorSettings) -> dict[str, float]
             for size in SYNTHETIC_SHIFTS:
                 test = part[TRAIN_ROWS:].copy()
                 test[:, j] += size * spread[j] * profile
-                pred = det.predict(test)
-                tp += int(np.sum(pred & truth))
-                fp += int(np.sum(pred & ~truth))
-                fn += int(np.sum(~pred & truth))
-                tn += int(np.sum(~pred & ~truth))
-    return {"f1": round(tp / (tp + (fn + fp) / 2), 4), "far": round(100 * fp / (fp + tn), 2),
-            "mar": round(100 * fn / (fn + tp), 2)}
+                counts += confusion(det.predict(test), truth)
+    found = rates(counts)
+    return {"f1": round(found["f1"], 4), "far": round(found["far"], 2), "mar": round(found["mar"], 2)}
 
 
 def parse_settings(pairs: list[str]) -> DetectorSettings:
