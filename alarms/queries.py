@@ -46,8 +46,9 @@ def alarms_after(conn: psycopg.Connection, after_id: int, *, limit: int) -> list
     """Alarms raised since ``after_id``, oldest first, with their fault's diagnosis."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            f"SELECT {_COLUMNS} FROM alarms a LEFT JOIN faults f ON f.id = a.last_fault_id "
-            "WHERE a.id > %s ORDER BY a.id LIMIT %s", (after_id, limit)).fetchall()
+            f"SELECT {_COLUMNS}, f.created_at AS fault_stored_at FROM alarms a "
+            "LEFT JOIN faults f ON f.id = a.last_fault_id WHERE a.id > %s ORDER BY a.id LIMIT %s",
+            (after_id, limit)).fetchall()
 
 
 def active_counts(conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, int]:

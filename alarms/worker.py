@@ -1,5 +1,10 @@
 """The alarms worker: follows ``fault_events``, keeps alarms, and opens a ticket per new alarm.
 
+Any number of workers share the fleet the way diagnostics does (core.shards): each owns a set of
+equipment shards by advisory lock, follows the fault events of those machines with a cursor per
+shard (stored with the alarms it wrote, in one transaction) and opens their tickets. The timers
+that are not per machine's stream (unshelving, escalations) run on the owner of shard 0 alone.
+
 Ticket opening is retried with backoff until the API answers; the alarm id is the idempotency
 key, so a retry after a lost response never opens a second ticket. Each round also ends the
 shelvings whose period is over, and records and delivers escalations (alarms.escalation); all of
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +28,7 @@ from alarms.policy import AlarmPolicy
 from alarms.tickets_client import TicketRequest, TicketsClient
 from core import outbox
 from core.db import poll_until_stopped
+from core.shards import SHARD_COUNT, ShardLeases
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +39,18 @@ TICKET_RETRY_MAX_S = 60.0
 # Only alarms this serious open a work order by themselves; the rest wait for a dispatcher.
 TICKET_SEVERITIES = ("critical", "major")
 
-_EVENTS = """
-SELECT e.id, e.kind, e.at, f.id AS fault_id, f.equipment_id, f.fault_code, f.severity
+REBALANCE_EVERY_S = 1.0
+# The shard whose owner also runs the fleet-wide timers.
+TIMERS_SHARD = 0
+
+# The fault events after the owned shards' oldest cursor whose writers have all finished
+# (core.outbox), of every machine: the cursors advance past other shards' events too.
+_EVENTS = f"""
+SELECT e.id, e.xid::text, e.kind, e.at, f.id AS fault_id, f.equipment_id, f.fault_code, f.severity,
+       equipment_shard(f.equipment_id, {SHARD_COUNT})
 FROM fault_events e JOIN faults f ON f.id = e.fault_id
-WHERE e.id = ANY(%s) ORDER BY e.xid, e.id
+WHERE (e.xid, e.id) > (%s::xid8, %s) AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY e.xid, e.id LIMIT %s
 """
 
 
@@ -68,10 +83,15 @@ class AlarmsWorker:
         self.tickets = TicketsClient(tickets_api_url, api_key)
         self.policy = policy
         self.webhook = httpx.Client(timeout=10.0)
+        self.leases = ShardLeases(CONSUMER)
+        self.cursors: dict[int, tuple[str, int]] = {}
+        self._backend_pid: int | None = None
+        self._rebalanced_at = 0.0
 
     def run(self, stop: threading.Event) -> None:
         try:
-            poll_until_stopped(self.database_url, CONSUMER, self.process_round, stop)
+            poll_until_stopped(self.database_url, CONSUMER, self.process_round, stop, wake_on=("fault_events",),
+                               on_stop=self.shutdown)
         finally:
             self.tickets.close()
             self.webhook.close()
@@ -79,20 +99,62 @@ class AlarmsWorker:
     def process_round(self, conn: psycopg.Connection) -> int:
         return (self.process_fault_events(conn) + self.open_pending_tickets(conn) + self.process_timers(conn))
 
+    # --- shards ---
+
+    def position(self) -> tuple[str, int] | None:
+        """The oldest cursor among the owned shards (None when owning none)."""
+        return min(self.cursors.values(), key=outbox.cursor_key) if self.cursors else None
+
+    def _own_shards(self, conn: psycopg.Connection) -> None:
+        """Join on a new connection, and take or hand over shards when due."""
+        if self._backend_pid != conn.info.backend_pid:
+            self._backend_pid = conn.info.backend_pid
+            self.cursors.clear()
+            self.leases.join(conn)
+            self._rebalanced_at = 0.0
+        if time.monotonic() - self._rebalanced_at < REBALANCE_EVERY_S:
+            return
+        self._rebalanced_at = time.monotonic()
+        with conn.transaction():
+            surplus = self.leases.surplus(conn)
+            if surplus:
+                self.leases.release(conn, surplus)
+                for shard in surplus:
+                    self.cursors.pop(shard, None)
+                log.info("alarms handed over shards %s", surplus)
+            taken = self.leases.acquire(conn)
+            if taken:
+                for shard, (cursor, _) in outbox.load_checkpoints(conn, CONSUMER, taken).items():
+                    self.cursors[shard] = cursor
+                log.info("alarms took shards %s (owns %d)", taken, len(self.leases.owned))
+
+    def shutdown(self, conn: psycopg.Connection) -> None:
+        if self._backend_pid == conn.info.backend_pid and self.leases.owned:
+            self.leases.release(conn, list(self.leases.owned))
+            conn.commit()
+
     def process_timers(self, conn: psycopg.Connection, *, now: datetime | None = None) -> int:
-        """Unshelve what is due, record escalations that came due, deliver pending ones."""
+        """Unshelve what is due, record escalations that came due, deliver pending ones (on the
+        owner of the timers' shard only: these are not per machine's stream)."""
+        self._own_shards(conn)
+        if TIMERS_SHARD not in self.leases.owned:
+            return 0
         return (unshelve_expired(conn, now=now) + schedule_escalations(conn, self.policy, now=now)
                 + deliver_escalations(conn, self.policy, self.webhook, now=now))
 
     def process_fault_events(self, conn: psycopg.Connection) -> int:
+        self._own_shards(conn)
+        oldest = self.position()
+        if oldest is None:
+            return 0
         with conn.transaction():
-            cursor = outbox.load_cursor(conn, CONSUMER)
-            events = outbox.fetch_after(conn, "fault_events", cursor, limit=EVENTS_PER_ROUND)
+            events = conn.execute(_EVENTS, (oldest[0], oldest[1], EVENTS_PER_ROUND)).fetchall()
             if not events:
                 return 0
-            for _, kind, at, fault_id, equipment_id, fault_code, severity in conn.execute(
-                _EVENTS, ([e["id"] for e in events],)
-            ):
+            for event_id, xid, kind, at, fault_id, equipment_id, fault_code, severity, shard in events:
+                cursor = self.cursors.get(shard)
+                if cursor is None or outbox.cursor_key((xid, event_id)) <= outbox.cursor_key(cursor):
+                    continue  # another worker's machine, or one this shard has already seen
                 if kind == "raised":
                     result = raise_or_reopen(conn, equipment_id, fault_code, severity, at, fault_id,
                                              flap_window_s=self.policy.flap_window_s,
@@ -104,18 +166,25 @@ class AlarmsWorker:
                     alarm_id = clear_alarm(conn, equipment_id, fault_code, at)
                     if alarm_id:
                         log.info("alarm %d cleared: %s on %s", alarm_id, fault_code, equipment_id)
-            last = events[-1]
-            outbox.save_cursor(conn, CONSUMER, (last["cursor_xid"], last["id"]))
+            last = (events[-1][1], events[-1][0])
+            advanced = [s for s, c in self.cursors.items() if outbox.cursor_key(last) > outbox.cursor_key(c)]
+            for shard in advanced:
+                self.cursors[shard] = last
+            outbox.save_cursors(conn, CONSUMER, advanced, last)
         return len(events)
 
     def open_pending_tickets(self, conn: psycopg.Connection) -> int:
+        self._own_shards(conn)
+        if not self.leases.owned:
+            return 0
         with conn.transaction():
             pending = conn.execute(
-                """SELECT a.id, a.equipment_id, a.fault_code, a.severity, a.ticket_attempts, f.title, f.diagnosis
+                f"""SELECT a.id, a.equipment_id, a.fault_code, a.severity, a.ticket_attempts, f.title, f.diagnosis
                    FROM alarms a LEFT JOIN faults f ON f.id = a.last_fault_id
                    WHERE a.ticket_id IS NULL AND a.severity = ANY(%s) AND a.next_ticket_try_at <= now()
+                     AND equipment_shard(a.equipment_id, {SHARD_COUNT}) = ANY(%s)
                    ORDER BY a.id LIMIT %s""",
-                (list(TICKET_SEVERITIES), TICKETS_PER_ROUND),
+                (list(TICKET_SEVERITIES), sorted(self.leases.owned), TICKETS_PER_ROUND),
             ).fetchall()
         opened = 0
         for alarm_id, equipment_id, fault_code, severity, attempts, title, diagnosis in pending:

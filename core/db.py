@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,21 +51,56 @@ def where_equal(alias: str = "", /, **equal: Any) -> tuple[str, list[Any]]:
 
 
 def poll_until_stopped(database_url: str, name: str, round_: Callable[[psycopg.Connection], int],
-                       stop: threading.Event) -> None:
+                       stop: threading.Event, *, wake_on: tuple[str, ...] = (),
+                       on_connect: Callable[[psycopg.Connection], None] | None = None,
+                       on_stop: Callable[[psycopg.Connection], None] | None = None) -> None:
     """Run ``round_`` over one connection until ``stop``; pause when it did nothing (returned 0).
 
-    A lost database is waited for with backoff and the loop resumes on a new connection: the
-    round's own transactions make that safe.
+    With ``wake_on``, the pause ends as soon as a NOTIFY arrives on one of those channels (the
+    producer's insert trigger sends one per transaction), so work is picked up when it commits
+    rather than at the next poll; the poll stays as the fallback. ``on_connect`` runs on every new
+    connection (before the first round), ``on_stop`` once on the way out while the connection is
+    still up. A lost database is waited for with backoff and the loop resumes on a new connection:
+    the round's own transactions make that safe.
     """
     delay = RECONNECT_DELAY_MIN_S
     while not stop.is_set():
         try:
             with connect(database_url, application_name=f"ironsight-{name}") as conn:
+                if wake_on:
+                    for channel in wake_on:
+                        conn.execute(f'LISTEN "{channel}"')
+                    conn.commit()
+                if on_connect is not None:
+                    on_connect(conn)
                 delay = RECONNECT_DELAY_MIN_S
                 while not stop.is_set():
-                    if not round_(conn):
+                    if round_(conn):
+                        continue
+                    if wake_on:
+                        _wait_for_notify(conn, stop)
+                    else:
                         stop.wait(IDLE_POLL_S)
+                if on_stop is not None:
+                    on_stop(conn)
         except psycopg.OperationalError as exc:
             log.warning("%s lost the database (%s); retrying in %.1fs", name, exc, delay)
             stop.wait(delay)
             delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
+
+
+# While waiting for a notification the stop flag is looked at this often.
+_NOTIFY_SLICE_S = 0.1
+
+
+def _wait_for_notify(conn: psycopg.Connection, stop: threading.Event) -> None:
+    """Until a notification (psycopg keeps those that came during the round), stop, or the idle
+    poll is due."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.commit()  # notifications reach a session only between its transactions
+    deadline = time.monotonic() + IDLE_POLL_S
+    while not stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+        if any(True for _ in conn.notifies(timeout=min(_NOTIFY_SLICE_S, remaining), stop_after=1)):
+            for _ in conn.notifies(timeout=0):
+                pass  # the rest of what queued up: the next round serves them all
+            return

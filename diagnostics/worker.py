@@ -1,8 +1,16 @@
-"""The diagnostics worker: follows ``accepted_batches`` and runs each machine's engine.
+"""The diagnostics worker: follows ``accepted_batches`` for the equipment shards it owns and runs
+their engines, kept in memory.
 
-Per round, in one transaction: the new readings of the batches (exactly those rows, by the
-inserting transaction's id), each machine's engine state, the faults it produced, its new state
-and the consumer cursor. A crash repeats nothing and skips nothing.
+Any number of workers share the fleet: each owns a set of shards (core.shards, one advisory lock
+per shard held by its database session), reads only its machines' new readings, and keeps every
+rule's state for them in one ``ShardEngine`` (rule state as arrays, evaluated over all machines of
+a round at once). Faults are written every round; the engines' state is checkpointed per shard
+with the shard's cursor at intervals, when a shard is handed over, on shutdown, and in the very
+transaction that stores a fault change of one of its machines. A successor (after a restart, a
+crash or a rebalance) restores the checkpoint and replays the batches after it; since every
+change was stored together with a checkpoint taken after it, the replay covers only batches that
+changed nothing, and the engine, being deterministic, changes nothing again: every fault is
+raised exactly once without any bookkeeping of what was written.
 
 Readings newer than what a machine's engine has seen are fed to it live. Readings older than that
 (a backlog that arrived after live data) are replayed with the readings around them through a
@@ -13,22 +21,27 @@ already covers them — so late data is diagnosed in time order without disturbi
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections import defaultdict
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from core import outbox
 from core.db import poll_until_stopped
+from core.shards import SHARD_COUNT, ShardLeases, shard_of
 from core.telemetry import CHANNELS
 from diagnostics.engine import EquipmentEngine
 from diagnostics.rulebook import rulebook_for
-from diagnostics.rules import EquipmentContext, FaultChange, Offline, Sample, Site
+from diagnostics.rules import EquipmentContext, FaultChange, Sample, Site
 from diagnostics.training import load_active_models
 
 log = logging.getLogger(__name__)
@@ -40,95 +53,292 @@ BATCHES_PER_ROUND = 200
 BACKFILL_LOOKBACK_S = 600.0
 OFFLINE_CHECK_INTERVAL_S = 5.0
 CONTEXT_TTL_S = 60.0
+# What a crash costs is replaying up to this much; what a checkpoint costs is one export per shard.
+CHECKPOINT_EVERY_S = 10.0
+# How often a worker looks at its share: a dead worker's shards are taken within about this.
+REBALANCE_EVERY_S = 1.0
 
 _CHANNEL_LIST = ", ".join(f"r.{c}" for c in CHANNELS)
-# The readings each batch inserted: same equipment and span, and written by the batch's transaction.
+# The batches after the owned shards' oldest cursor whose writers have all finished (core.outbox).
+_BATCHES = """
+SELECT id, xid::text FROM accepted_batches
+WHERE (xid, id) > (%s::xid8, %s) AND xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY xid, id LIMIT %s
+"""
+# The readings those batches inserted (same equipment and span, written by the batch's transaction),
+# for machines of the owned shards whose cursor is before the batch.
 _NEW_READINGS = f"""
-SELECT r.equipment_id, r.ts, {_CHANNEL_LIST}, r.fault_codes, s.accepted_at
+SELECT r.equipment_id, extract(epoch FROM r.ts)::float8, {_CHANNEL_LIST}, r.fault_codes,
+       extract(epoch FROM b.accepted_at)::float8
 FROM accepted_batches b
-CROSS JOIN LATERAL unnest(b.equipment_ids, b.first_ts, b.last_ts) AS s0(equipment_id, first_ts, last_ts)
-CROSS JOIN LATERAL (SELECT s0.equipment_id, s0.first_ts, s0.last_ts, b.accepted_at, b.xid::xid AS x) s
-JOIN readings r ON r.equipment_id = s.equipment_id AND r.ts BETWEEN s.first_ts AND s.last_ts AND r.xmin = s.x
-WHERE b.id = ANY(%s)
+CROSS JOIN LATERAL unnest(b.equipment_ids, b.first_ts, b.last_ts) AS s(equipment_id, first_ts, last_ts)
+JOIN unnest(%(shards)s::integer[], %(xids)s::xid8[], %(ids)s::bigint[]) AS c(shard, last_xid, last_id)
+  ON c.shard = equipment_shard(s.equipment_id, {SHARD_COUNT}) AND (b.xid, b.id) > (c.last_xid, c.last_id)
+JOIN readings r ON r.equipment_id = s.equipment_id AND r.ts BETWEEN s.first_ts AND s.last_ts
+  AND r.xmin = b.xid::xid
+WHERE b.id = ANY(%(batches)s)
 ORDER BY r.equipment_id, r.ts
 """
 _HISTORY = f"""
-SELECT r.equipment_id, r.ts, {_CHANNEL_LIST}, r.fault_codes, NULL::timestamptz
+SELECT r.ts, {_CHANNEL_LIST}, r.fault_codes
 FROM readings r WHERE r.equipment_id = %s AND r.ts >= %s AND r.ts <= %s ORDER BY r.ts
 """
 _CONTEXT = """
 SELECT e.id, e.model, e.last_service_hours, s.lat, s.lon, s.radius_m, s.timezone,
        s.permitted_from_hour, s.permitted_to_hour
-FROM equipment e LEFT JOIN sites s ON s.name = e.site WHERE e.id = ANY(%s)
+FROM equipment e LEFT JOIN sites s ON s.name = e.site WHERE {where}
+"""
+_RAISE = """
+WITH f AS (
+    INSERT INTO faults (equipment_id, fault_code, severity, rule, rule_version, started_at, ended_at,
+                        evidence, title, diagnosis, remote_resolvable, backfilled)
+    VALUES (%s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s, false)
+    ON CONFLICT DO NOTHING RETURNING id, started_at)
+INSERT INTO fault_events (fault_id, kind, at) SELECT id, 'raised', started_at FROM f
+"""
+_CLEAR = """
+WITH f AS (
+    UPDATE faults SET ended_at = %s, clear_evidence = %s
+    WHERE equipment_id = %s AND fault_code = %s AND rule = %s AND ended_at IS NULL
+    RETURNING id, ended_at)
+INSERT INTO fault_events (fault_id, kind, at) SELECT id, 'cleared', ended_at FROM f
+"""
+_REVISE = """
+UPDATE faults SET diagnosis = %s, remote_resolvable = %s
+WHERE equipment_id = %s AND fault_code = %s AND rule = %s AND ended_at IS NULL
 """
 
 
-def sample_from_row(row: tuple) -> tuple[str, Sample, datetime | None]:
-    equipment_id, ts, *values, fault_codes, arrived_at = row
-    codes = tuple((c["spn"], c["fmi"], c.get("oc", 0)) for c in fault_codes) if fault_codes else ()
-    return equipment_id, Sample(ts, dict(zip(CHANNELS, values, strict=True)), codes), arrived_at
+def _default_engine() -> Any:
+    try:
+        from diagnostics.shard_engine import ShardEngine
+    except ImportError:  # pragma: no cover - the reference engine serves until the columnar one exists
+        from diagnostics.engine import EngineSet as ShardEngine
+    return ShardEngine()
+
+
+def sample_from_history(row: tuple) -> Sample:
+    ts, *values, fault_codes = row
+    return Sample(ts, dict(zip(CHANNELS, values, strict=True)), _codes(fault_codes))
+
+
+def _codes(fault_codes: list[dict[str, int]] | None) -> tuple[tuple[int, int, int], ...]:
+    return tuple((c["spn"], c["fmi"], c.get("oc", 0)) for c in fault_codes) if fault_codes else ()
 
 
 class DiagnosticsWorker:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, name: str | None = None,
+                 engine_factory: Callable[[], Any] = _default_engine,
+                 checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
         self.database_url = database_url
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.engine_factory = engine_factory
+        self.checkpoint_every_s = checkpoint_every_s
+        self.leases = ShardLeases(CONSUMER)
         self.late_readings = 0
         self.backfilled_faults = 0
+        self.readings_diagnosed = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.engine = self.engine_factory()
+        self.cursors: dict[int, tuple[str, int]] = {}
+        self.machines: dict[int, set[str]] = defaultdict(set)  # by shard
         self._contexts: dict[str, tuple[float, EquipmentContext]] = {}
+        self._backend_pid: int | None = None
         self._offline_checked_at = 0.0
+        self._rebalanced_at = 0.0
+        self._checkpointed_at = time.monotonic()
+
+    # --- the loop ---
 
     def run(self, stop: threading.Event) -> None:
-        poll_until_stopped(self.database_url, CONSUMER, self.process_available, stop)
+        poll_until_stopped(self.database_url, CONSUMER, self.process_available, stop,
+                           wake_on=("accepted_batches",), on_stop=self.shutdown)
 
     def process_available(self, conn: psycopg.Connection) -> int:
-        """One round: the accepted batches not yet processed, then the offline check when due."""
+        """One round: take or hand over shards when due, the new batches, offline check and
+        checkpoint when due."""
+        if self._backend_pid != conn.info.backend_pid:
+            self._join(conn)
+        now = time.monotonic()
+        if now - self._rebalanced_at >= REBALANCE_EVERY_S:
+            self._rebalanced_at = now
+            self.rebalance(conn)
         done = self._process_batches(conn)
-        if time.monotonic() - self._offline_checked_at >= OFFLINE_CHECK_INTERVAL_S:
-            self._offline_checked_at = time.monotonic()
+        # Silence is judged only once caught up: behind, the engines' last arrivals are not yet
+        # the newest ones stored.
+        if done < BATCHES_PER_ROUND and now - self._offline_checked_at >= OFFLINE_CHECK_INTERVAL_S:
+            self._offline_checked_at = now
             done += self.check_offline(conn)
+        if now - self._checkpointed_at >= self.checkpoint_every_s:
+            self.checkpoint(conn)
         return done
 
-    def _process_batches(self, conn: psycopg.Connection) -> int:
+    def shutdown(self, conn: psycopg.Connection) -> None:
+        """Checkpoint everything and let the shards go (a clean stop; a crash loses only the replay)."""
+        if self._backend_pid != conn.info.backend_pid or not self.leases.owned:
+            return
+        self.checkpoint(conn)
+        self.leases.release(conn, list(self.leases.owned))
+        conn.commit()
+
+    def position(self) -> tuple[str, int] | None:
+        """The oldest cursor among the owned shards (None when owning none)."""
+        return min(self.cursors.values(), key=outbox.cursor_key) if self.cursors else None
+
+    def _join(self, conn: psycopg.Connection) -> None:
+        # A new connection: locks held by an earlier one are gone, and so is any right to its state.
+        self._reset()
+        self._backend_pid = conn.info.backend_pid
+        self.leases.join(conn)
+        conn.commit()
+
+    def rebalance(self, conn: psycopg.Connection) -> None:
+        surplus = self.leases.surplus(conn)
+        if surplus:
+            self.checkpoint(conn, surplus)
+            self.leases.release(conn, surplus)
+            for shard in surplus:
+                self.engine.remove(self.machines.pop(shard, set()))
+                self.cursors.pop(shard, None)
+            log.info("%s handed over shards %s", self.name, surplus)
+        taken = self.leases.acquire(conn)
+        if taken:
+            self._restore(conn, taken)
+            # Every owned shard has a checkpoint row from now on, which the rounds' progress updates.
+            self.checkpoint(conn, taken)
+            log.info("%s took shards %s (owns %d)", self.name, taken, len(self.leases.owned))
+        conn.commit()
+
+    # --- checkpoints ---
+
+    def checkpoint(self, conn: psycopg.Connection, shards: Iterable[int] | None = None) -> None:
+        """Save the state and cursor of these shards (all owned when None), in the caller's
+        transaction if one is open."""
         with conn.transaction():
-            cursor = outbox.load_cursor(conn, CONSUMER)
-            batches = outbox.fetch_after(conn, "accepted_batches", cursor, limit=BATCHES_PER_ROUND)
+            for shard in sorted(self.leases.owned if shards is None else shards):
+                if shard not in self.cursors:
+                    continue
+                ids = sorted(self.machines.get(shard, ()))
+                outbox.save_checkpoint(conn, CONSUMER, shard, self.cursors[shard],
+                                       self.engine.export(ids) if ids else None, self.name)
+        if shards is None:
+            self._checkpointed_at = time.monotonic()
+
+    def _restore(self, conn: psycopg.Connection, shards: list[int]) -> None:
+        saved = outbox.load_checkpoints(conn, CONSUMER, shards)
+        contexts = self._load_contexts(conn, shards=shards)
+        for shard in shards:
+            cursor, blob = saved[shard]
+            self.cursors[shard] = cursor
+            if blob is not None:
+                self.engine.restore(bytes(blob), contexts)
+        for equipment_id in contexts:
+            if equipment_id in self.engine:
+                self.machines[shard_of(equipment_id)].add(equipment_id)
+
+    # --- batches ---
+
+    def _process_batches(self, conn: psycopg.Connection) -> int:
+        oldest = self.position()
+        if oldest is None:
+            return 0
+        with conn.transaction():
+            batches = conn.execute(_BATCHES, (oldest[0], oldest[1], BATCHES_PER_ROUND)).fetchall()
             if not batches:
                 return 0
-            by_equipment: dict[str, list[tuple[Sample, datetime | None]]] = defaultdict(list)
-            for row in conn.execute(_NEW_READINGS, ([b["id"] for b in batches],)):
-                equipment_id, sample, arrived_at = sample_from_row(row)
-                by_equipment[equipment_id].append((sample, arrived_at))
-            engines = self._load_engines(conn, list(by_equipment))
-            for equipment_id, samples in by_equipment.items():
-                self._diagnose(conn, engines[equipment_id], samples)
-            self._save_engines(conn, engines.values())
-            last = batches[-1]
-            outbox.save_cursor(conn, CONSUMER, (last["cursor_xid"], last["id"]))
+            shards = sorted(self.cursors)
+            with conn.cursor() as cur:
+                rows = cur.execute(_NEW_READINGS, {
+                    "shards": shards, "xids": [self.cursors[s][0] for s in shards],
+                    "ids": [self.cursors[s][1] for s in shards], "batches": [b[0] for b in batches],
+                }).fetchall()
+            changes = self._diagnose(conn, rows) if rows else []
+            last = (batches[-1][1], batches[-1][0])
+            advanced = [s for s in shards if outbox.cursor_key(last) > outbox.cursor_key(self.cursors[s])]
+            for shard in advanced:
+                self.cursors[shard] = last
+            outbox.save_progress(conn, CONSUMER, advanced, last)
+            self._checkpoint_changed(conn, changes)
         return len(batches)
 
-    def _diagnose(self, conn: psycopg.Connection, engine: EquipmentEngine,
-                  samples: list[tuple[Sample, datetime | None]]) -> None:
-        late = []
-        for sample, arrived_at in samples:
-            if engine.last_ts is not None and sample.ts <= engine.last_ts:
-                late.append(sample)
-                if arrived_at is not None:
-                    engine.last_arrival = max(engine.last_arrival or arrived_at, arrived_at)
-                continue
-            for change in engine.feed(sample, arrived_at):
-                self._record(conn, engine.ctx.equipment_id, change)
-        if late:
-            self.late_readings += len(late)
-            self._backfill(conn, engine, late[0].ts, late[-1].ts)
+    def _checkpoint_changed(self, conn: psycopg.Connection, changes: list[tuple[str, FaultChange]]) -> None:
+        """Checkpoint the shards of these changes in the transaction that stores the changes, so
+        that no replay after a crash can produce them again."""
+        if changes:
+            self.checkpoint(conn, {shard_of(equipment_id) for equipment_id, _ in changes})
 
-    def _backfill(self, conn: psycopg.Connection, engine: EquipmentEngine, first: datetime, last: datetime) -> None:
-        equipment_id = engine.ctx.equipment_id
-        replay = EquipmentEngine(engine.rulebook, engine.ctx)
+    def _diagnose(self, conn: psycopg.Connection, rows: list[tuple]) -> list[tuple[str, FaultChange]]:
+        columns = list(zip(*rows, strict=True))
+        equipment_ids: tuple[str, ...] = columns[0]
+        self._ensure_engines(conn, sorted(set(equipment_ids)))
+        ts = np.array(columns[1], dtype=np.float64)
+        values = {c: np.array(columns[2 + i], dtype=np.float64) for i, c in enumerate(CHANNELS)}
+        fault_codes = {i: _codes(codes) for i, codes in enumerate(columns[2 + len(CHANNELS)]) if codes}
+        arrived_at = np.array(columns[3 + len(CHANNELS)], dtype=np.float64)
+        changes, late = self.engine.feed(equipment_ids, ts, values, fault_codes, arrived_at)
+        self.readings_diagnosed += len(rows) - len(late)
+        self._record(conn, changes)
+        if len(late):
+            self.late_readings += len(late)
+            spans: dict[str, tuple[float, float]] = {}
+            for i in late.tolist():
+                first, last = spans.get(equipment_ids[i], (ts[i], ts[i]))
+                spans[equipment_ids[i]] = (min(first, ts[i]), max(last, ts[i]))
+            for equipment_id, (first, last) in spans.items():
+                self._backfill(conn, equipment_id, datetime.fromtimestamp(first, UTC),
+                               datetime.fromtimestamp(last, UTC))
+        return changes
+
+    def _ensure_engines(self, conn: psycopg.Connection, equipment_ids: list[str]) -> None:
+        now = time.monotonic()
+        stale = [e for e in equipment_ids if e in self.engine and now - self._contexts[e][0] > CONTEXT_TTL_S]
+        if stale:
+            for ctx in self._load_contexts(conn, equipment_ids=stale).values():
+                self.engine.set_context(ctx)
+        missing = [e for e in equipment_ids if e not in self.engine]
+        if not missing:
+            return
+        contexts = self._load_contexts(conn, equipment_ids=missing)
+        # State a single-process diagnostics of an earlier version kept per machine.
+        legacy = dict(conn.execute(
+            "SELECT equipment_id, state FROM diagnostic_state WHERE equipment_id = ANY(%s)", (missing,)))
+        for equipment_id, ctx in contexts.items():
+            self.engine.add(ctx, legacy.get(equipment_id))
+            self.machines[shard_of(equipment_id)].add(equipment_id)
+
+    def _load_contexts(self, conn: psycopg.Connection, *, equipment_ids: list[str] | None = None,
+                       shards: list[int] | None = None) -> dict[str, EquipmentContext]:
+        if shards is not None:
+            where, params = f"equipment_shard(e.id, {SHARD_COUNT}) = ANY(%s)", shards
+        else:
+            where, params = "e.id = ANY(%s)", equipment_ids
+        now = time.monotonic()
+        contexts: dict[str, EquipmentContext] = {}
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(_CONTEXT.format(where=where), (params,)).fetchall()
+        models = load_active_models(conn, [row["id"] for row in rows])
+        for row in rows:
+            site = None
+            if row["lat"] is not None:
+                hours = None
+                if row["permitted_from_hour"] is not None:
+                    hours = (row["permitted_from_hour"], row["permitted_to_hour"])
+                site = Site(row["lat"], row["lon"], row["radius_m"], row["timezone"], hours)
+            ctx = EquipmentContext(row["id"], row["model"], site, row["last_service_hours"], models.get(row["id"], {}))
+            self._contexts[row["id"]] = (now, ctx)
+            contexts[row["id"]] = ctx
+        return contexts
+
+    def _backfill(self, conn: psycopg.Connection, equipment_id: str, first: datetime, last: datetime) -> None:
+        ctx = self._contexts[equipment_id][1]
+        replay = EquipmentEngine(rulebook_for(ctx.model), ctx)
         history = conn.execute(_HISTORY, (equipment_id, first - timedelta(seconds=BACKFILL_LOOKBACK_S), last))
         opened: dict[tuple[str, str], FaultChange] = {}
         episodes: list[tuple[FaultChange, datetime]] = []
         for row in history:
-            for change in replay.feed(sample_from_row(row)[1]):
+            for change in replay.feed(sample_from_history(row)):
                 key = (change.rule, change.fault_code)
                 if change.kind == "raised" and change.at >= first:
                     opened[key] = change
@@ -144,112 +354,56 @@ class DiagnosticsWorker:
             if known:
                 continue
             self.backfilled_faults += 1
-            fault_id = self._insert_fault(conn, equipment_id, raised, backfilled=True, ended_at=ended_at)
-            conn.execute("INSERT INTO fault_events (fault_id, kind, at) VALUES (%s, 'raised', %s), (%s, 'cleared', %s)",
-                         (fault_id, raised.at, fault_id, ended_at))
+            diagnosis = raised.diagnosis or {}
+            conn.execute(
+                """WITH f AS (
+                       INSERT INTO faults (equipment_id, fault_code, severity, rule, rule_version, started_at,
+                                           ended_at, evidence, title, diagnosis, remote_resolvable, backfilled)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true)
+                       ON CONFLICT DO NOTHING RETURNING id, started_at, ended_at)
+                   INSERT INTO fault_events (fault_id, kind, at)
+                   SELECT id, 'raised', started_at FROM f UNION ALL SELECT id, 'cleared', ended_at FROM f""",
+                (equipment_id, raised.fault_code, raised.severity, raised.rule, raised.rule_version, raised.at,
+                 ended_at, Jsonb(raised.evidence), diagnosis.get("title"), Jsonb(diagnosis),
+                 diagnosis.get("remote_resolvable")))
             log.info("backfilled fault %s on %s from %s to %s", raised.fault_code, equipment_id, raised.at, ended_at)
 
-    def check_offline(self, conn: psycopg.Connection) -> int:
-        """Raise OFFLINE for machines silent past their rulebook's limit."""
-        shortest_s = min((r.after_s for r in rulebook_for("").rules if isinstance(r, Offline)), default=120.0)
+    # --- offline ---
+
+    def check_offline(self, conn: psycopg.Connection, *, now: datetime | None = None) -> int:
+        """Raise OFFLINE for the owned machines silent past their rulebook's limit (by the
+        database's clock, which stamped their arrivals)."""
+        if not len(self.engine):
+            return 0
         with conn.transaction():
-            now = conn.execute("SELECT now()").fetchone()[0]
-            silent = [row[0] for row in conn.execute(
-                """SELECT s.equipment_id FROM equipment_state s
-                   WHERE s.last_received_at < now() - make_interval(secs => %s)
-                     AND NOT EXISTS (SELECT 1 FROM faults f WHERE f.equipment_id = s.equipment_id
-                                     AND f.fault_code = 'OFFLINE' AND f.ended_at IS NULL)""",
-                (shortest_s,))]
-            if not silent:
-                return 0
-            engines = self._load_engines(conn, silent)
-            raised = 0
-            for equipment_id, engine in engines.items():
-                for change in engine.tick(now):
-                    self._record(conn, equipment_id, change)
-                    raised += 1
-            self._save_engines(conn, engines.values())
-        return raised
-
-    # --- state and context ---
-
-    def _load_engines(self, conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, EquipmentEngine]:
-        states = dict(conn.execute(
-            "SELECT equipment_id, state FROM diagnostic_state WHERE equipment_id = ANY(%s)", (equipment_ids,)))
-        contexts = self._context(conn, equipment_ids)
-        return {eid: EquipmentEngine(rulebook_for(ctx.model), ctx, states.get(eid)) for eid, ctx in contexts.items()}
-
-    def _save_engines(self, conn: psycopg.Connection, engines: Any) -> None:
-        rows = [(e.ctx.equipment_id, e.last_ts, e.last_arrival, e.rulebook.version, Jsonb(e.state())) for e in engines]
-        with conn.cursor() as cur:
-            cur.executemany(
-                """INSERT INTO diagnostic_state
-                       (equipment_id, last_ts, last_arrival, rulebook_version, state, updated_at)
-                   VALUES (%s, %s, %s, %s, %s, now())
-                   ON CONFLICT (equipment_id) DO UPDATE SET last_ts = EXCLUDED.last_ts,
-                       last_arrival = EXCLUDED.last_arrival, rulebook_version = EXCLUDED.rulebook_version,
-                       state = EXCLUDED.state, updated_at = now()""",
-                rows,
-            )
-
-    def _context(self, conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, EquipmentContext]:
-        now = time.monotonic()
-        missing = [e for e in equipment_ids if e not in self._contexts or now - self._contexts[e][0] > CONTEXT_TTL_S]
-        if missing:
-            models = load_active_models(conn, missing)
-            with conn.cursor(row_factory=dict_row) as cur:
-                for row in cur.execute(_CONTEXT, (missing,)):
-                    site = None
-                    if row["lat"] is not None:
-                        hours = None
-                        if row["permitted_from_hour"] is not None:
-                            hours = (row["permitted_from_hour"], row["permitted_to_hour"])
-                        site = Site(row["lat"], row["lon"], row["radius_m"], row["timezone"], hours)
-                    self._contexts[row["id"]] = (now, EquipmentContext(
-                        row["id"], row["model"], site, row["last_service_hours"], models.get(row["id"], {})))
-        return {e: self._contexts[e][1] for e in equipment_ids if e in self._contexts}
+            if now is None:
+                now = conn.execute("SELECT now()").fetchone()[0]
+            changes = self.engine.tick(now.timestamp())
+            self._record(conn, changes)
+            self._checkpoint_changed(conn, changes)
+        return len(changes)
 
     # --- faults ---
 
-    def _record(self, conn: psycopg.Connection, equipment_id: str, change: FaultChange) -> None:
-        if change.kind == "updated":
-            diagnosis = change.diagnosis or {}
-            conn.execute(
-                """UPDATE faults SET diagnosis = %s, remote_resolvable = %s
-                   WHERE equipment_id = %s AND fault_code = %s AND rule = %s AND ended_at IS NULL""",
-                (Jsonb(diagnosis), diagnosis.get("remote_resolvable"), equipment_id, change.fault_code, change.rule))
-            log.info("diagnosis of %s on %s revised: most probable %s", change.fault_code, equipment_id,
-                     (diagnosis.get("causes") or [{}])[0].get("id"))
+    def _record(self, conn: psycopg.Connection, changes: list[tuple[str, FaultChange]]) -> None:
+        """Store the changes in order, in one round trip (a storm raises thousands at once)."""
+        if not changes:
             return
-        if change.kind == "raised":
-            fault_id = self._insert_fault(conn, equipment_id, change)
-            if fault_id is None:
-                return
-            log.info("fault %s raised on %s at %s", change.fault_code, equipment_id, change.at)
-        else:
-            row = conn.execute(
-                """UPDATE faults SET ended_at = %s, clear_evidence = %s
-                   WHERE equipment_id = %s AND fault_code = %s AND rule = %s AND ended_at IS NULL RETURNING id""",
-                (change.at, Jsonb(change.evidence), equipment_id, change.fault_code, change.rule),
-            ).fetchone()
-            if row is None:
-                return
-            fault_id = row[0]
-            log.info("fault %s cleared on %s at %s", change.fault_code, equipment_id, change.at)
-        conn.execute("INSERT INTO fault_events (fault_id, kind, at) VALUES (%s, %s, %s)",
-                     (fault_id, change.kind, change.at))
-
-    def _insert_fault(self, conn: psycopg.Connection, equipment_id: str, change: FaultChange, *,
-                      backfilled: bool = False, ended_at: datetime | None = None) -> int | None:
-        diagnosis = change.diagnosis or {}
-        row = conn.execute(
-            """INSERT INTO faults (equipment_id, fault_code, severity, rule, rule_version, started_at, ended_at,
-                                   evidence, title, diagnosis, remote_resolvable, backfilled)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (equipment_id, fault_code, rule) WHERE ended_at IS NULL DO NOTHING
-               RETURNING id""",
-            (equipment_id, change.fault_code, change.severity, change.rule, change.rule_version, change.at, ended_at,
-             Jsonb(change.evidence), diagnosis.get("title"), Jsonb(diagnosis), diagnosis.get("remote_resolvable"),
-             backfilled),
-        ).fetchone()
-        return row[0] if row else None
+        with conn.pipeline(), conn.cursor() as cur:
+            for equipment_id, change in changes:
+                if change.kind == "raised":
+                    diagnosis = change.diagnosis or {}
+                    cur.execute(_RAISE, (equipment_id, change.fault_code, change.severity, change.rule,
+                                         change.rule_version, change.at, Jsonb(change.evidence),
+                                         diagnosis.get("title"), Jsonb(diagnosis), diagnosis.get("remote_resolvable")))
+                    log.info("fault %s raised on %s at %s", change.fault_code, equipment_id, change.at)
+                elif change.kind == "cleared":
+                    cur.execute(_CLEAR, (change.at, Jsonb(change.evidence), equipment_id, change.fault_code,
+                                         change.rule))
+                    log.info("fault %s cleared on %s at %s", change.fault_code, equipment_id, change.at)
+                else:
+                    diagnosis = change.diagnosis or {}
+                    cur.execute(_REVISE, (Jsonb(diagnosis), diagnosis.get("remote_resolvable"), equipment_id,
+                                          change.fault_code, change.rule))
+                    log.info("diagnosis of %s on %s revised: most probable %s", change.fault_code, equipment_id,
+                             (diagnosis.get("causes") or [{}])[0].get("id"))

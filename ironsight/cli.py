@@ -46,7 +46,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         settings.api_port = args.api_port
     supervisor = Supervisor(settings, controllers=args.controllers, fault_share=args.fault_share,
                             faults=_fault_kinds(args.faults), interval_s=args.interval,
-                            status_every_s=args.status_every, speed=args.speed)
+                            status_every_s=args.status_every, speed=args.speed,
+                            diagnostics_workers=args.diagnostics_workers)
     return supervisor.run(_stop_on_signals())
 
 
@@ -64,27 +65,29 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     database_url = _require(settings.database_url, "IRONSIGHT_DATABASE_URL")
     mqtt_url = _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL")
     if args.workers > 1:
-        return _run_ingest_processes(args)
+        return _run_processes("ingest", args.workers, args.name)
     IngestWorker(settings, database_url, mqtt_url, name=args.name).run(_stop_on_signals())
     return 0
 
 
-def _run_ingest_processes(args: argparse.Namespace) -> int:
-    """N worker processes on the one shared subscription (each its own GIL, connection, session)."""
+def _run_processes(command: str, workers: int, name: str) -> int:
+    """N worker processes of one kind (each its own GIL and connections), sharing the work: ingest
+    through the broker's shared subscription, diagnostics and alarms through shard leases."""
     import subprocess
 
     from ironsight.services import die_with_parent
 
     stop = _stop_on_signals()
     processes = [
-        subprocess.Popen([sys.executable, "-m", "ironsight", "ingest", "--name", f"{args.name}-{i + 1}"],
+        subprocess.Popen([sys.executable, "-m", "ironsight", command, "--name", f"{name}-{i + 1}"],
                          preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
-        for i in range(args.workers)
+        for i in range(workers)
     ]
     while not stop.wait(1.0):
         exited = [p for p in processes if p.poll() is not None]
         if exited:
-            log.error("ingest worker %d exited with %s; stopping the others", exited[0].pid, exited[0].returncode)
+            log.error("%s worker %d exited with %s; stopping the others", command, exited[0].pid,
+                      exited[0].returncode)
             break
     for process in processes:
         if process.poll() is None:
@@ -105,15 +108,20 @@ def cmd_devices(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_diagnostics(args: argparse.Namespace, settings: Settings) -> int:
     from diagnostics.worker import DiagnosticsWorker
 
-    DiagnosticsWorker(_require(settings.database_url, "IRONSIGHT_DATABASE_URL")).run(_stop_on_signals())
+    database_url = _require(settings.database_url, "IRONSIGHT_DATABASE_URL")
+    if args.workers > 1:
+        return _run_processes("diagnostics", args.workers, args.name)
+    DiagnosticsWorker(database_url, name=args.name).run(_stop_on_signals())
     return 0
 
 
 def cmd_alarms(args: argparse.Namespace, settings: Settings) -> int:
     from alarms.worker import AlarmsWorker
 
-    AlarmsWorker(_require(settings.database_url, "IRONSIGHT_DATABASE_URL"),
-                 settings.tickets_api_url()).run(_stop_on_signals())
+    database_url = _require(settings.database_url, "IRONSIGHT_DATABASE_URL")
+    if args.workers > 1:
+        return _run_processes("alarms", args.workers, args.name)
+    AlarmsWorker(database_url, settings.tickets_api_url()).run(_stop_on_signals())
     return 0
 
 
@@ -244,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--api-port", type=int, default=None, help="API port (default 8000)")
     run.add_argument("--interval", type=float, default=1.0, help="seconds between readings (default 1)")
     run.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines")
+    run.add_argument("--diagnostics-workers", type=int, default=None,
+                     help="diagnostics processes (default: one per core to spare, at least one)")
     run.add_argument("--speed", type=float, default=1.0,
                      help="the service crew acts and its vans drive this many times faster than real time "
                           "(default 1); telemetry and SLA clocks stay real")
@@ -258,13 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="run the devices worker (presence, remote commands, provisioning, broker "
                                    "credentials)").set_defaults(handler=cmd_devices)
-    sub.add_parser("diagnostics", help="run the diagnostics worker").set_defaults(handler=cmd_diagnostics)
+    diagnostics = sub.add_parser("diagnostics", help="run diagnostics workers (they share the fleet's shards)")
+    diagnostics.add_argument("--name", default="diagnostics", help="worker name (in logs and checkpoints)")
+    diagnostics.add_argument("--workers", type=int, default=1, help="worker processes")
+    diagnostics.set_defaults(handler=cmd_diagnostics)
 
     train = sub.add_parser("train", help="train the diagnostic models on healthy history in the database")
     train.add_argument("--hours", type=float, default=24.0, help="history to learn from (default 24)")
     train.add_argument("--equipment-model", default=None, help="only this equipment model")
     train.set_defaults(handler=cmd_train)
-    sub.add_parser("alarms", help="run the alarms worker").set_defaults(handler=cmd_alarms)
+    alarms = sub.add_parser("alarms", help="run alarms workers (they share the fleet's shards)")
+    alarms.add_argument("--name", default="alarms", help="worker name")
+    alarms.add_argument("--workers", type=int, default=1, help="worker processes")
+    alarms.set_defaults(handler=cmd_alarms)
     sub.add_parser("tracking", help="run the vehicle tracking worker (positions → ETA, late warnings, arrivals)"
                    ).set_defaults(handler=cmd_tracking)
     crew = sub.add_parser("crew", help="run a simulated service crew (dispatcher, engineers and vans, call centre)")

@@ -25,6 +25,7 @@ import psycopg
 
 from alarms.queries import alarms_after, count_active
 from core.db import connect
+from core.outbox import lag_seconds
 from core.settings import Settings
 from ingest.queries import count_online, readings_stored_total
 from ironsight.schema import migrate
@@ -43,6 +44,12 @@ DEMO_FULL_CONTROLLERS = 5
 ANNOUNCE_MAX_ALARMS = 10
 
 
+def cores_to_spare() -> int:
+    """Diagnostics processes for this machine: a core each beyond the one that ingest, the broker
+    and the database share at demo scale."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 @dataclass
 class Worker:
     name: str
@@ -56,7 +63,8 @@ class Worker:
 
 class Supervisor:
     def __init__(self, settings: Settings, *, controllers: int, fault_share: float, faults: tuple[str, ...],
-                 interval_s: float, status_every_s: float = 5.0, speed: float = 1.0) -> None:
+                 interval_s: float, status_every_s: float = 5.0, speed: float = 1.0,
+                 diagnostics_workers: int | None = None) -> None:
         self.settings = settings
         self.controllers = controllers
         self.fault_share = fault_share
@@ -66,6 +74,7 @@ class Supervisor:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.speed = speed
+        self.diagnostics_workers = diagnostics_workers or cores_to_spare()
         self.workers: list[Worker] = []
         self._services: list = []
 
@@ -95,7 +104,9 @@ class Supervisor:
                 Worker("api", [*python, "api", "--port", str(settings.api_port)], logs / "api.log"),
                 Worker("ingest", [*python, "ingest"], logs / "ingest.log"),
                 Worker("devices", [*python, "devices"], logs / "devices.log"),
-                Worker("diagnostics", [*python, "diagnostics"], logs / "diagnostics.log"),
+                # Each its own process, restarted on its own: the others take over its shards meanwhile.
+                *[Worker(f"diagnostics-{i}", [*python, "diagnostics", "--name", f"diagnostics-{i}"],
+                         logs / f"diagnostics-{i}.log") for i in range(1, self.diagnostics_workers + 1)],
                 Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
                 Worker("sla", [*python, "sla"], logs / "sla.log"),
                 Worker("tracking", [*python, "tracking"], logs / "tracking.log"),
@@ -185,7 +196,9 @@ class Supervisor:
                 tickets = count_by_state(conn)
                 open_tickets = sum(n for state, n in tickets.items() if state in OPEN_STATES)
                 driving = tickets.get("dispatched", 0) + tickets.get("en_route", 0)
-                self._say(f"{datetime.now():%H:%M:%S}  readings/s {rate:8.1f}  online {online:5d}  "
+                lag = lag_seconds(conn, "accepted_batches", "diagnostics")
+                self._say(f"{datetime.now():%H:%M:%S}  readings/s {rate:8.1f}  diagnosis lag {lag:5.1f} s  "
+                          f"online {online:5d}  "
                           f"active alarms {count_active(conn):4d}  open tickets {open_tickets:4d}  "
                           f"(vans out {driving}, on site {tickets.get('on_site', 0)})  "
                           f"closed {tickets.get('closed', 0)}")
@@ -204,7 +217,12 @@ class Supervisor:
         for alarm in alarms_after(conn, after_id, limit=ANNOUNCE_MAX_ALARMS):
             causes = (alarm["diagnosis"] or {}).get("causes") or []
             top = f" — most probable: {causes[0]['title']} ({causes[0]['probability']:.0%})" if causes else ""
-            self._say(f"          alarm {alarm['severity']:>8}  {alarm['fault_code']} on {alarm['equipment_id']}{top}")
+            after = ""
+            if alarm.get("fault_stored_at") is not None:
+                # From the reading's arrival to the fault is the diagnosis lag on the status line.
+                after = f" ({(alarm['created_at'] - alarm['fault_stored_at']).total_seconds():.1f} s after the fault)"
+            self._say(f"          alarm {alarm['severity']:>8}  {alarm['fault_code']} on {alarm['equipment_id']}"
+                      f"{after}{top}")
             after_id = alarm["id"]
         return after_id
 
@@ -235,7 +253,7 @@ class Supervisor:
         # The fleet first so nothing new arrives, the API last so alarms can finish a request.
         order = {"sim": 0, "crew": 0, "ingest": 1, "devices": 2, "diagnostics": 3, "alarms": 4, "sla": 5,
                  "tracking": 5, "api": 6}
-        for worker in sorted(self.workers, key=lambda w: order.get(w.name, 9)):
+        for worker in sorted(self.workers, key=lambda w: order.get(w.name.split("-")[0], 9)):
             process = worker.process
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)

@@ -206,20 +206,31 @@ class TcpProxy:
         self._listener.close()
 
 
-def drain_outbox(round_: Callable, conn, table: str, consumer: str, *, timeout_s: float = 15.0) -> None:
+def drain_outbox(round_: Callable, conn, table: str, consumer: str | Callable[[], tuple[str, int] | None], *,
+                 timeout_s: float = 15.0) -> None:
     """Run a consumer's rounds until its cursor reaches the newest row of ``table``.
 
+    ``consumer`` is the name of a consumer with one stored cursor, or a sharded consumer's
+    ``position`` (the oldest cursor of the shards it owns, kept in memory between checkpoints).
     Rows become visible to a consumer only once no older transaction is running anywhere on the
     server (core.outbox), so a single round may legitimately see nothing yet; poll instead.
     """
+    def position() -> int:
+        if callable(consumer):
+            cursor = consumer()
+            return cursor[1] if cursor else 0
+        row = conn.execute("SELECT last_id FROM consumer_cursors WHERE consumer = %s", (consumer,)).fetchone()
+        return row[0] if row else 0
+
     def caught_up() -> bool:
         round_(conn)
         newest = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
-        row = conn.execute("SELECT last_id FROM consumer_cursors WHERE consumer = %s", (consumer,)).fetchone()
+        reached = position()
         conn.commit()
-        return (row[0] if row else 0) >= newest
+        return reached >= newest
 
-    wait_for(caught_up, timeout_s=timeout_s, interval_s=0.05, what=f"{consumer} to process {table}")
+    name = consumer if isinstance(consumer, str) else "the consumer"
+    wait_for(caught_up, timeout_s=timeout_s, interval_s=0.05, what=f"{name} to process {table}")
 
 
 def at_once_in_transactions(database_url: str, workers: int, action: Callable) -> list:

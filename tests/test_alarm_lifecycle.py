@@ -216,9 +216,9 @@ def consume_fault_events(worker: AlarmsWorker, conn: psycopg.Connection) -> None
 
     def consumed() -> bool:
         worker.process_fault_events(conn)
-        done = conn.execute("SELECT last_id FROM consumer_cursors WHERE consumer = 'alarms'").fetchone()
         conn.commit()
-        return bool(done) and done[0] >= last
+        done = worker.position()
+        return bool(done) and done[1] >= last
 
     wait_for(consumed, timeout_s=60, what="the alarms worker to take the fault events")
 

@@ -76,8 +76,8 @@ def seeded(migrated_database_url: str) -> Iterator[Seeded]:
     refused some input. Everything goes through the real writer, diagnostics and alarm code."""
     url = migrated_database_url
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("TRUNCATE readings, dead_letters, ingest_stats, accepted_batches, consumer_cursors, sites, "
-                      "equipment RESTART IDENTITY CASCADE")
+        admin.execute("TRUNCATE readings, dead_letters, ingest_stats, accepted_batches, consumer_cursors, "
+                      "shard_checkpoints, sites, equipment RESTART IDENTITY CASCADE")
     now = datetime.now(UTC).replace(microsecond=0)
     start = now - HISTORY
     specs = build_fleet(8, fault_share=0.25, seed=21, id_prefix="GF", faults=("oil_cooler_clogged",))
@@ -106,13 +106,13 @@ def seeded(migrated_database_url: str) -> Iterator[Seeded]:
                      (offline,))
         conn.commit()
         # Rows reach a consumer only once no older transaction runs anywhere on the server: poll.
-        drain_outbox(DiagnosticsWorker(url).process_available, conn, "accepted_batches", "diagnostics",
-                     timeout_s=60)
+        diagnostics = DiagnosticsWorker(url)
+        drain_outbox(diagnostics.process_available, conn, "accepted_batches", diagnostics.position, timeout_s=60)
         from alarms.worker import AlarmsWorker
 
         alarms = AlarmsWorker(url, "http://127.0.0.1:9")
         try:
-            drain_outbox(alarms.process_fault_events, conn, "fault_events", "alarms", timeout_s=60)
+            drain_outbox(alarms.process_fault_events, conn, "fault_events", alarms.position, timeout_s=60)
         finally:
             alarms.tickets.close()
         _open_work_orders(conn)

@@ -20,7 +20,7 @@ def write(conn, temps, start, step_s=10, equipment_id="EX-1"):
 
 
 def drain(worker, conn):
-    drain_outbox(worker.process_available, conn, "accepted_batches", "diagnostics")
+    drain_outbox(worker.process_available, conn, "accepted_batches", worker.position)
 
 
 def faults(conn):
@@ -50,8 +50,7 @@ def test_a_backlog_arriving_after_live_data_is_diagnosed_in_its_own_time(conn):
     kinds = [k for (k,) in conn.execute("SELECT kind FROM fault_events ORDER BY id")]
     assert kinds == ["raised", "cleared"]
     # Live state is where it was: the latest reading evaluated is still the live one.
-    last_ts = conn.execute("SELECT last_ts FROM diagnostic_state WHERE equipment_id = 'EX-1'").fetchone()[0]
-    assert last_ts == live_start + timedelta(seconds=190)
+    assert worker.engine.last_ts(["EX-1"])[0] == (live_start + timedelta(seconds=190)).timestamp()
     # The same backlog uploaded again stores nothing new, so nothing is diagnosed twice.
     write(conn, [90.0] * 3 + [112.0] * 12 + [90.0] * 12, T0)
     drain(worker, conn)
@@ -76,16 +75,14 @@ def test_offline_raised_for_a_silent_machine_and_cleared_when_it_reports_again(c
     write(conn, [88.0] * 3, datetime.now(UTC) - timedelta(seconds=30))
     drain(worker, conn)
     assert worker.check_offline(conn) == 0
-    # Ten minutes of silence, as seen by ingest and by the engine's clock.
-    silent_since = datetime.now(UTC) - timedelta(minutes=10)
-    conn.execute("UPDATE equipment_state SET last_received_at = %s", (silent_since,))
-    conn.execute("UPDATE diagnostic_state SET state = jsonb_set(state, '{last_arrival}', to_jsonb(%s::text))",
-                 (silent_since.isoformat(),))
+    arrived_at = conn.execute("SELECT max(accepted_at) FROM accepted_batches").fetchone()[0]
     conn.commit()
-    assert worker.check_offline(conn) == 1
-    assert worker.check_offline(conn) == 0  # raised once
+    # Ten minutes of silence by the engine's clock.
+    later = arrived_at + timedelta(minutes=10)
+    assert worker.check_offline(conn, now=later) == 1
+    assert worker.check_offline(conn, now=later) == 0  # raised once
     [(code, started_at, ended_at, _)] = faults(conn)
-    assert code == "OFFLINE" and started_at == silent_since + timedelta(seconds=120) and ended_at is None
+    assert code == "OFFLINE" and started_at == arrived_at + timedelta(seconds=120) and ended_at is None
     write(conn, [88.0], datetime.now(UTC))
     drain(worker, conn)
     assert faults(conn)[0][2] is not None

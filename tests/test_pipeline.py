@@ -30,7 +30,7 @@ def test_diagnostics_raise_and_clear_a_fault_and_resume_after_restart(conn):
     diagnostics = DiagnosticsWorker(conn.info.dsn)
     # 90 s above 105 °C (sustain 60 s) raises …
     write_readings(conn, "EX-1", [90.0] * 3 + [112.0] * 10)
-    drain_outbox(diagnostics.process_available, conn, "accepted_batches", "diagnostics")
+    drain_outbox(diagnostics.process_available, conn, "accepted_batches", diagnostics.position)
     fault = conn.execute("SELECT fault_code, severity, started_at, ended_at, evidence FROM faults").fetchone()
     assert fault[:2] == ("OIL_OVERHEAT", "major")
     assert fault[2] == T0 + timedelta(seconds=30) and fault[3] is None
@@ -40,7 +40,7 @@ def test_diagnostics_raise_and_clear_a_fault_and_resume_after_restart(conn):
     # after 60 s below 98 °C, and nothing is evaluated twice.
     write_readings(conn, "EX-1", [95.0] * 10, start=T0 + timedelta(seconds=200))
     restarted = DiagnosticsWorker(conn.info.dsn)
-    drain_outbox(restarted.process_available, conn, "accepted_batches", "diagnostics")
+    drain_outbox(restarted.process_available, conn, "accepted_batches", restarted.position)
     events = conn.execute("SELECT kind, at FROM fault_events ORDER BY id").fetchall()
     assert events == [("raised", T0 + timedelta(seconds=30)), ("cleared", T0 + timedelta(seconds=200))]
     assert restarted.late_readings == 0
@@ -50,7 +50,7 @@ def test_healthy_readings_and_a_short_spike_raise_nothing(conn):
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
     write_readings(conn, "EX-1", [85.0] * 20 + [110.0] * 3 + [85.0] * 20)
     diagnostics = DiagnosticsWorker(conn.info.dsn)
-    drain_outbox(diagnostics.process_available, conn, "accepted_batches", "diagnostics")
+    drain_outbox(diagnostics.process_available, conn, "accepted_batches", diagnostics.position)
     assert conn.execute("SELECT count(*) FROM faults").fetchone()[0] == 0
 
 
@@ -67,10 +67,11 @@ def test_concurrent_raises_of_one_fault_make_one_active_alarm(database_url, conn
 def test_alarm_retries_ticket_opening_until_the_api_answers_and_opens_one_ticket(settings, conn, background):
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
     write_readings(conn, "EX-1", [112.0] * 10)
-    drain_outbox(DiagnosticsWorker(settings.database_url).process_available, conn, "accepted_batches", "diagnostics")
+    diagnostics = DiagnosticsWorker(settings.database_url)
+    drain_outbox(diagnostics.process_available, conn, "accepted_batches", diagnostics.position)
     # The API is not up yet: the alarm is raised, the ticket attempt fails and is retried later.
     alarms = AlarmsWorker(settings.database_url, f"http://127.0.0.1:{free_tcp_port()}")
-    drain_outbox(alarms.process_fault_events, conn, "fault_events", "alarms")
+    drain_outbox(alarms.process_fault_events, conn, "fault_events", alarms.position)
     assert alarms.open_pending_tickets(conn) == 0
     attempts, error = conn.execute("SELECT ticket_attempts, ticket_error FROM alarms").fetchone()
     conn.commit()

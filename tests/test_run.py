@@ -17,7 +17,8 @@ from ironsight.services import free_tcp_port
 from tests.helpers import wait_for
 
 LOGIN = re.compile(r"^login (\S+) / (\S+)")
-STATUS = re.compile(r"readings/s\s+([\d.]+)\s+online\s+(\d+)\s+active alarms\s+(\d+)\s+open tickets\s+(\d+)")
+STATUS = re.compile(r"readings/s\s+([\d.]+)\s+diagnosis lag\s+([\d.]+) s\s+online\s+(\d+)\s+active alarms\s+(\d+)\s+"
+                    r"open tickets\s+(\d+)")
 
 
 @pytest.mark.parametrize("services", ["configured", "embedded"])
@@ -39,7 +40,7 @@ def test_run_shows_live_status_and_ctrl_c_stops_every_process(services, new_data
     def flowing() -> bool:
         while not lines.empty():
             seen.append(lines.get())
-        return any((m := STATUS.search(line)) and float(m.group(1)) > 0 and int(m.group(2)) == 20 for line in seen)
+        return any((m := STATUS.search(line)) and float(m.group(1)) > 0 and int(m.group(3)) == 20 for line in seen)
 
     try:
         wait_for(flowing, timeout_s=60, what="a status line with readings flowing")

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime
 import core
 import ingest
 from core.migrations import apply_migrations, discover
+from core.shards import SHARD_COUNT
 from ingest.partitions import PARTITIONS_AHEAD_DAYS, PARTITIONS_BACK_DAYS, ensure_partitions
 from ironsight.schema import SCHEMA_PACKAGES
 
@@ -19,7 +20,8 @@ def test_the_timescaledb_or_plain_variant_is_chosen_under_one_name():
     assert plain["0001_readings"] == "0001_readings.plain.sql"
     assert timescale["0001_readings"] == "0001_readings.timescaledb.sql"
     assert plain.keys() == timescale.keys()
-    assert [m.name for m in discover(core, timescaledb=False)] == ["0001_fleet", "0002_sites", "0003_grafana_reader"]
+    assert [m.name for m in discover(core, timescaledb=False)] == ["0001_fleet", "0002_sites", "0003_grafana_reader",
+                                                                           "0004_shards"]
 
 
 def test_plain_path_partitions_by_day_and_parks_strays_in_the_default(conn):
@@ -72,8 +74,10 @@ def test_upgrade_keeps_the_accepted_batches_diagnostics_has_not_read_yet(new_dat
         conn.commit()
 
         monkeypatch.undo()
-        assert apply_migrations(conn, SCHEMA_PACKAGES) == ["ingest/0004_write_path"]
-        found = [(row[0], row[1]) for row in conn.execute(_NEW_READINGS, ([batch_id],))]
-        assert found == [("EX-1", ts[0]), ("EX-1", ts[1]), ("EX-2", ts[2])]
+        assert apply_migrations(conn, SCHEMA_PACKAGES) == ["ingest/0004_write_path", "ingest/0005_notify"]
+        every_shard = list(range(SHARD_COUNT))
+        found = [(row[0], row[1]) for row in conn.execute(_NEW_READINGS, {
+            "shards": every_shard, "xids": ["0"] * SHARD_COUNT, "ids": [0] * SHARD_COUNT, "batches": [batch_id]})]
+        assert found == [("EX-1", ts[0].timestamp()), ("EX-1", ts[1].timestamp()), ("EX-2", ts[2].timestamp())]
         assert conn.execute("SELECT column_name FROM information_schema.columns "
                             "WHERE table_name = 'accepted_batches' AND column_name = 'spans'").fetchone() is None
