@@ -7,7 +7,7 @@ the same transaction as the faults it produced. Benchmarks and offline tools dri
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from diagnostics import evidence
@@ -103,91 +103,3 @@ class EquipmentEngine:
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
-
-class EngineSet:
-    """Many machines' engines behind the interface of ``diagnostics.shard_engine.ShardEngine``, one
-    ``EquipmentEngine`` each: the reference the columnar engine is checked against."""
-
-    def __init__(self, rulebook_for: Any = None) -> None:
-        from diagnostics.rulebook import rulebook_for as default_rulebook_for
-
-        self._rulebook_for = rulebook_for or default_rulebook_for
-        self.engines: dict[str, EquipmentEngine] = {}
-
-    def __contains__(self, equipment_id: str) -> bool:
-        return equipment_id in self.engines
-
-    def __len__(self) -> int:
-        return len(self.engines)
-
-    def add(self, ctx: EquipmentContext, state: dict[str, Any] | None = None) -> None:
-        self.engines[ctx.equipment_id] = EquipmentEngine(self._rulebook_for(ctx.model), ctx, state)
-
-    def set_context(self, ctx: EquipmentContext) -> None:
-        engine = self.engines[ctx.equipment_id]
-        if ctx.model != engine.ctx.model:
-            self.engines[ctx.equipment_id] = EquipmentEngine(self._rulebook_for(ctx.model), ctx, engine.state())
-        else:
-            engine.ctx = ctx
-
-    def remove(self, equipment_ids: Any) -> None:
-        for equipment_id in equipment_ids:
-            self.engines.pop(equipment_id, None)
-
-    def last_ts(self, equipment_ids: Any) -> Any:
-        import numpy as np
-
-        return np.array([_epoch(self.engines[e].last_ts) if e in self.engines else np.nan for e in equipment_ids])
-
-    def feed(self, equipment_ids: Any, ts: Any, values: dict[str, Any], fault_codes: dict[int, Any] | None = None,
-             arrived_at: Any = None) -> tuple[list[tuple[str, FaultChange]], Any]:
-        import math
-
-        import numpy as np
-
-        from core.telemetry import CHANNELS
-
-        fault_codes = fault_codes or {}
-        changes: list[tuple[str, FaultChange]] = []
-        late = []
-        columns = [values[c].tolist() for c in CHANNELS]
-        arrivals = arrived_at.tolist() if arrived_at is not None else None
-        for i, equipment_id in enumerate(equipment_ids):
-            engine = self.engines[equipment_id]
-            at = datetime.fromtimestamp(float(ts[i]), UTC)
-            arrived = None
-            if arrivals is not None and not math.isnan(arrivals[i]):
-                arrived = datetime.fromtimestamp(arrivals[i], UTC)
-            if engine.last_ts is not None and at <= engine.last_ts:
-                late.append(i)
-                if arrived is not None:
-                    engine.last_arrival = max(engine.last_arrival or arrived, arrived)
-                continue
-            sample_values = {c: (None if math.isnan(column[i]) else column[i])
-                             for c, column in zip(CHANNELS, columns, strict=True)}
-            sample = Sample(at, sample_values, tuple(fault_codes.get(i, ())))
-            changes.extend((equipment_id, c) for c in engine.feed(sample, arrived))
-        return changes, np.array(late, dtype=np.int64)
-
-    def tick(self, now: float) -> list[tuple[str, FaultChange]]:
-        at = datetime.fromtimestamp(now, UTC)
-        return [(e, c) for e, engine in self.engines.items() for c in engine.tick(at)]
-
-    def state(self, equipment_id: str) -> dict[str, Any]:
-        return self.engines[equipment_id].state()
-
-    def export(self, equipment_ids: Any) -> bytes:
-        import json
-
-        return json.dumps({e: self.engines[e].state() for e in equipment_ids if e in self.engines}).encode()
-
-    def restore(self, blob: bytes, contexts: Any) -> None:
-        import json
-
-        for equipment_id, state in json.loads(blob).items():
-            if equipment_id in contexts:
-                self.add(contexts[equipment_id], state)
-
-
-def _epoch(value: datetime | None) -> float:
-    return value.timestamp() if value is not None else float("nan")

@@ -42,6 +42,7 @@ from core.telemetry import CHANNELS
 from diagnostics.engine import EquipmentEngine
 from diagnostics.rulebook import rulebook_for
 from diagnostics.rules import EquipmentContext, FaultChange, Sample, Site
+from diagnostics.shard_engine import ShardEngine
 from diagnostics.training import load_active_models
 
 log = logging.getLogger(__name__)
@@ -109,14 +110,6 @@ WHERE equipment_id = %s AND fault_code = %s AND rule = %s AND ended_at IS NULL
 """
 
 
-def _default_engine() -> Any:
-    try:
-        from diagnostics.shard_engine import ShardEngine
-    except ImportError:  # pragma: no cover - the reference engine serves until the columnar one exists
-        from diagnostics.engine import EngineSet as ShardEngine
-    return ShardEngine()
-
-
 def sample_from_history(row: tuple) -> Sample:
     ts, *values, fault_codes = row
     return Sample(ts, dict(zip(CHANNELS, values, strict=True)), _codes(fault_codes))
@@ -128,7 +121,7 @@ def _codes(fault_codes: list[dict[str, int]] | None) -> tuple[tuple[int, int, in
 
 class DiagnosticsWorker:
     def __init__(self, database_url: str, *, name: str | None = None,
-                 engine_factory: Callable[[], Any] = _default_engine,
+                 engine_factory: Callable[[], Any] = ShardEngine,
                  checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
         self.database_url = database_url
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
