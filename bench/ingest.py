@@ -31,12 +31,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import ProcessSampler, quantile  # noqa: E402
 from core.fleet import EquipmentRecord, register_equipment  # noqa: E402
 from device_sim.load import LoadSpec, run_slice  # noqa: E402
 from ironsight.schema import migrate  # noqa: E402
@@ -145,9 +145,9 @@ def main() -> None:
             "msg_per_s": round(stored_in_load_window / args.readings_per_msg / args.duration, 1),
             "readings_per_s": round(stored_in_load_window / args.duration, 1),
             "p50_ms": round(statistics.median(samples), 1) if samples else None,
-            "p99_ms": round(_quantile(samples, 0.99), 1) if samples else None,
+            "p99_ms": round(quantile(samples, 0.99), 1) if samples else None,
             "latency_samples": len(samples),
-            "p99_ms_by_minute": [round(_quantile(sorted(v), 0.99), 1) for _, v in sorted(by_minute.items())],
+            "p99_ms_by_minute": [round(quantile(sorted(v), 0.99), 1) for _, v in sorted(by_minute.items())],
             "published": sum(c["readings_published"] for c in counts),
             "acked": acked_readings,
             "stored": stored,
@@ -177,10 +177,6 @@ def main() -> None:
                 admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         for service in reversed(services):
             service.stop()
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    return ordered[int(q * (len(ordered) - 1))]
 
 
 def _stored(conn: psycopg.Connection) -> int:
@@ -240,76 +236,6 @@ class LatencyProbe(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join(5)
-
-
-class ProcessSampler(threading.Thread):
-    """Once a second: the resident memory of each process kind, and the CPU time each kind used.
-
-    PostgreSQL backends serving ``database`` are found by their process title, so the database's
-    share of the CPU is measured too.
-    """
-
-    def __init__(self, pids_by_kind: dict[str, list[int]], database: str) -> None:
-        super().__init__(daemon=True)
-        self.pids = dict(pids_by_kind)
-        self.database = database
-        self.series: dict[str, list[float]] = {}
-        self.cpu_s: dict[str, dict[int, tuple[float, float]]] = {}  # kind -> pid -> (first, last)
-        self._stop_event = threading.Event()
-        self.wall_s = 0.0
-
-    def add(self, kind: str, pids: list[int]) -> None:
-        self.pids[kind] = pids
-
-    def _postgres_backends(self) -> list[int]:
-        found = []
-        for process in psutil.process_iter(["name", "cmdline"]):
-            cmdline = " ".join(process.info["cmdline"] or ())
-            if process.info["name"] and "postgres" in process.info["name"] and self.database in cmdline:
-                found.append(process.pid)
-        return found
-
-    def run(self) -> None:
-        started = time.monotonic()
-        while not self._stop_event.is_set():
-            self.pids["postgres"] = self._postgres_backends()
-            for kind, pids in list(self.pids.items()):
-                total = []
-                for pid in pids:
-                    try:
-                        process = psutil.Process(pid)
-                        total.append(process.memory_info().rss / 2**20)
-                        times = process.cpu_times()
-                    except psutil.Error:
-                        continue
-                    used = times.user + times.system
-                    first, _ = self.cpu_s.setdefault(kind, {}).get(pid, (used, used))
-                    self.cpu_s[kind][pid] = (first, used)
-                if total and kind != "postgres":
-                    self.series.setdefault(kind, []).append(max(total))
-            self.wall_s = time.monotonic() - started
-            time.sleep(1.0)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(5)
-
-    def max_mb(self) -> dict[str, float]:
-        return {k: round(max(v), 1) for k, v in self.series.items() if v}
-
-    def growth_mb(self) -> dict[str, float]:
-        out = {}
-        for kind, values in self.series.items():
-            quarter = max(1, len(values) // 4)
-            out[kind] = round(statistics.mean(values[-quarter:]) - statistics.mean(values[:quarter]), 1)
-        return out
-
-    def cores(self) -> dict[str, float]:
-        """Average cores each kind kept busy while sampled (all its processes together)."""
-        if self.wall_s <= 0:
-            return {}
-        return {kind: round(sum(last - first for first, last in by_pid.values()) / self.wall_s, 2)
-                for kind, by_pid in self.cpu_s.items()}
 
 
 if __name__ == "__main__":

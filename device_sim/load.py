@@ -3,18 +3,33 @@
 Every simulated controller is its own MQTT 5 session over its own TCP connection, as on a real
 fleet (``LoadSpec.connections`` can pool them into fewer connections instead). The generator
 speaks just the part of MQTT it needs (CONNECT, PUBLISH at QoS 1, PUBACK, DISCONNECT) over
-non-blocking sockets, and builds each packet from a per-controller template in which only the
-timestamps and the sequence number change: paho's per-message cost would otherwise make the load
-generator the bottleneck of the machine it measures. It counts what the broker acknowledged with a
-success reason code, so loss is measured from acknowledgements, never assumed.
+non-blocking sockets, and builds each packet from pre-built parts: paho's per-message cost would
+otherwise make the load generator the bottleneck of the machine it measures. It counts what the
+broker acknowledged with a success reason code, so loss is measured from acknowledgements, never
+assumed.
+
+Values vary like a working machine's (sensor noise on temperatures, rpm and pressure, the engine
+dropping to part throttle now and then, engine hours counting up), so that healthy machines raise
+nothing: a constant reading trips the stuck-sensor rule within a minute. The variation costs little
+per message: ``VARIANTS`` channel sets are encoded once per codec and each controller walks through
+them from its own offset, so consecutive readings of one controller always differ. Only the
+timestamps, the sequence number and the engine hours are formatted per reading.
+
+``LoadSpec.faults`` injects faults at known moments (``InjectedFault``): a J1939 DTC carried by
+every reading from then on, or oil temperature above the overheat limit. The generator reports,
+per injected fault, the wall-clock time at which it published the reading that makes the fault due
+(the first reading carrying the DTC; the first overheated reading ``overheat_sustain_s`` after the
+first overheated one), which is the ground truth fault latency is measured from.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import random
 import selectors
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core import mqtt, topics
-from core.telemetry import Reading
+from core.telemetry import CHANNELS, FaultCode, Reading
 from core.telemetry_binary import encode_binary, varint
 
 log = logging.getLogger(__name__)
@@ -55,6 +70,51 @@ class LoadSpec:
     connections: int | None = None
     codec: str = "json"  # or "binary"
     client_id_prefix: str = "load"
+    # Faults to inject; those of controllers outside ``equipment_ids`` are ignored, so one plan can
+    # be handed to every load process.
+    faults: tuple[InjectedFault, ...] = ()
+    # How long oil must stay above the limit before the rule raises (the rulebook's sustain time):
+    # the due time of an injected overheat.
+    overheat_sustain_s: float = 30.0
+
+
+DTC = "dtc"
+OIL_OVERHEAT = "oil_overheat"
+
+
+@dataclass(frozen=True, slots=True)
+class InjectedFault:
+    """From ``at_s`` after the start of the load window until its end, ``equipment_id``'s readings
+    carry the J1939 code (``spn``, ``fmi``) (kind DTC) or oil above the overheat limit (kind
+    OIL_OVERHEAT). Never cleared during the run, so that each is raised exactly once."""
+
+    equipment_id: str
+    kind: str
+    at_s: float
+    spn: int = 0
+    fmi: int = 0
+
+
+def fault_plan(equipment_ids: tuple[str, ...] | list[str], share: float, window_s: tuple[float, float], *,
+               kinds: tuple[tuple[str, int, int], ...] = ((DTC, 100, 17),), seed: int = 1) -> tuple[InjectedFault, ...]:
+    """A fault for ``share`` of the controllers (one each), starting at moments spread evenly over
+    ``window_s`` (seconds into the load window), the kinds ((kind, spn, fmi), …) taken in turn."""
+    rng = random.Random(seed)
+    chosen = rng.sample(list(equipment_ids), round(len(equipment_ids) * share))
+    first, last = window_s
+    step = (last - first) / max(1, len(chosen) - 1) if len(chosen) > 1 else 0.0
+    plan = []
+    for n, equipment_id in enumerate(sorted(chosen)):
+        kind, spn, fmi = kinds[n % len(kinds)]
+        plan.append(InjectedFault(equipment_id, kind, first + n * step, spn, fmi))
+    return tuple(plan)
+
+
+def storm_plan(equipment_ids: tuple[str, ...] | list[str], at_s: float, spn: int = 97,
+               fmi: int = 0) -> tuple[InjectedFault, ...]:
+    """Every controller starts reporting the same DTC at the same moment (default: water in fuel, a
+    minor fault, which raises alarms but opens no tickets)."""
+    return tuple(InjectedFault(e, DTC, at_s, spn, fmi) for e in equipment_ids)
 
 
 def _iso_ms(epoch_ms: int, cache: dict[int, str]) -> str:
@@ -66,30 +126,189 @@ def _iso_ms(epoch_ms: int, cache: dict[int, str]) -> str:
     return f"{prefix}.{epoch_ms % 1000:03d}Z"
 
 
-_CHANNELS = ('"oil_temp_c":86.4,"engine_rpm":1812.5,"hydraulic_pressure_bar":243.1,"coolant_temp_c":84.2,'
-             '"fuel_level_pct":61.35,"engine_hours":2210.4172,"lat":51.949011,"lon":4.142035,"speed_kmh":0.0')
+# Channel sets each controller cycles through; an even count, so that the alternating offsets below
+# make every pair of neighbours (also the last and the first) differ.
+VARIANTS = 256
+# Oil of an injected overheat: above every model's raise limit (105 °C, 108 °C on the EX350), below
+# where the rulebook calls it critical (limit + 10 °C).
+OVERHEATED_OIL_C = 110.0
+# Engine hours start between these (milli-hours) per controller: clear of the service-due warning,
+# which comes 10 h before each 250 h boundary (2,240 h here), for days of running.
+_HOURS_FROM_MILLI, _HOURS_SPREAD_MILLI = 2_010_000, 180_000
+# Milliseconds of running per milli-hour of engine hours.
+_MS_PER_MILLI_HOUR = 3600
 
 
-def json_payload(seq: int, timestamps_ms: list[int], cache: dict[int, str]) -> bytes:
-    readings = ",".join(f'{{"ts":"{_iso_ms(t, cache)}",{_CHANNELS}}}' for t in timestamps_ms)
-    return f'{{"v":1,"seq":{seq},"readings":[{readings}]}}'.encode()
+def healthy_channels(count: int = VARIANTS, *, overheated: bool = False, seed: int = 7) -> list[dict[str, float]]:
+    """``count`` sets of channel values (all but engine hours) of a healthy excavator at work, rounded
+    to what the binary codec carries. Temperatures alternate around their level by 0.05-0.6 °C, so
+    that neighbours always differ (the stuck-sensor rule wants movement above 0.001 within 45 s);
+    every 8th set is part throttle (rpm below the 1,600 rpm of "working"), which also keeps the
+    rate-of-change rule, that needs 7 minutes of steady rpm, from judging the noise."""
+    rng = random.Random(seed)
+    out = []
+    for v in range(count):
+        side = 1.0 if v % 2 else -1.0
+        oil_level = OVERHEATED_OIL_C if overheated else 86.0
+        part_throttle = v % 8 == 7
+        out.append({
+            "oil_temp_c": round(oil_level + side * rng.uniform(0.05, 0.6), 2),
+            "engine_rpm": round((1450.0 if part_throttle else 1810.0) + rng.uniform(-25.0, 25.0), 1),
+            "hydraulic_pressure_bar": round((215.0 if part_throttle else 243.0) + rng.uniform(-6.0, 6.0), 1),
+            "coolant_temp_c": round(84.2 + side * rng.uniform(0.05, 0.4), 2),
+            "fuel_level_pct": round(61.35 + rng.uniform(-0.15, 0.15), 2),
+            "lat": round(51.949011 + rng.uniform(-2e-6, 2e-6), 7),
+            "lon": round(4.142035 + rng.uniform(-2e-6, 2e-6), 7),
+            "speed_kmh": round(rng.uniform(0.0, 0.6), 1),
+        })
+    return out
 
 
-_TEMPLATE = Reading(ts=datetime(2026, 1, 1, tzinfo=UTC), oil_temp_c=86.4, engine_rpm=1812.5,
-                    hydraulic_pressure_bar=243.1, coolant_temp_c=84.2, fuel_level_pct=61.35, engine_hours=2210.417,
-                    lat=51.949011, lon=4.142035, speed_kmh=0.0)
-# The binary form of one reading after its time delta: presence mask and channel values, constant here.
-_BINARY_BODY = encode_binary(0, [_TEMPLATE])[1 + 1 + 1 + 8 + 1:]
+def _json_channels(values: dict[str, float]) -> str:
+    return ",".join(f'"{name}":{values[name]!r}' for name in CHANNELS if name in values)
 
 
-def binary_payload(seq: int, timestamps_ms: list[int]) -> bytes:
-    """The compact codec's message for readings at ``timestamps_ms`` (ascending) with template values."""
-    out = bytearray(b"\x01") + varint(seq) + varint(len(timestamps_ms)) + timestamps_ms[0].to_bytes(8, "big")
-    previous = timestamps_ms[0]
-    for ts in timestamps_ms:
-        out += varint((ts - previous) << 1) + _BINARY_BODY
-        previous = ts
-    return bytes(out)
+def _binary_parts(values: dict[str, float]) -> tuple[bytes, bytes, bytes]:
+    """The binary form of one reading after its time delta, split around engine hours (the one value
+    that changes per reading): presence mask, the channels before, the channels after."""
+    template = Reading(datetime(2026, 1, 1, tzinfo=UTC), **values, engine_hours=0.0)
+    body = encode_binary(0, [template])[1 + 1 + 1 + 8 + 1:]
+    hours_at = 2 + 2 * CHANNELS.index("engine_hours")  # every channel before it is 2 bytes wide
+    assert CHANNELS.index("engine_hours") == 5 and len(body) == hours_at + 4 + 10, "binary layout changed"
+    return body[:2], body[2:hours_at], body[hours_at + 4:]
+
+
+_U32 = struct.Struct(">I")
+_DTC_MASK_BIT = 0x80
+
+
+class Payloads:
+    """Builds the messages of ``equipment_ids`` (their index in it is ``i``) and follows the injected
+    faults: which readings carry them, and when each became due."""
+
+    def __init__(self, equipment_ids: tuple[str, ...], codec: str, start_ms: int,
+                 faults: tuple[InjectedFault, ...] = (), overheat_sustain_s: float = 30.0) -> None:
+        self.codec = codec
+        self.start_ms = start_ms
+        n = len(equipment_ids)
+        self.offsets = [(i * 97) % VARIANTS for i in range(n)]
+        self.readings_sent = [0] * n
+        self.hours0 = [_HOURS_FROM_MILLI + (i * 7919) % _HOURS_SPREAD_MILLI for i in range(n)]
+        healthy, hot = healthy_channels(), healthy_channels(overheated=True)
+        self.json_healthy = [_json_channels(v) for v in healthy]
+        self.json_hot = [_json_channels(v) for v in hot]
+        self.bin_healthy = [_binary_parts(v) for v in healthy]
+        self.bin_hot = [_binary_parts(v) for v in hot]
+        self.cache: dict[int, str] = {}
+        never = 1 << 62
+        self.hot_from = [never] * n
+        # Per controller with DTCs: [(from_ms, fault)], in time order.
+        self.dtc_plan: list[list[tuple[int, InjectedFault]] | None] = [None] * n
+        self.overheat: dict[int, InjectedFault] = {}
+        self.first_hot_ms: dict[int, int] = {}
+        self.sustain_ms = round(overheat_sustain_s * 1000)
+        self.pending: dict[int, list[InjectedFault]] = {}
+        self.due: list[dict[str, Any]] = []
+        index = {e: i for i, e in enumerate(equipment_ids)}
+        for fault in faults:
+            i = index.get(fault.equipment_id)
+            if i is None:
+                continue
+            from_ms = start_ms + round(fault.at_s * 1000)
+            if fault.kind == DTC:
+                plan = self.dtc_plan[i] = self.dtc_plan[i] or []
+                plan.append((from_ms, fault))
+                plan.sort(key=lambda entry: entry[0])
+            elif fault.kind == OIL_OVERHEAT:
+                self.hot_from[i] = min(self.hot_from[i], from_ms)
+                self.overheat[i] = fault
+            else:
+                raise ValueError(f"unknown fault kind {fault.kind!r}")
+            self.pending.setdefault(i, []).append(fault)
+        self.planned = sum(len(v) for v in self.pending.values())
+
+    def payload(self, i: int, seq: int, stamps: list[int]) -> bytes:
+        if i in self.pending:
+            self._note_due(i, stamps)
+        base = self.offsets[i] + self.readings_sent[i]
+        self.readings_sent[i] += len(stamps)
+        if self.codec == "binary":
+            return self._binary(i, seq, stamps, base)
+        return self._json(i, seq, stamps, base)
+
+    def _codes(self, i: int, ts: int) -> list[InjectedFault]:
+        plan = self.dtc_plan[i]
+        return [fault for from_ms, fault in plan if from_ms <= ts] if plan else []
+
+    def _json(self, i: int, seq: int, stamps: list[int], base: int) -> str | bytes:
+        parts = []
+        hot_from, hours0, start, cache = self.hot_from[i], self.hours0[i], self.start_ms, self.cache
+        for k, ts in enumerate(stamps):
+            channels = (self.json_hot if ts >= hot_from else self.json_healthy)[(base + k) % VARIANTS]
+            hours = hours0 + (ts - start) // _MS_PER_MILLI_HOUR
+            dtc = ""
+            if self.dtc_plan[i] is not None and (codes := self._codes(i, ts)):
+                dtc = ',"dtc":[' + ",".join(f'{{"spn":{c.spn},"fmi":{c.fmi},"oc":1}}' for c in codes) + "]"
+            parts.append(f'{{"ts":"{_iso_ms(ts, cache)}",{channels},"engine_hours":{hours // 1000}.{hours % 1000:03d}'
+                         f"{dtc}}}")
+        return f'{{"v":1,"seq":{seq},"readings":[{",".join(parts)}]}}'.encode()
+
+    def _binary(self, i: int, seq: int, stamps: list[int], base: int) -> bytes:
+        out = bytearray(b"\x01") + varint(seq) + varint(len(stamps)) + stamps[0].to_bytes(8, "big")
+        hot_from, hours0, start = self.hot_from[i], self.hours0[i], self.start_ms
+        previous = stamps[0]
+        for k, ts in enumerate(stamps):
+            mask, head, tail = (self.bin_hot if ts >= hot_from else self.bin_healthy)[(base + k) % VARIANTS]
+            hours = hours0 + (ts - start) // _MS_PER_MILLI_HOUR
+            codes = self._codes(i, ts) if self.dtc_plan[i] is not None else ()
+            out += varint((ts - previous) << 1)
+            if codes:
+                out += bytes([mask[0] | _DTC_MASK_BIT, mask[1]]) + head + _U32.pack(hours) + tail
+                out.append(len(codes))
+                for c in codes:
+                    out += _U32.pack(c.spn << 13 | c.fmi << 8 | 1)
+            else:
+                out += mask + head + _U32.pack(hours) + tail
+            previous = ts
+        return bytes(out)
+
+    def _note_due(self, i: int, stamps: list[int]) -> None:
+        """Record the faults this message makes due: its publish time is the ground truth."""
+        if i in self.overheat and i not in self.first_hot_ms:
+            first_hot = next((ts for ts in stamps if ts >= self.hot_from[i]), None)
+            if first_hot is not None:
+                self.first_hot_ms[i] = first_hot
+        for fault in list(self.pending[i]):
+            if fault.kind == DTC:
+                from_ms = self.start_ms + round(fault.at_s * 1000)
+                due_ts = next((ts for ts in stamps if ts >= from_ms), None)
+            else:
+                first_hot = self.first_hot_ms.get(i)
+                due_ts = None if first_hot is None else next(
+                    (ts for ts in stamps if ts - first_hot >= self.sustain_ms), None)
+            if due_ts is None:
+                continue
+            self.pending[i].remove(fault)
+            self.due.append({"equipment_id": fault.equipment_id, "kind": fault.kind, "spn": fault.spn,
+                             "fmi": fault.fmi, "at_s": fault.at_s, "due_ts_ms": due_ts,
+                             "published_at": time.time()})
+        if not self.pending[i]:
+            del self.pending[i]
+
+
+_TABLES: dict[bool, list[dict[str, float]]] = {}
+
+
+def reading_values(i: int, r: int, ts_ms: int, start_ms: int, *, overheated: bool = False,
+                   codes: tuple[FaultCode, ...] = ()) -> Reading:
+    """Controller ``i``'s ``r``-th reading at ``ts_ms`` as a Reading, with the values the generator
+    would publish (for writing a backlog straight to the database, and for tests)."""
+    table = _TABLES.get(overheated)
+    if table is None:
+        table = _TABLES[overheated] = healthy_channels(overheated=overheated)
+    hours = _HOURS_FROM_MILLI + (i * 7919) % _HOURS_SPREAD_MILLI + (ts_ms - start_ms) // _MS_PER_MILLI_HOUR
+    return Reading(datetime.fromtimestamp(ts_ms / 1000, UTC), **table[((i * 97) % VARIANTS + r) % VARIANTS],
+                   engine_hours=hours / 1000, fault_codes=codes)
 
 
 # --- the MQTT 5 packets the generator sends ---
@@ -248,11 +467,12 @@ def run_load(spec: LoadSpec, when_connected: Callable[[], None] | None = None) -
     reading_gap_ms = max(1, int(1000 / (per_controller_msg_s * spec.readings_per_msg)))
     seqs = [0] * n
     last_ts = [0] * n
-    cache: dict[int, str] = {}
     published = throttled = 0
     next_index = 0
     pending_writes: set[_Connection] = set()
     start = time.monotonic()
+    start_wall = time.time()
+    payloads = Payloads(spec.equipment_ids, spec.codec, int(start_wall * 1000), spec.faults, spec.overheat_sustain_s)
     while (elapsed := time.monotonic() - start) < spec.duration_s:
         due = int(elapsed * spec.msg_per_s) - published - throttled
         now_ms = int(time.time() * 1000)
@@ -267,10 +487,7 @@ def run_load(spec: LoadSpec, when_connected: Callable[[], None] | None = None) -
             stamps = [first + k * reading_gap_ms for k in range(spec.readings_per_msg)]
             last_ts[i] = stamps[-1]
             seqs[i] += 1
-            if spec.codec == "binary":
-                payload = binary_payload(seqs[i], stamps)
-            else:
-                payload = json_payload(seqs[i], stamps, cache)
+            payload = payloads.payload(i, seqs[i], stamps)
             connection.out += publish_packet(topic_fields[i], connection.take_mid(), payload)
             pending_writes.add(connection)
             published += 1
@@ -293,6 +510,9 @@ def run_load(spec: LoadSpec, when_connected: Callable[[], None] | None = None) -
         "unacked": sum(c.unacked for c in connections), "throttled": throttled,
         "readings_published": published * spec.readings_per_msg, "readings_acked": acked * spec.readings_per_msg,
         "connections": connection_count, "achieved_msg_per_s": published / spec.duration_s,
+        # The load window's start (epoch seconds), the injected faults that became due with the
+        # publish time of the reading that made each due, and how many never did before the end.
+        "started_at": start_wall, "faults_due": payloads.due, "faults_not_due": payloads.planned - len(payloads.due),
     }
 
 
