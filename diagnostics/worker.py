@@ -184,6 +184,10 @@ class DiagnosticsWorker:
         # A new connection: locks held by an earlier one are gone, and so is any right to its state.
         self._reset()
         self._backend_pid = conn.info.backend_pid
+        # A round reads up to a few hundred thousand readings sorted by machine: sort in memory;
+        # and every span is looked up once, so caching lookups (memoize) only costs.
+        conn.execute("SET work_mem = '64MB'")
+        conn.execute("SET enable_memoize = off")
         self.leases.join(conn)
         conn.commit()
 
