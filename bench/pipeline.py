@@ -346,6 +346,10 @@ def run_live(args: argparse.Namespace, database_url: str, mqtt_url: str, broker_
         with psycopg.connect(database_url, autocommit=True) as conn:
             stored_at_start = stored_readings(conn)
             diagnosed_at_start = diagnostics_progress(conn).diagnosed_readings
+        kill: dict[str, Any] = {}
+        if args.kill_at is not None:
+            _sleep_until(started + args.kill_at, workers, monitor)
+            kill = _kill_a_diagnostics_worker(database_url, workers)
         _sleep_until(started + args.duration, workers, monitor)
         cores = sampler.cores()
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -393,6 +397,7 @@ def run_live(args: argparse.Namespace, database_url: str, mqtt_url: str, broker_
         }
         if args.storm:
             result.update(_storm_report(outcomes, monitor.samples, args.storm_at, started_wall, ended_wall))
+        result.update(kill)
         return result
     finally:
         if monitor.is_alive():
@@ -401,6 +406,41 @@ def run_live(args: argparse.Namespace, database_url: str, mqtt_url: str, broker_
             if p.is_alive():
                 p.terminate()
         workers.stop()
+
+
+def _kill_a_diagnostics_worker(database_url: str, workers: Workers) -> dict[str, Any]:
+    """SIGKILL one diagnostics process (a child of ``diagnostics --workers N``, or one of N) and time
+    until every shard is owned again by a live session."""
+    import signal
+
+    import psutil
+
+    from core.shards import SHARD_COUNT, shard_owners
+
+    candidates = [c.pid for pid in workers.pids("diagnostics") for c in psutil.Process(pid).children()]
+    victim = (candidates or workers.pids("diagnostics"))[0]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        backends = {r[0] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = "
+            "'ironsight-diagnostics'")}
+        owners_before = shard_owners(conn, "diagnostics")
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        # The victim's backend is the one whose session ends now; its shards are those it held.
+        while True:
+            owners = shard_owners(conn, "diagnostics")
+            alive = {r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")}
+            gone = backends - alive
+            if gone and len(owners) == SHARD_COUNT and not set(owners.values()) & gone:
+                taken_over_s = time.monotonic() - killed_at
+                break
+            if time.monotonic() - killed_at > 60:
+                taken_over_s = None
+                break
+            time.sleep(0.05)
+    orphaned = sum(1 for pid in owners_before.values() if pid in gone)
+    return {"killed_worker_pid": victim, "killed_shards": orphaned,
+            "takeover_s": round(taken_over_s, 2) if taken_over_s is not None else None}
 
 
 def _sleep_until(until: float, workers: Workers, monitor: Monitor) -> None:
@@ -752,6 +792,8 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=90.0,
                         help="seconds to wait after the load for the last faults, alarms and tickets")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--kill-at", type=float, default=None,
+                        help="SIGKILL one diagnostics worker this many seconds into the load; reports takeover_s")
     parser.add_argument("--keep-database", action="store_true")
     args = parser.parse_args()
     if args.duration is None:

@@ -72,29 +72,30 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_processes(command: str, workers: int, name: str) -> int:
     """N worker processes of one kind (each its own GIL and connections), sharing the work: ingest
-    through the broker's shared subscription, diagnostics and alarms through shard leases."""
+    through the broker's shared subscription, diagnostics and alarms through shard leases. One that
+    dies is started again; the others carry its share meanwhile."""
     import subprocess
 
     from ironsight.services import die_with_parent
 
+    def start(i: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "ironsight", command, "--name", f"{name}-{i + 1}"],
+                                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+
     stop = _stop_on_signals()
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "ironsight", command, "--name", f"{name}-{i + 1}"],
-                         preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
-        for i in range(workers)
-    ]
+    processes = [start(i) for i in range(workers)]
     while not stop.wait(1.0):
-        exited = [p for p in processes if p.poll() is not None]
-        if exited:
-            log.error("%s worker %d exited with %s; stopping the others", command, exited[0].pid,
-                      exited[0].returncode)
-            break
+        for i, process in enumerate(processes):
+            if process.poll() is not None:
+                log.error("%s worker %d exited with %s; starting it again", command, process.pid,
+                          process.returncode)
+                processes[i] = start(i)
     for process in processes:
         if process.poll() is None:
             process.terminate()
     for process in processes:
         process.wait()
-    return 0 if stop.is_set() else 1
+    return 0
 
 
 def cmd_devices(args: argparse.Namespace, settings: Settings) -> int:
