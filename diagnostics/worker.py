@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "diagnostics"
 BATCHES_PER_ROUND = 200
+# A round stops at the batch that brings it past this many readings (of every shard; a worker
+# reads its own share of them): rounds stay short enough that progress, checkpoints and the
+# handing over of shards are never long behind, and memory stays bounded, even in a backlog.
+READINGS_PER_ROUND = 50_000
+# A round longer than this is logged with where its time went.
+SLOW_ROUND_S = 1.0
 # A replay of late readings starts this long before them, so that sustained conditions that began
 # earlier are seen whole.
 BACKFILL_LOOKBACK_S = 600.0
@@ -62,12 +68,14 @@ REBALANCE_EVERY_S = 1.0
 _CHANNEL_LIST = ", ".join(f"r.{c}" for c in CHANNELS)
 # The batches after the owned shards' oldest cursor whose writers have all finished (core.outbox).
 _BATCHES = """
-SELECT id, xid::text FROM accepted_batches
+SELECT id, xid::text, readings FROM accepted_batches
 WHERE (xid, id) > (%s::xid8, %s) AND xid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY xid, id LIMIT %s
 """
 # The readings those batches inserted (same equipment and span, written by the batch's transaction),
-# for machines of the owned shards whose cursor is before the batch.
+# for machines of the owned shards whose cursor is before the batch. Each span is one lookup of the
+# primary key: OFFSET 0 keeps the subquery a per-span lookup whatever the statistics say, since a
+# plan that scans the readings partition instead costs seconds once it holds millions of rows.
 _NEW_READINGS = f"""
 SELECT r.equipment_id, extract(epoch FROM r.ts)::float8, {_CHANNEL_LIST}, r.fault_codes,
        extract(epoch FROM b.accepted_at)::float8
@@ -75,8 +83,10 @@ FROM accepted_batches b
 CROSS JOIN LATERAL unnest(b.equipment_ids, b.first_ts, b.last_ts) AS s(equipment_id, first_ts, last_ts)
 JOIN unnest(%(shards)s::integer[], %(xids)s::xid8[], %(ids)s::bigint[]) AS c(shard, last_xid, last_id)
   ON c.shard = equipment_shard(s.equipment_id, {SHARD_COUNT}) AND (b.xid, b.id) > (c.last_xid, c.last_id)
-JOIN readings r ON r.equipment_id = s.equipment_id AND r.ts BETWEEN s.first_ts AND s.last_ts
-  AND r.xmin = b.xid::xid
+CROSS JOIN LATERAL (
+    SELECT r.* FROM readings r
+    WHERE r.equipment_id = s.equipment_id AND r.ts BETWEEN s.first_ts AND s.last_ts AND r.xmin = b.xid::xid
+    OFFSET 0) r
 WHERE b.id = ANY(%(batches)s)
 ORDER BY r.equipment_id, r.ts
 """
@@ -110,6 +120,16 @@ WHERE equipment_id = %s AND fault_code = %s AND rule = %s AND ended_at IS NULL
 """
 
 
+def _first_readings(batches: list[tuple], limit: int) -> list[tuple]:
+    """The leading batches up to the one that reaches ``limit`` readings (at least one)."""
+    total = 0
+    for i, (_, _, readings) in enumerate(batches):
+        total += readings
+        if total >= limit:
+            return batches[:i + 1]
+    return batches
+
+
 def sample_from_history(row: tuple) -> Sample:
     ts, *values, fault_codes = row
     return Sample(ts, dict(zip(CHANNELS, values, strict=True)), _codes(fault_codes))
@@ -140,6 +160,8 @@ class DiagnosticsWorker:
         self._contexts: dict[str, tuple[float, EquipmentContext]] = {}
         self._backend_pid: int | None = None
         self._offline_checked_at = 0.0
+        self._round_was_full = False
+        self._behind = True
         self._rebalanced_at = 0.0
         self._checkpointed_at = time.monotonic()
 
@@ -159,9 +181,10 @@ class DiagnosticsWorker:
             self._rebalanced_at = now
             self.rebalance(conn)
         done = self._process_batches(conn)
+        self._behind = self._round_was_full
         # Silence is judged only once caught up: behind, the engines' last arrivals are not yet
         # the newest ones stored.
-        if done < BATCHES_PER_ROUND and now - self._offline_checked_at >= OFFLINE_CHECK_INTERVAL_S:
+        if not self._behind and now - self._offline_checked_at >= OFFLINE_CHECK_INTERVAL_S:
             self._offline_checked_at = now
             done += self.check_offline(conn)
         if now - self._checkpointed_at >= self.checkpoint_every_s:
@@ -238,13 +261,18 @@ class DiagnosticsWorker:
     # --- batches ---
 
     def _process_batches(self, conn: psycopg.Connection) -> int:
+        self._round_was_full = False
         oldest = self.position()
         if oldest is None:
             return 0
+        began = time.monotonic()
         with conn.transaction():
             batches = conn.execute(_BATCHES, (oldest[0], oldest[1], BATCHES_PER_ROUND)).fetchall()
             if not batches:
                 return 0
+            fetched = len(batches)
+            batches = _first_readings(batches, READINGS_PER_ROUND)
+            self._round_was_full = fetched == BATCHES_PER_ROUND or len(batches) < fetched
             shards = sorted(self.cursors)
             with conn.cursor() as cur:
                 # Planned for its arguments each time: a generic plan (psycopg prepares a statement
@@ -254,6 +282,7 @@ class DiagnosticsWorker:
                     "shards": shards, "xids": [self.cursors[s][0] for s in shards],
                     "ids": [self.cursors[s][1] for s in shards], "batches": [b[0] for b in batches],
                 }, prepare=False).fetchall()
+            read = time.monotonic()
             changes = self._diagnose(conn, rows) if rows else []
             last = (batches[-1][1], batches[-1][0])
             advanced = [s for s in shards if outbox.cursor_key(last) > outbox.cursor_key(self.cursors[s])]
@@ -261,6 +290,10 @@ class DiagnosticsWorker:
                 self.cursors[shard] = last
             outbox.save_progress(conn, CONSUMER, advanced, last)
             self._checkpoint_changed(conn, changes)
+        if (ended := time.monotonic()) - began > SLOW_ROUND_S:
+            log.warning("%s: slow round, %d batches, %d readings: %.0f ms reading them, %.0f ms diagnosing and "
+                        "writing %d changes", self.name, len(batches), len(rows), (read - began) * 1000,
+                        (ended - read) * 1000, len(changes))
         return len(batches)
 
     def _checkpoint_changed(self, conn: psycopg.Connection, changes: list[tuple[str, FaultChange]]) -> None:
