@@ -32,14 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import ProcessSampler, quantile  # noqa: E402
+from bench._common import ProcessSampler, fresh_database, quantile, services  # noqa: E402
 from core.fleet import EquipmentRecord, register_equipment  # noqa: E402
 from device_sim.load import LoadSpec, run_slice  # noqa: E402
-from ironsight.schema import migrate  # noqa: E402
 
 PROBE_POLL_S = 0.05
 PROBES = 20
@@ -60,123 +58,103 @@ def main() -> None:
     args = parser.parse_args()
     rate = args.msg_rate or (20_000.0 if args.readings_per_msg == 1 else 10_000.0)
 
-    services = []
-    data_dir = Path(".ironsight-bench").resolve()
-    server_url = os.environ.get("IRONSIGHT_DATABASE_URL")
-    if not server_url:
-        from ironsight.services import start_embedded_postgres
-
-        services.append(start_embedded_postgres(data_dir))
-        server_url = services[-1].url
-    mqtt_url = os.environ.get("IRONSIGHT_MQTT_URL")
-    broker_pid = None
-    if not mqtt_url:
-        from ironsight.services import start_embedded_broker
-
-        services.append(start_embedded_broker(data_dir))
-        mqtt_url, broker_pid = services[-1].url, services[-1].pid
     run_id = uuid.uuid4().hex[:8]
     dbname = f"ironsight_bench_{run_id}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    database_url = make_conninfo(**{**conninfo_to_dict(server_url), "dbname": dbname})
-    workers: list[subprocess.Popen] = []
-    try:
-        migrate(database_url)
-        ids = [f"B{i:06d}" for i in range(args.controllers)]
-        with psycopg.connect(database_url) as conn:
-            register_equipment(conn, [EquipmentRecord(e, f"S{e}", "EX210", "excavator", "bench") for e in ids])
-        topic_root = f"bench-{run_id}"
-        env = {**os.environ, "IRONSIGHT_DATABASE_URL": database_url, "IRONSIGHT_MQTT_URL": mqtt_url,
-               "IRONSIGHT_TOPIC_ROOT": topic_root, "IRONSIGHT_LOG_LEVEL": "WARNING"}
-        for w in range(args.workers):
-            workers.append(subprocess.Popen([sys.executable, "-m", "ironsight", "ingest", "--name", f"bench-{w + 1}"],
-                                            env=env, stdout=subprocess.DEVNULL))
-        time.sleep(3.0)  # connected and subscribed
+    with (services(Path(".ironsight-bench").resolve()) as (server_url, mqtt_url, broker_pid),
+          fresh_database(server_url, dbname, keep=args.keep_database) as database_url):
+        workers: list[subprocess.Popen] = []
+        try:
+            ids = [f"B{i:06d}" for i in range(args.controllers)]
+            with psycopg.connect(database_url) as conn:
+                register_equipment(conn, [EquipmentRecord(e, f"S{e}", "EX210", "excavator", "bench") for e in ids])
+            topic_root = f"bench-{run_id}"
+            env = {**os.environ, "IRONSIGHT_DATABASE_URL": database_url, "IRONSIGHT_MQTT_URL": mqtt_url,
+                   "IRONSIGHT_TOPIC_ROOT": topic_root, "IRONSIGHT_LOG_LEVEL": "WARNING"}
+            for w in range(args.workers):
+                workers.append(subprocess.Popen(
+                    [sys.executable, "-m", "ironsight", "ingest", "--name", f"bench-{w + 1}"],
+                    env=env, stdout=subprocess.DEVNULL))
+            time.sleep(3.0)  # connected and subscribed
 
-        kinds = {"ingest": [w.pid for w in workers]} | ({"broker": [broker_pid]} if broker_pid else {})
-        processes = ProcessSampler(kinds, dbname)
-        probes = ids[:PROBES]
-        latency = LatencyProbe(database_url, probes)
-        results: mp.Queue = mp.Queue()
-        # The load window starts once every load process has connected its sessions.
-        start_together = mp.Barrier(args.load_processes + 1)
-        slices = [tuple(ids[i::args.load_processes]) for i in range(args.load_processes)]
-        connections = None if args.connections is None else max(1, args.connections // args.load_processes)
-        loaders = [mp.Process(target=run_slice, args=(LoadSpec(
-            mqtt_url, topic_root, s, rate / args.load_processes, args.readings_per_msg, args.duration,
-            codec=args.codec, client_id_prefix=f"{topic_root}-load",
-            connections=connections), results, start_together))
-            for s in slices]
-        for p in loaders:
-            p.start()
-        processes.add("load", [p.pid for p in loaders])
-        start_together.wait(timeout=120)
-        started = time.monotonic()
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            stored_at_start_of_load = _stored(conn)
-        processes.start()
-        latency.start()
-        stored_in_load_window = _wait_and_count(database_url, started + args.duration) - stored_at_start_of_load
-        cores_under_load = processes.cores()
-        counts = [results.get(timeout=120) for _ in loaders]
-        failed = [c["error"] for c in counts if "error" in c]
-        if failed:
-            raise RuntimeError(f"load generator failed: {failed[0]}")
-        for p in loaders:
-            p.join()
-        acked_readings = sum(c["readings_acked"] for c in counts)
-        drain_started = time.monotonic()
-        stored = _drain(database_url, acked_readings)
-        drain_s = time.monotonic() - drain_started
-        latency.stop()
-        processes.stop()
-        with psycopg.connect(database_url) as conn:
-            # The primary key (equipment_id, ts) makes a stored duplicate impossible; what is checked is
-            # that the rows in the table are the rows the workers counted as newly inserted.
-            rows = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-            redelivered = conn.execute("SELECT coalesce(sum(readings_duplicate), 0) FROM ingest_stats").fetchone()[0]
-        samples = sorted(latency.samples_ms)
-        by_minute: dict[int, list[float]] = {}
-        for at, ms in zip(latency.seen_at, latency.samples_ms, strict=True):
-            if at < started + args.duration:
-                by_minute.setdefault(int((at - started) // 60), []).append(ms)
-        result = {
-            "msg_per_s": round(stored_in_load_window / args.readings_per_msg / args.duration, 1),
-            "readings_per_s": round(stored_in_load_window / args.duration, 1),
-            "p50_ms": round(statistics.median(samples), 1) if samples else None,
-            "p99_ms": round(quantile(samples, 0.99), 1) if samples else None,
-            "latency_samples": len(samples),
-            "p99_ms_by_minute": [round(quantile(sorted(v), 0.99), 1) for _, v in sorted(by_minute.items())],
-            "published": sum(c["readings_published"] for c in counts),
-            "acked": acked_readings,
-            "stored": stored,
-            "duplicates": stored - rows,
-            "redelivered": int(redelivered),
-            "lost": max(0, acked_readings - stored),
-            "drain_s": round(drain_s, 1),
-            "offered_msg_per_s": round(sum(c["achieved_msg_per_s"] for c in counts), 1),
-            "refused": sum(c["refused"] for c in counts), "unacked": sum(c["unacked"] for c in counts),
-            "throttled": sum(c["throttled"] for c in counts),
-            "connections": sum(c["connections"] for c in counts),
-            "max_rss_mb": processes.max_mb(),
-            "rss_growth_mb": processes.growth_mb(),
-            "cores_under_load": cores_under_load,
-            "controllers": args.controllers, "readings_per_msg": args.readings_per_msg, "codec": args.codec,
-            "workers": args.workers, "duration_s": args.duration, "target_msg_per_s": rate,
-            "load_processes": args.load_processes, "broker": mqtt_url, "at": datetime.now(UTC).isoformat(),
-        }
-        print(json.dumps(result))
-    finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            w.wait(15)
-        if not args.keep_database:
-            with psycopg.connect(server_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        for service in reversed(services):
-            service.stop()
+            kinds = {"ingest": [w.pid for w in workers]} | ({"broker": [broker_pid]} if broker_pid else {})
+            processes = ProcessSampler(kinds, dbname)
+            probes = ids[:PROBES]
+            latency = LatencyProbe(database_url, probes)
+            results: mp.Queue = mp.Queue()
+            # The load window starts once every load process has connected its sessions.
+            start_together = mp.Barrier(args.load_processes + 1)
+            slices = [tuple(ids[i::args.load_processes]) for i in range(args.load_processes)]
+            connections = None if args.connections is None else max(1, args.connections // args.load_processes)
+            loaders = [mp.Process(target=run_slice, args=(LoadSpec(
+                mqtt_url, topic_root, s, rate / args.load_processes, args.readings_per_msg, args.duration,
+                codec=args.codec, client_id_prefix=f"{topic_root}-load",
+                connections=connections), results, start_together))
+                for s in slices]
+            for p in loaders:
+                p.start()
+            processes.add("load", [p.pid for p in loaders])
+            start_together.wait(timeout=120)
+            started = time.monotonic()
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                stored_at_start_of_load = _stored(conn)
+            processes.start()
+            latency.start()
+            stored_in_load_window = _wait_and_count(database_url, started + args.duration) - stored_at_start_of_load
+            cores_under_load = processes.cores()
+            counts = [results.get(timeout=120) for _ in loaders]
+            failed = [c["error"] for c in counts if "error" in c]
+            if failed:
+                raise RuntimeError(f"load generator failed: {failed[0]}")
+            for p in loaders:
+                p.join()
+            acked_readings = sum(c["readings_acked"] for c in counts)
+            drain_started = time.monotonic()
+            stored = _drain(database_url, acked_readings)
+            drain_s = time.monotonic() - drain_started
+            latency.stop()
+            processes.stop()
+            with psycopg.connect(database_url) as conn:
+                # The primary key (equipment_id, ts) makes a stored duplicate impossible; what is checked is
+                # that the rows in the table are the rows the workers counted as newly inserted.
+                rows = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+                redelivered = conn.execute(
+                    "SELECT coalesce(sum(readings_duplicate), 0) FROM ingest_stats").fetchone()[0]
+            samples = sorted(latency.samples_ms)
+            by_minute: dict[int, list[float]] = {}
+            for at, ms in zip(latency.seen_at, latency.samples_ms, strict=True):
+                if at < started + args.duration:
+                    by_minute.setdefault(int((at - started) // 60), []).append(ms)
+            result = {
+                "msg_per_s": round(stored_in_load_window / args.readings_per_msg / args.duration, 1),
+                "readings_per_s": round(stored_in_load_window / args.duration, 1),
+                "p50_ms": round(statistics.median(samples), 1) if samples else None,
+                "p99_ms": round(quantile(samples, 0.99), 1) if samples else None,
+                "latency_samples": len(samples),
+                "p99_ms_by_minute": [round(quantile(sorted(v), 0.99), 1) for _, v in sorted(by_minute.items())],
+                "published": sum(c["readings_published"] for c in counts),
+                "acked": acked_readings,
+                "stored": stored,
+                "duplicates": stored - rows,
+                "redelivered": int(redelivered),
+                "lost": max(0, acked_readings - stored),
+                "drain_s": round(drain_s, 1),
+                "offered_msg_per_s": round(sum(c["achieved_msg_per_s"] for c in counts), 1),
+                "refused": sum(c["refused"] for c in counts), "unacked": sum(c["unacked"] for c in counts),
+                "throttled": sum(c["throttled"] for c in counts),
+                "connections": sum(c["connections"] for c in counts),
+                "max_rss_mb": processes.max_mb(),
+                "rss_growth_mb": processes.growth_mb(),
+                "cores_under_load": cores_under_load,
+                "controllers": args.controllers, "readings_per_msg": args.readings_per_msg, "codec": args.codec,
+                "workers": args.workers, "duration_s": args.duration, "target_msg_per_s": rate,
+                "load_processes": args.load_processes, "broker": mqtt_url, "at": datetime.now(UTC).isoformat(),
+            }
+            print(json.dumps(result))
+        finally:
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                w.wait(15)
 
 
 def _stored(conn: psycopg.Connection) -> int:
