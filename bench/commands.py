@@ -27,8 +27,8 @@ from core.fleet import EquipmentRecord, register_equipment  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from device_sim.controller import SimulatedController  # noqa: E402
 from device_sim.fleet import build_fleet  # noqa: E402
-from ingest import commands  # noqa: E402
-from ingest.devices_worker import DevicesWorker  # noqa: E402
+from devices import commands  # noqa: E402
+from devices.worker import DevicesWorker  # noqa: E402
 
 
 def main() -> None:

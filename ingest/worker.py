@@ -13,7 +13,6 @@ import queue
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import paho.mqtt.client as paho
@@ -22,6 +21,7 @@ import psycopg
 from core import mqtt, topics
 from core.db import connect
 from core.errors import InvalidTelemetry
+from core.inbound import LOG_EVERY_NTH_BAD, InboundMessage
 from core.settings import Settings
 from core.telemetry import decode_message
 from core.telemetry_binary import decode_binary
@@ -43,16 +43,6 @@ SESSION_EXPIRY_S = 24 * 3600
 DB_RETRY_MAX_S = 5.0
 PARTITION_CHECK_INTERVAL_S = 3600.0
 EQUIPMENT_CACHE_TTL_S = 10.0
-# A flood of bad payloads must not flood the log: the first of each reason, then every Nth.
-LOG_EVERY_NTH_BAD = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
 
 
 class KnownEquipment:

@@ -16,12 +16,12 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from core.inbound import DEAD_LETTER_PAYLOAD_BYTES
 from core.telemetry import Reading
 
 log = logging.getLogger(__name__)
 
 # Dead letters keep the head of a payload: enough to see what a device sent, bounded in size.
-DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
 
 READING_COLUMNS = (
     "equipment_id", "ts", "oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c",

@@ -99,7 +99,7 @@ def _run_processes(command: str, workers: int, name: str) -> int:
 
 
 def cmd_devices(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.devices_worker import DevicesWorker
+    from devices.worker import DevicesWorker
 
     DevicesWorker(settings, _require(settings.database_url, "IRONSIGHT_DATABASE_URL"),
                   _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL")).run(_stop_on_signals())

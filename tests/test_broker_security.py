@@ -17,9 +17,9 @@ from core.fleet import EquipmentRecord
 from core.telemetry import Reading, encode_message
 from device_sim.controller import SimulatedController, provision
 from device_sim.fleet import build_fleet
-from ingest import registry
-from ingest.broker_auth import BrokerAuthSync, ServicePasswords, hash_password, verify_password
-from ingest.devices_worker import DevicesWorker
+from devices import registry
+from devices.broker_auth import BrokerAuthSync, ServicePasswords, hash_password, verify_password
+from devices.worker import DevicesWorker
 from ingest.worker import IngestWorker
 from tests.helpers import ApiServer, SecuredMosquitto, wait_for
 

@@ -15,8 +15,8 @@ from core.device_messages import Command, Status, encode_ack, encode_command, en
 from core.fleet import EquipmentRecord
 from device_sim.controller import SimulatedController
 from device_sim.fleet import build_fleet
-from ingest import registry
-from ingest.devices_worker import DevicesWorker
+from devices import registry
+from devices.worker import DevicesWorker
 from ingest.worker import IngestWorker
 from tests.helpers import ApiServer, Publisher, wait_for
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ingest.broker_auth import verify_password
+from devices.broker_auth import verify_password
 from tests.helpers import ApiServer
 
 MACHINE = {"model": "EX210", "kind": "excavator", "customer": "acme-construction", "site": "rotterdam-port"}

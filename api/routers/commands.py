@@ -10,7 +10,7 @@ from api.auth import READERS, STAFF, Principal, Role, require
 from api.deps import DbConn, SettingsDep
 from api.schemas import CommandCreate, CommandPublic, CommandsPublic, PresencePublic
 from api.tenancy import ensure_visible
-from ingest import commands, registry
+from devices import commands, registry
 
 router = APIRouter(prefix="/equipment", tags=["commands"])
 

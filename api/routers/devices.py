@@ -10,7 +10,7 @@ from api.auth import Role, require
 from api.deps import DbConn
 from api.schemas import CredentialPublic, DeviceCreate, DevicePublic, DevicesPublic, DeviceState, DeviceUpdate
 from core.fleet import EquipmentRecord
-from ingest import registry
+from devices import registry
 
 # The registry and the controllers' credentials are an administrator's business.
 router = APIRouter(prefix="/devices", tags=["devices"], dependencies=[require(Role.admin)])

@@ -9,7 +9,7 @@ Commands are published (QoS 1, with an MQTT 5 message expiry equal to their rema
 when their controller is connected, and again when it reconnects before answering; a new command
 wakes the worker at once through LISTEN/NOTIFY, and a sweep every ``command_tick_s`` expires
 overdue ones. When ``broker_auth_dir`` is set, the broker's password and ACL files follow the
-registry (ingest.broker_auth).
+registry (devices.broker_auth).
 """
 
 from __future__ import annotations
@@ -39,11 +39,10 @@ from core.device_messages import (
     encode_provisioning_response,
 )
 from core.errors import InvalidTelemetry
+from core.inbound import DEAD_LETTER_PAYLOAD_BYTES, LOG_EVERY_NTH_BAD, InboundMessage
 from core.settings import Settings
-from ingest import commands, registry
-from ingest.broker_auth import BrokerAuthSync, ServicePasswords
-from ingest.worker import LOG_EVERY_NTH_BAD, InboundMessage
-from ingest.writer import DEAD_LETTER_PAYLOAD_BYTES
+from devices import commands, registry
+from devices.broker_auth import BrokerAuthSync, ServicePasswords
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 
 from core.device_messages import Status
 from core.fleet import EquipmentRecord, register_equipment
-from ingest.broker_auth import hash_password, new_password
+from devices.broker_auth import hash_password, new_password
 
 REGISTRY_CHANNEL = "ironsight_registry"
 UPDATABLE = ("firmware", "commissioned_on", "report_interval_s")

@@ -1,0 +1,24 @@
+"""What every consumer of device traffic shares: the message as it left paho's network thread,
+and how much of bad input is kept and logged.
+
+Telemetry (ingest) and the device side (devices: status, acks, provisioning) both take messages
+off the broker into a queue and both dead-letter what they cannot read; these are the terms they
+agree on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# A dead letter keeps this much of the refused payload: enough to see what was wrong.
+DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+# A flood of bad payloads must not flood the log: the first of each reason, then every Nth.
+LOG_EVERY_NTH_BAD = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
