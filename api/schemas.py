@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 Severity = Literal["critical", "major", "minor", "warning"]
 
@@ -470,6 +470,15 @@ class DeviceUpdate(BaseModel):
     customer: str | None = Field(None, min_length=1, max_length=128)
     kind: str | None = Field(None, min_length=1, max_length=64)
     site: str | None = Field(None, max_length=128)
+
+    @model_validator(mode="after")
+    def _required_fields_are_not_cleared(self) -> DeviceUpdate:
+        # Absent means "unchanged"; null would clear, which these fields cannot be.
+        cleared = [name for name in ("report_interval_s", "customer", "kind")
+                   if name in self.model_fields_set and getattr(self, name) is None]
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)} cannot be null")
+        return self
 
 
 class DevicePublic(BaseModel):

@@ -117,14 +117,14 @@ def services(data_dir: Path) -> Iterator[tuple[str, str, int | None]]:
     try:
         server_url = os.environ.get("IRONSIGHT_DATABASE_URL")
         if not server_url:
-            from ironsight.services import start_embedded_postgres
+            from ironsight.embedded_postgres import start_embedded_postgres
 
             started.append(start_embedded_postgres(data_dir))
             server_url = started[-1].url
         mqtt_url = os.environ.get("IRONSIGHT_MQTT_URL")
         broker_pid = None
         if not mqtt_url:
-            from ironsight.services import start_embedded_broker
+            from ironsight.embedded_broker import start_embedded_broker
 
             started.append(start_embedded_broker(data_dir))
             mqtt_url, broker_pid = started[-1].url, started[-1].pid

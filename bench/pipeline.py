@@ -295,7 +295,7 @@ class Outcome:
 
 def run_live(args: argparse.Namespace, database_url: str, mqtt_url: str, broker_pid: int | None,
              dbname: str) -> dict[str, Any]:
-    from ironsight.services import free_tcp_port
+    from ironsight.processes import free_tcp_port
 
     ids = [f"P{i:06d}" for i in range(args.controllers)]
     with psycopg.connect(database_url) as conn:

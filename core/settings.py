@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IRONSIGHT_", extra="ignore")
 
-    # Unset means "start an embedded one" (see ironsight.services).
+    # Unset means "start an embedded one" (see ironsight.embedded_postgres and ironsight.embedded_broker).
     database_url: str | None = None
     mqtt_url: str | None = None
 

@@ -76,7 +76,7 @@ def _run_processes(command: str, workers: int, name: str) -> int:
     dies is started again; the others carry its share meanwhile."""
     import subprocess
 
-    from ironsight.services import die_with_parent
+    from ironsight.processes import die_with_parent
 
     def start(i: int) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "ironsight", command, "--name", f"{name}-{i + 1}"],

@@ -28,8 +28,10 @@ from core.db import connect
 from core.outbox import lag_seconds
 from core.settings import Settings
 from ingest.queries import count_online, readings_stored_total
+from ironsight.embedded_broker import start_embedded_broker
+from ironsight.embedded_postgres import start_embedded_postgres
+from ironsight.processes import die_with_parent
 from ironsight.schema import migrate
-from ironsight.services import die_with_parent, start_embedded_broker, start_embedded_postgres
 from ironsight.world import seed_service_world
 from tickets.service import count_by_state, events_after, last_event_id
 from tickets.workflow import OPEN_STATES

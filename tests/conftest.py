@@ -40,7 +40,7 @@ def server_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     if url:
         yield url
         return
-    from ironsight.services import start_embedded_postgres
+    from ironsight.embedded_postgres import start_embedded_postgres
 
     server = start_embedded_postgres(tmp_path_factory.mktemp("embedded-pg"))
     try:
@@ -104,7 +104,7 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    from ironsight.services import start_embedded_broker
+    from ironsight.embedded_broker import start_embedded_broker
 
     broker = start_embedded_broker(tmp_path_factory.mktemp("embedded-broker"))
     try:

@@ -265,7 +265,8 @@ class SecuredMosquitto:
         import os
         import subprocess
 
-        from ironsight.services import find_mosquitto, free_tcp_port
+        from ironsight.embedded_broker import find_mosquitto
+        from ironsight.processes import free_tcp_port
 
         executable = find_mosquitto()
         assert executable, "mosquitto is not installed"
@@ -296,9 +297,9 @@ class SecuredMosquitto:
         self.log = open(directory / "mosquitto.log", "wb")  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen([executable, "-c", str(self.config)], stdout=self.log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        from ironsight.services import _port_accepts
+        from ironsight.processes import port_accepts
 
-        wait_for(lambda: _port_accepts(self.port) or self.process.poll() is not None, timeout_s=10,
+        wait_for(lambda: port_accepts(self.port) or self.process.poll() is not None, timeout_s=10,
                  interval_s=0.05, what="mosquitto to listen")
         assert self.process.poll() is None, (directory / "mosquitto.log").read_text()
 

@@ -43,6 +43,8 @@ def test_registry_crud(http, conn):
     assert updated.status_code == 200 and updated.json()["firmware"] == "2.1.0"
     assert updated.json()["report_interval_s"] == 2.0 and updated.json()["commissioned_on"] == "2026-03-01"
     assert http.patch("/devices/NOPE", json={"firmware": "1"}).status_code == 404
+    for required in ("report_interval_s", "customer", "kind"):
+        assert http.patch("/devices/EQ-7", json={required: None}).status_code == 422
     moved = http.patch("/devices/EQ-7", json={"customer": "nordbau", "site": "munich-ring"}).json()
     assert (moved["customer"], moved["site"], moved["firmware"]) == ("nordbau", "munich-ring", "2.1.0")
     assert http.get("/equipment", params={"customer": "nordbau"}).json()["count"] == 1

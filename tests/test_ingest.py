@@ -164,7 +164,7 @@ def test_both_codecs_arrive_through_the_fallback_broker_too(database_url, conn, 
     """The iotcore (rumqttd) broker that ``ironsight run`` falls back to without Mosquitto."""
     from core.settings import Settings
     from core.telemetry_binary import encode_binary
-    from ironsight.services import start_embedded_broker
+    from ironsight.embedded_broker import start_embedded_broker
 
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
     broker = start_embedded_broker(tmp_path / "broker", prefer="iotcore")

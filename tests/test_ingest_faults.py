@@ -18,7 +18,7 @@ from core.fleet import EquipmentRecord, register_equipment
 from core.settings import Settings
 from core.telemetry import Reading, encode_message
 from ingest.worker import IngestWorker
-from ironsight.services import start_embedded_broker
+from ironsight.embedded_broker import start_embedded_broker
 from tests.helpers import TcpProxy, wait_for
 
 # The outage the ingest path must ride through (the database down for a minute under load).

@@ -10,8 +10,8 @@ from device_sim.fleet import FleetRunner, build_fleet
 from diagnostics.worker import DiagnosticsWorker
 from ingest.worker import IngestWorker
 from ingest.writer import Batch, BatchWriter
+from ironsight.processes import free_tcp_port
 from ironsight.schema import register_fleet
-from ironsight.services import free_tcp_port
 from tests.helpers import ApiServer, at_once_in_transactions, drain_outbox, wait_for
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)

@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from ironsight.services import free_tcp_port
+from ironsight.processes import free_tcp_port
 from tests.helpers import wait_for
 
 LOGIN = re.compile(r"^login (\S+) / (\S+)")

