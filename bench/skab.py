@@ -1,6 +1,6 @@
 """SKAB: our multivariate detector on real pump test-rig data, under the published protocol.
 
-Runs ``diagnostics.detector.MultivariateDetector`` on the Skoltech Anomaly Benchmark (a water
+Runs ``diagnostics.offline.detector.MultivariateDetector`` on the Skoltech Anomaly Benchmark (a water
 circulation rig with a pump, 8 sensors at 1 Hz; see SOURCE.md beside the data) and prints the
 published outlier-detection leaderboard with our row inserted in rank order. The last line is one
 JSON object: ``f1``, ``far``, ``mar``, ``files``, ``test_points`` and more.
@@ -20,7 +20,7 @@ How each setting was chosen (no setting was tuned on the test parts' labels)
   single-signal squared deviation), 95 % confidence for the small-sample widening of each signal's
   spread, 0.99 quantile for "settled" after an episode, 60-row cap on re-learning, Ledoit-Wolf
   shrinkage on every 10th training row: fixed from first principles (see the constants in
-  diagnostics/detector.py for the reasons).
+  diagnostics/offline/detector.py for the reasons).
 - Threshold factor 2.5: chosen on healthy data only. anomaly-free.csv (9,405 healthy rows, not
   part of the protocol's files) is cut into 17 pseudo-experiments (starts every 500 rows, 400 rows
   train + the next 750 scored, as in the protocol), and the factor is the smallest of
@@ -169,7 +169,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from diagnostics.detector import MODEL_VERSION, DetectorSettings, MultivariateDetector  # noqa: E402
+from diagnostics.offline.detector import MODEL_VERSION, DetectorSettings, MultivariateDetector  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "datasets" / "skab"
 TRAIN_ROWS = 400

@@ -177,7 +177,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_diagnose_csv(args: argparse.Namespace, settings: Settings) -> int:
-    from diagnostics.offline import write_diagnosis_csv
+    from diagnostics.offline.csv_report import write_diagnosis_csv
 
     try:
         write_diagnosis_csv(args.path, sys.stdout, train_rows=args.train_rows, time_column=args.time_column,

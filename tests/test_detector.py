@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from diagnostics.detector import DetectorSettings, MultivariateDetector, StreamState
-from diagnostics.offline import diagnose_csv, write_diagnosis_csv
+from diagnostics.offline.csv_report import diagnose_csv, write_diagnosis_csv
+from diagnostics.offline.detector import DetectorSettings, MultivariateDetector, StreamState
 
 N_TRAIN, N_TEST = 400, 1000
 NAMES = ["flow", "pressure", "temperature", "current", "voltage"]

@@ -1,6 +1,6 @@
 """Offline diagnosis of a recorded series (a controller log exported as CSV).
 
-The detector of diagnostics.detector is trained on the first ``train_rows`` rows (assumed
+The detector of diagnostics.offline.detector is trained on the first ``train_rows`` rows (assumed
 healthy) and every later row is scored in order, exactly as the streaming engine would score the
 same readings. Used by ``ironsight diagnose-csv``; the CLI only parses its arguments and calls
 ``write_diagnosis_csv``.
@@ -23,7 +23,7 @@ from typing import TextIO
 
 import numpy as np
 
-from diagnostics.detector import MultivariateDetector
+from diagnostics.offline.detector import MultivariateDetector
 
 logger = logging.getLogger(__name__)
 
