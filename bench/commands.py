@@ -23,10 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.db import connect  # noqa: E402
-from core.fleet import EquipmentRecord, register_equipment  # noqa: E402
+from core.register import EquipmentRecord, register_equipment  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from device_sim.controller import SimulatedController  # noqa: E402
-from device_sim.fleet import build_fleet  # noqa: E402
+from device_sim.simulated_fleet import build_fleet  # noqa: E402
 from devices import commands  # noqa: E402
 from devices.worker import DevicesWorker  # noqa: E402
 

@@ -31,8 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.telemetry import CHANNELS  # noqa: E402
-from device_sim.fleet import SITES, build_fleet  # noqa: E402
 from device_sim.machine import SimulatedMachine  # noqa: E402
+from device_sim.simulated_fleet import SITES, build_fleet  # noqa: E402
 from diagnostics.models import OIL_MODEL_KIND, fit_oil_model  # noqa: E402
 from diagnostics.rules import EquipmentContext, Site  # noqa: E402
 from diagnostics.shard_engine import ShardEngine  # noqa: E402

@@ -31,8 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from device_sim.faults import INJECTABLE_FAULTS  # noqa: E402
-from device_sim.fleet import SITES_BY_NAME, build_fleet  # noqa: E402
 from device_sim.machine import SimulatedMachine  # noqa: E402
+from device_sim.simulated_fleet import SITES_BY_NAME, build_fleet  # noqa: E402
 from diagnostics.engine import EquipmentEngine  # noqa: E402
 from diagnostics.models import OIL_MODEL_KIND, fit_oil_model  # noqa: E402
 from diagnostics.rulebook import rulebook_for  # noqa: E402

@@ -36,7 +36,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import ProcessSampler, fresh_database, quantile, services  # noqa: E402
-from core.fleet import EquipmentRecord, register_equipment  # noqa: E402
+from core.register import EquipmentRecord, register_equipment  # noqa: E402
 from device_sim.load import LoadSpec, run_slice  # noqa: E402
 
 PROBE_POLL_S = 0.05

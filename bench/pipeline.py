@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alarms.worker import TICKET_SEVERITIES  # noqa: E402
 from bench._common import ProcessSampler, fresh_database, quantile, services  # noqa: E402
-from core.fleet import EquipmentRecord, register_equipment  # noqa: E402
+from core.register import EquipmentRecord, register_equipment  # noqa: E402
 from core.telemetry import FaultCode  # noqa: E402
 from device_sim.load import (  # noqa: E402
     DTC,

@@ -91,7 +91,7 @@ def _timescaledb(choice: str, *urls: str | None) -> bool:
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from core.db import connect
-    from dashboards.grafana import TimeRange
+    from dashboards.grafana_macros import TimeRange
     from dashboards.render import dashboards
     from dashboards.verify import check_dashboards
 

@@ -2,7 +2,7 @@
 
 For each dashboard: the template variables are resolved in order (query variables run their SQL
 and take "All" or their first option, unless a value is chosen), then every annotation and panel
-query is prepared exactly as Grafana prepares it (dashboards.grafana) and run. A query passes when
+query is prepared exactly as Grafana prepares it (dashboards.grafana_macros) and run. A query passes when
 it runs, returns rows, returns only column types Grafana's PostgreSQL data source reads, and
 returns what its panel uses: ``time`` (in time order) for time series, the fields the Geomap
 layers, bar charts, stats, overrides and data links name, and ``time``/``text`` for annotations.
@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from dashboards.grafana import (
+from dashboards.grafana_macros import (
     Interval,
     MacroError,
     TimeRange,

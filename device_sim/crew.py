@@ -36,7 +36,7 @@ import httpx
 from core import mqtt
 from core.geo import distance_km, step_towards
 from core.positions import Position, encode_position, position_topic
-from device_sim.fleet import repaired_topic
+from device_sim.simulated_fleet import repaired_topic
 
 log = logging.getLogger(__name__)
 

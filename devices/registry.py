@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from core.device_messages import Status
-from core.fleet import EquipmentRecord, register_equipment
+from core.register import EquipmentRecord, register_equipment
 from devices.broker_auth import hash_password, new_password
 
 REGISTRY_CHANNEL = "ironsight_registry"

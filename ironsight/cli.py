@@ -202,7 +202,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
     from core.db import connect
     from device_sim.controller import SimulatedController
-    from device_sim.fleet import FleetRunner, build_fleet
+    from device_sim.simulated_fleet import FleetRunner, build_fleet
     from ironsight.schema import register_fleet
 
     specs = build_fleet(args.controllers, fault_share=args.fault_share, seed=args.seed,

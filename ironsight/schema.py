@@ -11,10 +11,10 @@ import diagnostics
 import ingest
 import tickets
 from core.db import connect
-from core.fleet import EquipmentRecord, SiteRecord, register_equipment, register_sites
 from core.migrations import apply_migrations
-from device_sim.fleet import SITES
+from core.register import EquipmentRecord, SiteRecord, register_equipment, register_sites
 from device_sim.machine import MachineSpec
+from device_sim.simulated_fleet import SITES
 from ingest.partitions import ensure_partitions
 
 SCHEMA_PACKAGES = [core, ingest, diagnostics, alarms, tickets, api]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, time
 
 import psycopg
 
-from device_sim.fleet import MODELS, SITES
+from device_sim.simulated_fleet import MODELS, SITES
 from diagnostics.catalogue import FAULTS
 from tickets.resources import (
     Engineer,

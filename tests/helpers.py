@@ -342,7 +342,7 @@ def seed_tenant(conn, customer: str, equipment_id: str, *, minutes: int = 120, s
     from datetime import UTC, datetime, timedelta
 
     from alarms.lifecycle import raise_or_reopen
-    from core.fleet import EquipmentRecord, register_equipment
+    from core.register import EquipmentRecord, register_equipment
     from core.telemetry import FaultCode, Reading
     from ingest.writer import Batch, BatchWriter
     from tickets import service

@@ -17,7 +17,7 @@ import pytest
 from alarms.lifecycle import clear_alarm, raise_or_reopen, unshelve_expired
 from alarms.policy import AlarmPolicy
 from alarms.worker import AlarmsWorker
-from core.fleet import EquipmentRecord, register_equipment
+from core.register import EquipmentRecord, register_equipment
 from ironsight.processes import free_tcp_port
 from tests.helpers import ApiServer, at_once_in_transactions, wait_for
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from core.fleet import EquipmentRecord, register_equipment
+from core.register import EquipmentRecord, register_equipment
 from tests.helpers import ApiServer
 
 

@@ -47,7 +47,7 @@ def test_password_flow_token_carries_the_role_and_logout_revokes_it(server):
 
 
 def test_roles_decide_what_may_be_called(server, conn):
-    from core.fleet import EquipmentRecord, register_equipment
+    from core.register import EquipmentRecord, register_equipment
 
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
     conn.commit()
@@ -67,7 +67,7 @@ def test_roles_decide_what_may_be_called(server, conn):
 
 
 def test_api_keys_act_as_their_owner_until_revoked_and_service_accounts_only_open_tickets(server, conn):
-    from core.fleet import EquipmentRecord, register_equipment
+    from core.register import EquipmentRecord, register_equipment
 
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
     conn.commit()

@@ -13,10 +13,10 @@ import pytest
 
 from core import mqtt, topics
 from core.device_messages import Command, Status, encode_command, encode_status
-from core.fleet import EquipmentRecord
+from core.register import EquipmentRecord
 from core.telemetry import Reading, encode_message
 from device_sim.controller import SimulatedController, provision
-from device_sim.fleet import build_fleet
+from device_sim.simulated_fleet import build_fleet
 from devices import registry
 from devices.broker_auth import BrokerAuthSync, ServicePasswords, hash_password, verify_password
 from devices.worker import DevicesWorker

@@ -1,6 +1,6 @@
 """The Grafana dashboards: rendered JSON in step with the code, every query proven on a seeded database.
 
-No Grafana server runs here. dashboards.grafana prepares each query exactly as Grafana would
+No Grafana server runs here. dashboards.grafana_macros prepares each query exactly as Grafana would
 (variables, $__interval, the PostgreSQL macros in plain and TimescaleDB form) and dashboards.verify
 runs it on the real database, as the read-only role, and checks what each panel needs.
 """
@@ -22,7 +22,7 @@ import yaml
 import dashboards.render as render
 from dashboards import limits, sql
 from dashboards.common import MACHINE_UID
-from dashboards.grafana import (
+from dashboards.grafana_macros import (
     BUILT_IN_NAMES,
     MacroError,
     TimeRange,
@@ -43,8 +43,8 @@ from dashboards.push import (
     push,
 )
 from dashboards.verify import check_dashboards
-from device_sim.fleet import build_fleet
 from device_sim.machine import SimulatedMachine
+from device_sim.simulated_fleet import build_fleet
 from diagnostics.worker import DiagnosticsWorker
 from ingest.writer import Batch, BatchWriter, DeadLetter
 from ironsight.schema import register_fleet

@@ -12,9 +12,9 @@ import pytest
 
 from core import topics
 from core.device_messages import Command, Status, encode_ack, encode_command, encode_status
-from core.fleet import EquipmentRecord
+from core.register import EquipmentRecord
 from device_sim.controller import SimulatedController
-from device_sim.fleet import build_fleet
+from device_sim.simulated_fleet import build_fleet
 from devices import registry
 from devices.worker import DevicesWorker
 from ingest.worker import IngestWorker

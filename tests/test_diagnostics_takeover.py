@@ -8,7 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
-from core.fleet import EquipmentRecord, register_equipment
+from core.register import EquipmentRecord, register_equipment
 from core.shards import SHARD_COUNT, shard_of, shard_owners
 from core.telemetry import FaultCode, Reading
 from ingest.writer import Batch, BatchWriter

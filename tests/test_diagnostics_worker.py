@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from core.fleet import EquipmentRecord, SiteRecord, register_equipment, register_sites
+from core.register import EquipmentRecord, SiteRecord, register_equipment, register_sites
 from core.telemetry import Reading
 from diagnostics.worker import DiagnosticsWorker
 from ingest.writer import Batch, BatchWriter

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from core.fleet import EquipmentRecord, SiteRecord, register_equipment, register_sites
 from core.geo import distance_km
+from core.register import EquipmentRecord, SiteRecord, register_equipment, register_sites
 from tickets import dispatch, service, stock
 from tickets.dispatch import Crew, Job, Place, TravelModel
 from tickets.resources import (

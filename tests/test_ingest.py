@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core import topics
-from core.fleet import EquipmentRecord, register_equipment
+from core.register import EquipmentRecord, register_equipment
 from core.telemetry import Reading, encode_message
 from ingest.worker import IngestWorker
 from tests.helpers import Publisher, wait_for

@@ -14,7 +14,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from core import mqtt, topics
-from core.fleet import EquipmentRecord, register_equipment
+from core.register import EquipmentRecord, register_equipment
 from core.settings import Settings
 from core.telemetry import Reading, encode_message
 from ingest.worker import IngestWorker

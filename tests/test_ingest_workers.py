@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psutil
 
 from core import topics
-from core.fleet import EquipmentRecord, register_equipment
+from core.register import EquipmentRecord, register_equipment
 from core.telemetry import Reading, encode_message
 from tests.helpers import Publisher, wait_for
 

@@ -9,7 +9,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from core.fleet import EquipmentRecord, register_equipment
+from core.register import EquipmentRecord, register_equipment
 from core.telemetry import Reading
 from ingest.writer import Batch, BatchWriter
 from tests.helpers import ApiServer, seed_tenant

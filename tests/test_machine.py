@@ -9,8 +9,8 @@ import pytest
 
 from core.telemetry import Reading
 from device_sim.faults import INJECTABLE_FAULTS
-from device_sim.fleet import SITES, build_fleet
 from device_sim.machine import MachineSpec, SimulatedMachine
+from device_sim.simulated_fleet import SITES, build_fleet
 
 START = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 FAULT_AT_S = 60.0

@@ -3,9 +3,9 @@
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from core.fleet import EquipmentRecord, register_equipment
-from device_sim.fleet import build_fleet
+from core.register import EquipmentRecord, register_equipment
 from device_sim.machine import SimulatedMachine
+from device_sim.simulated_fleet import build_fleet
 from diagnostics.engine import EquipmentEngine
 from diagnostics.models import OIL_MODEL_KIND, OilTemperatureModel, fit_oil_model
 from diagnostics.rulebook import rulebook_for

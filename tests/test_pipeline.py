@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 from alarms.lifecycle import raise_alarm
 from alarms.worker import AlarmsWorker
-from core.fleet import EquipmentRecord, register_equipment
+from core.register import EquipmentRecord, register_equipment
 from core.telemetry import Reading
-from device_sim.fleet import FleetRunner, build_fleet
+from device_sim.simulated_fleet import FleetRunner, build_fleet
 from diagnostics.worker import DiagnosticsWorker
 from ingest.worker import IngestWorker
 from ingest.writer import Batch, BatchWriter

@@ -9,7 +9,7 @@ import uuid
 
 from alarms.worker import AlarmsWorker
 from device_sim.crew import ServiceCrew
-from device_sim.fleet import FleetRunner, build_fleet
+from device_sim.simulated_fleet import FleetRunner, build_fleet
 from diagnostics.worker import DiagnosticsWorker
 from ingest.worker import IngestWorker
 from ironsight.schema import register_fleet

@@ -17,8 +17,8 @@ import pytest
 
 from core.telemetry import CHANNELS
 from device_sim.faults import INJECTABLE_FAULTS
-from device_sim.fleet import SITES, build_fleet
 from device_sim.machine import SimulatedMachine
+from device_sim.simulated_fleet import SITES, build_fleet
 from diagnostics.catalogue import FAULTS
 from diagnostics.causes import rank_causes
 from diagnostics.engine import EquipmentEngine

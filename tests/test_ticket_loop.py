@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.fleet import EquipmentRecord, register_equipment
+from core.register import EquipmentRecord, register_equipment
 from tests.helpers import ApiServer
 from tickets import service, sla, workflow
 from tickets.kpis import compute_kpis

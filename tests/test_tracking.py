@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from core.fleet import EquipmentRecord, SiteRecord, register_equipment, register_sites
 from core.positions import Position, encode_position, position_topic
+from core.register import EquipmentRecord, SiteRecord, register_equipment, register_sites
 from tests.helpers import Publisher, wait_for
 from tickets import service
 from tickets.dispatch import TravelModel

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from api.auth import Role, require
 from api.deps import DbConn
 from api.schemas import CredentialPublic, DeviceCreate, DevicePublic, DevicesPublic, DeviceState, DeviceUpdate
-from core.fleet import EquipmentRecord
+from core.register import EquipmentRecord
 from devices import registry
 
 # The registry and the controllers' credentials are an administrator's business.
