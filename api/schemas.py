@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
-Severity = Literal["critical", "major", "minor", "warning"]
+from core.vocabulary import SEVERITIES
+
+Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
 
 
 class ChannelValues(BaseModel):

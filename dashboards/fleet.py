@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.vocabulary import WORKING_RPM
 from dashboards.common import (
     FLEET_UID,
     customer_variable,
@@ -58,7 +59,7 @@ ORDER BY equipment_id""")],
         width=16, height=18,
         description="Every machine at its last reported position, coloured by state: in alarm (an active alarm "
                     "other than OFFLINE), offline (silent for longer than the offline limit), working (engine "
-                    "above 1200 rpm) or idle. Click a machine for its drill-down.",
+                    f"above {WORKING_RPM:.0f} rpm) or idle. Click a machine for its drill-down.",
         options=geomap_options([markers_layer("Machines", color_field="state", size=7)]),
         defaults={"color": {"mode": "thresholds"}, "thresholds": thresholds("blue"),
                   "links": [machine_link()]},

@@ -13,12 +13,15 @@ Rules every dashboard query keeps, because Grafana's PostgreSQL data source runs
 from __future__ import annotations
 
 from core.settings import Settings
+from core.vocabulary import SEVERITIES as CORE_SEVERITIES
+from core.vocabulary import WORKING_RPM
 
 ALL = "__all"
 # What Grafana substitutes, unformatted, when "All" is chosen (see model.QueryVariable).
 ALL_VALUE = f"'{ALL}'"
 
-SEVERITIES = ("critical", "major", "minor", "warning")
+# Most serious first, as the dashboards list them.
+SEVERITIES = tuple(reversed(CORE_SEVERITIES))
 SEVERITY_COLORS = {"critical": "dark-red", "major": "red", "minor": "orange", "warning": "yellow"}
 
 # Ticket states in which a work order is still open (tickets.workflow.OPEN_STATES; a test keeps
@@ -38,9 +41,6 @@ STATE_WORKING = "working"
 STATE_IDLE = "idle"
 STATES = (STATE_WORKING, STATE_IDLE, STATE_OFFLINE, STATE_IN_ALARM)
 STATE_COLORS = {STATE_WORKING: "green", STATE_IDLE: "blue", STATE_OFFLINE: "#8e8e8e", STATE_IN_ALARM: "red"}
-# Engine speed above which a reporting machine counts as working: idle runs at about 800 rpm,
-# travel at 1500 and digging or pumping at 1800.
-WORKING_ABOVE_RPM = 1200.0
 # Silence after which a machine shows offline: the API's default (IRONSIGHT_OFFLINE_AFTER_S).
 OFFLINE_AFTER_S = Settings.model_fields["offline_after_s"].default
 # Alarms that do not make a machine "in alarm" on the map: being offline has its own colour.
@@ -88,7 +88,7 @@ WITH machines AS (
     SELECT m.*,
            CASE WHEN m.active_alarms > 0 THEN '{STATE_IN_ALARM}'
                 WHEN NOT m.online THEN '{STATE_OFFLINE}'
-                WHEN m.engine_rpm > {WORKING_ABOVE_RPM!r} THEN '{STATE_WORKING}'
+                WHEN m.engine_rpm > {WORKING_RPM!r} THEN '{STATE_WORKING}'
                 ELSE '{STATE_IDLE}' END AS state
     FROM machines m
 )"""

@@ -6,7 +6,7 @@ over ``NOW_TIME_CONSTANT_S``: the present level without single-sample noise), ``
 thermostat still holds it in its normal band) and ``jitter``, the
 sample-to-sample noise (the RMS of first differences over √2, which equals the standard deviation
 of white noise and ignores slow trends, averaged over ``JITTER_TIME_CONSTANT_S``). Some channels only mean something in
-one operating state: hydraulic pressure is tracked while working (engine above ``WORKING_RPM``).
+one operating state: hydraulic pressure is tracked at working load (engine above ``FULL_LOAD_RPM``).
 The state is a small JSON-able dict so that it persists with the rules' state.
 """
 
@@ -16,10 +16,11 @@ import math
 from datetime import datetime
 from typing import Any
 
+from core.vocabulary import FULL_LOAD_RPM
+
 MEAN_TIME_CONSTANT_S = 120.0
 NOW_TIME_CONSTANT_S = 15.0
 JITTER_TIME_CONSTANT_S = 30.0
-WORKING_RPM = 1600.0
 TRACKED = ("oil_temp_c", "coolant_temp_c", "hydraulic_pressure_bar", "engine_rpm")
 # One jump (a step change of level, a mode change) must not read as erratic noise: each squared
 # difference counts at most this many times the current estimate (or the floor, in squared units).
@@ -32,7 +33,7 @@ MAX_STEP_S = 120.0
 def _gate_open(channel: str, values: dict[str, float | None]) -> bool:
     if channel == "hydraulic_pressure_bar":
         rpm = values.get("engine_rpm")
-        return rpm is not None and rpm > WORKING_RPM
+        return rpm is not None and rpm > FULL_LOAD_RPM
     return True
 
 

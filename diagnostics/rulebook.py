@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from core.vocabulary import ENGINE_ON_RPM, FULL_LOAD_RPM
 from diagnostics.rules import (
     Curfew,
     Dtc,
@@ -25,8 +26,8 @@ from diagnostics.rules import (
 )
 
 RULEBOOK_VERSION = 4
-WORKING = When("engine_rpm", ">", 1600.0)
-ENGINE_RUNNING = When("engine_rpm", ">", 300.0)
+WORKING = When("engine_rpm", ">", FULL_LOAD_RPM)
+ENGINE_RUNNING = When("engine_rpm", ">", ENGINE_ON_RPM)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,6 @@ from zoneinfo import ZoneInfo
 
 from diagnostics.catalogue import DTC_TABLE
 
-SEVERITIES = ("warning", "minor", "major", "critical")
-
 
 @dataclass(frozen=True, slots=True)
 class Sample:

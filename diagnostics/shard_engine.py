@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from core.vocabulary import FULL_LOAD_RPM
 from diagnostics import evidence
 from diagnostics.catalogue import DTC_TABLE, Indicator, fault_info
 from diagnostics.causes import diagnosis
@@ -1225,7 +1226,7 @@ class _Group:
             value = step.v(channel)
             ok = ~np.isnan(value)
             if channel == "hydraulic_pressure_bar":  # evidence._gate_open: tracked while working only
-                ok &= step.v("engine_rpm") > evidence.WORKING_RPM
+                ok &= step.v("engine_rpm") > FULL_LOAD_RPM
             born = a[f"born{c}"]
             if not ok.all():
                 a[f"prev{c}"][slots[~ok]] = np.nan  # the next difference would span a gap or a mode change

@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 
 from core.db import where_equal
 from core.telemetry import CHANNELS
+from core.vocabulary import ENGINE_ON_RPM, MOVING_KMH, WORKING_RPM
 from ingest.writer import AVERAGED, HAS_POSITION
 
 _EQUIPMENT = """
@@ -140,11 +141,6 @@ def track(conn: psycopg.Connection, equipment_id: str, start: datetime, end: dat
         return cur.execute(query, params).fetchall()
 
 
-# Engine states from RPM: below ENGINE_ON_RPM the engine is off; at or above WORKING_RPM (or moving)
-# the machine works; in between it idles.
-ENGINE_ON_RPM = 300.0
-WORKING_RPM = 1200.0
-MOVING_KMH = 1.0
 # A gap between two readings longer than this is a gap in the data, not hours of the state before it.
 USAGE_MAX_GAP_S = 300.0
 

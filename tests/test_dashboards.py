@@ -234,7 +234,7 @@ def test_the_fleet_map_colours_each_machine_by_its_state(seeded):
     fleet_map = next(r for r in results if r.where == "panel 'Fleet map' A")
     states = dict(zip(fleet_map.column("equipment_id"), fleet_map.column("state"), strict=True))
     expected = {eid: sql.STATE_IN_ALARM if alarm else sql.STATE_OFFLINE if not online
-                else sql.STATE_WORKING if rpm > sql.WORKING_ABOVE_RPM else sql.STATE_IDLE
+                else sql.STATE_WORKING if rpm > sql.WORKING_RPM else sql.STATE_IDLE
                 for eid, online, rpm, alarm in facts}
     assert states == expected and len(states) == 8
     assert {states[e] for e in seeded.faulty} == {sql.STATE_IN_ALARM}
