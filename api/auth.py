@@ -261,6 +261,13 @@ def public() -> Any:
     return Depends(anyone)
 
 
+# The callers routes most often take, named once: ``caller: Reader`` instead of
+# ``caller: Annotated[Principal, require(*READERS)]``.
+Reader = Annotated[Principal, require(*READERS)]
+Staff = Annotated[Principal, require(*STAFF)]
+AnyCaller = Annotated[Principal, require(*Role)]
+
+
 def declared_roles(route: Any) -> frozenset[Role] | None:
     """The roles a route declared through require()/public(); None if it declared nothing."""
     stack = [route.dependant]

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, status
 
 from alarms import lifecycle, queries
-from api.auth import READERS, STAFF, Principal, require
+from api.auth import STAFF, Reader, require
 from api.deps import DbConn
 from api.schemas import (
     AlarmAck,
@@ -26,7 +26,7 @@ _NOT_FOUND = {404: {"description": "no such alarm"}}
 
 
 @router.get("", response_model=AlarmsPublic)
-def list_alarms(caller: Annotated[Principal, require(*READERS)], conn: DbConn, equipment_id: str | None = None,
+def list_alarms(caller: Reader, conn: DbConn, equipment_id: str | None = None,
                 state: Literal["active", "cleared"] | None = None,
                 acknowledged: bool | None = None,
                 include_shelved: Annotated[bool, Query(description="also list alarms that are shelved now")] = False,
@@ -39,7 +39,7 @@ def list_alarms(caller: Annotated[Principal, require(*READERS)], conn: DbConn, e
 
 
 @router.get("/{alarm_id}", response_model=AlarmDetailPublic, responses=_NOT_FOUND)
-def get_alarm(alarm_id: int, caller: Annotated[Principal, require(*READERS)], conn: DbConn) -> AlarmDetailPublic:
+def get_alarm(alarm_id: int, caller: Reader, conn: DbConn) -> AlarmDetailPublic:
     """One alarm with its whole history (raised, occurrences, acknowledgement, comments … cleared)."""
     ensure_visible(conn, caller, "alarm", alarm_id)
     try:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from api import auth
-from api.auth import Principal, Role, public, require
+from api.auth import AnyCaller, Principal, Role, public, require
 from api.deps import DbConn, SettingsDep
 from api.schemas import (
     ApiKeyCreate,
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["auth"])
 
-EVERYONE = tuple(Role)
 # Service accounts use the keys an admin gives them; they do not mint their own.
 KEY_HOLDERS = (Role.admin, Role.dispatcher, Role.engineer, Role.customer)
 
@@ -46,12 +45,12 @@ def issue_token(form: Annotated[OAuth2PasswordRequestForm, Depends()], conn: DbC
 
 
 @router.get("/auth/me", response_model=MePublic)
-def me(caller: Annotated[Principal, require(*EVERYONE)]) -> MePublic:
+def me(caller: AnyCaller) -> MePublic:
     return MePublic(username=caller.username, role=caller.role.value, customer=caller.customer)
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
-def logout(caller: Annotated[Principal, require(*EVERYONE)], conn: DbConn) -> Response:
+def logout(caller: AnyCaller, conn: DbConn) -> Response:
     """Revoke the token this request carries."""
     auth.revoke_token(conn, caller.token_id, owner=caller.user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

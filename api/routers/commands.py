@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.auth import READERS, STAFF, Principal, Role, require
+from api.auth import Principal, Reader, Role, Staff, require
 from api.deps import DbConn, SettingsDep
 from api.schemas import CommandCreate, CommandPublic, CommandsPublic, PresencePublic
 from api.tenancy import ensure_visible
@@ -27,7 +27,7 @@ def require_admin_for_lock(caller: Principal) -> None:
 
 
 @router.get("/{equipment_id}/presence", response_model=PresencePublic)
-def get_presence(equipment_id: str, caller: Annotated[Principal, require(*READERS)], conn: DbConn,
+def get_presence(equipment_id: str, caller: Reader, conn: DbConn,
                  settings: SettingsDep) -> PresencePublic:
     ensure_visible(conn, caller, "equipment", equipment_id)
     row = registry.presence(conn, equipment_id, offline_after_s=settings.offline_after_s)
@@ -55,7 +55,7 @@ def create_command(equipment_id: str, body: CommandCreate, conn: DbConn, setting
 
 
 @router.get("/{equipment_id}/commands", response_model=CommandsPublic)
-def list_commands(equipment_id: str, caller: Annotated[Principal, require(*STAFF)], conn: DbConn,
+def list_commands(equipment_id: str, caller: Staff, conn: DbConn,
                   limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                   offset: Annotated[int, Query(ge=0)] = 0) -> CommandsPublic:
     rows, count = commands.list_commands(conn, equipment_id, limit=limit, offset=offset)
@@ -63,7 +63,7 @@ def list_commands(equipment_id: str, caller: Annotated[Principal, require(*STAFF
 
 
 @router.get("/{equipment_id}/commands/{command_id}", response_model=CommandPublic)
-def get_command(equipment_id: str, command_id: str, caller: Annotated[Principal, require(*STAFF)],
+def get_command(equipment_id: str, command_id: str, caller: Staff,
                 conn: DbConn) -> CommandPublic:
     row = commands.get_command(conn, command_id, with_events=True)
     if row is None or row["equipment_id"] != equipment_id:

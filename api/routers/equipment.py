@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.auth import READERS, Principal, require
+from api.auth import Reader
 from api.deps import DbConn, SettingsDep
 from api.schemas import EquipmentPublic, EquipmentsPublic, ReadingsPublic
 from api.tenancy import customer_filter, ensure_visible, not_found
@@ -31,7 +31,7 @@ def parse_bucket(text: str) -> timedelta:
 
 
 @router.get("", response_model=EquipmentsPublic)
-def list_equipment(caller: Annotated[Principal, require(*READERS)], conn: DbConn, settings: SettingsDep,
+def list_equipment(caller: Reader, conn: DbConn, settings: SettingsDep,
                    customer: str | None = None,
                    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                    offset: Annotated[int, Query(ge=0)] = 0) -> EquipmentsPublic:
@@ -42,7 +42,7 @@ def list_equipment(caller: Annotated[Principal, require(*READERS)], conn: DbConn
 
 
 @router.get("/{equipment_id}", response_model=EquipmentPublic)
-def get_equipment(equipment_id: str, caller: Annotated[Principal, require(*READERS)], conn: DbConn,
+def get_equipment(equipment_id: str, caller: Reader, conn: DbConn,
                   settings: SettingsDep) -> EquipmentPublic:
     row = queries.get_equipment(conn, equipment_id, offline_after_s=settings.offline_after_s)
     if row is None or (caller.scope is not None and row["customer"] != caller.scope):
@@ -53,7 +53,7 @@ def get_equipment(equipment_id: str, caller: Annotated[Principal, require(*READE
 @router.get("/{equipment_id}/readings", response_model=ReadingsPublic)
 def get_readings(
     equipment_id: str,
-    caller: Annotated[Principal, require(*READERS)],
+    caller: Reader,
     conn: DbConn,
     settings: SettingsDep,
     start: datetime | None = None,

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.auth import READERS, Principal, require
+from api.auth import Reader
 from api.deps import DbConn
 from api.schemas import FaultsPublic
 from diagnostics import queries
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/faults", tags=["faults"])
 
 
 @router.get("", response_model=FaultsPublic)
-def list_faults(caller: Annotated[Principal, require(*READERS)], conn: DbConn,
+def list_faults(caller: Reader, conn: DbConn,
                 equipment_id: str | None = None, fault_code: str | None = None,
                 active: bool | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 offset: Annotated[int, Query(ge=0)] = 0) -> FaultsPublic:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from api import iso15143
-from api.auth import READERS, Principal, require
+from api.auth import Reader
 from api.deps import DbConn, SettingsDep
 from api.routers.equipment import MAX_RANGE
 from api.tenancy import ensure_visible
@@ -65,7 +65,7 @@ def _base(request: Request, path: str) -> str:
 
 
 @router.get("/Fleet/{page}", responses=_RESPONSES, response_class=Response)
-def fleet_snapshot(page: Page, caller: Annotated[Principal, require(*READERS)], conn: DbConn,
+def fleet_snapshot(page: Page, caller: Reader, conn: DbConn,
                    settings: SettingsDep, request: Request) -> Response:
     """The fleet snapshot, 100 machines a page: header, location, operating and idle hours, fuel used
     (total and last 24 h), fuel remaining, engine status."""
@@ -84,7 +84,7 @@ def fleet_snapshot(page: Page, caller: Annotated[Principal, require(*READERS)], 
 @router.get("/Fleet/Equipment/ID/{equipment_id}/{element}/{start}/{end}/{page}", responses=_RESPONSES,
             response_class=Response)
 def equipment_time_series(equipment_id: str, element: Element, start: datetime, end: datetime, page: Page,
-                          caller: Annotated[Principal, require(*READERS)], conn: DbConn, settings: SettingsDep,
+                          caller: Reader, conn: DbConn, settings: SettingsDep,
                           request: Request) -> Response:
     """One machine's readings of one data element in [start, end) (UTC; at most 400 days), 100 a page."""
     wants_xml(request.headers.get("accept"))

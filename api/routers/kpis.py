@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
 
-from api.auth import READERS, Principal, require
+from api.auth import Reader
 from api.deps import DbConn
 from api.schemas import KpisPublic
 from api.tenancy import customer_filter
@@ -23,7 +22,7 @@ DEFAULT_PERIOD = timedelta(days=30)
                         "warnings and breaches, mean and p90 time to respond and to resolve (hours), open "
                         "backlog by state, mean of each callback-survey indicator. Filter by `customer`, "
                         "`engineer` or service `station` (the tickets its engineers were sent to).")
-def get_kpis(caller: Annotated[Principal, require(*READERS)], conn: DbConn, start: datetime | None = None,
+def get_kpis(caller: Reader, conn: DbConn, start: datetime | None = None,
              end: datetime | None = None, customer: str | None = None, engineer: str | None = None,
              station: str | None = None) -> KpisPublic:
     end = end or datetime.now(UTC)

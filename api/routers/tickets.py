@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 
-from api.auth import READERS, STAFF, Principal, Role, require
+from api.auth import STAFF, Principal, Reader, Role, Staff, require
 from api.deps import DbConn, SettingsDep
 from api.schemas import SurveyCreate, TicketActionBody, TicketCreate, TicketPublic, TicketsPublic
 from api.tenancy import ensure_visible, not_found
@@ -42,7 +42,7 @@ def create_ticket(
 
 
 @router.get("", response_model=TicketsPublic)
-def list_tickets(caller: Annotated[Principal, require(*READERS)], conn: DbConn,
+def list_tickets(caller: Reader, conn: DbConn,
                  equipment_id: str | None = None, state: str | None = None,
                  engineer: str | None = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -53,7 +53,7 @@ def list_tickets(caller: Annotated[Principal, require(*READERS)], conn: DbConn,
 
 
 @router.get("/{ticket_id}", response_model=TicketPublic)
-def get_ticket(ticket_id: int, caller: Annotated[Principal, require(*READERS)], conn: DbConn) -> TicketPublic:
+def get_ticket(ticket_id: int, caller: Reader, conn: DbConn) -> TicketPublic:
     ensure_visible(conn, caller, "ticket", ticket_id)
     ticket = service.get_ticket(conn, ticket_id)
     if ticket is None:
@@ -82,7 +82,7 @@ def _actions_table() -> str:
                                              "sent (unknown, no vehicle, not qualified)"}})
 def take_action(ticket_id: int, action: Annotated[str, Path(examples=list(workflow.ACTIONS))],
                 body: TicketActionBody, conn: DbConn, settings: SettingsDep,
-                caller: Annotated[Principal, require(*STAFF)]) -> TicketPublic:
+                caller: Staff) -> TicketPublic:
     fields = body.model_dump(exclude={"actor"}, exclude_none=True)
     # The history names the signed-in account; a step recorded for someone else (an engineer calling it
     # in) keeps that person too.
