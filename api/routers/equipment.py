@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
 from api.auth import Reader
-from api.deps import DbConn, SettingsDep
+from api.deps import DbConn, SettingsDep, parse_bucket, period
 from api.schemas import EquipmentPublic, EquipmentsPublic, ReadingsPublic
 from api.tenancy import customer_filter, ensure_visible, not_found
 from ingest import queries
@@ -18,18 +17,6 @@ MAX_PAGE = 1000
 MAX_POINTS = 10_000
 # Raw readings are for zooming in; longer ranges must name a bucket.
 MAX_RAW_RANGE = timedelta(days=7)
-MAX_RANGE = timedelta(days=400)
-_BUCKET = re.compile(r"^(\d{1,6})(s|m|h|d)$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_bucket(text: str) -> timedelta:
-    match = _BUCKET.match(text)
-    if not match or int(match.group(1)) == 0:
-        raise HTTPException(422, f"bucket must look like 30s, 5m, 1h or 1d, not {text!r}")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_S[match.group(2)])
-
-
 @router.get("", response_model=EquipmentsPublic)
 def list_equipment(caller: Reader, conn: DbConn, settings: SettingsDep,
                    customer: str | None = None,
@@ -61,14 +48,9 @@ def get_readings(
     bucket: Annotated[str | None, Query(description="downsample: 30s, 5m, 1h, 1d …")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_POINTS)] = MAX_POINTS,
 ) -> ReadingsPublic:
-    end = _aware(end) if end else datetime.now(UTC)
-    start = _aware(start) if start else end - timedelta(hours=1)
-    if start >= end:
-        raise HTTPException(422, "start must be before end")
+    start, end = period(start, end, default=timedelta(hours=1))
     span = end - start
     step = parse_bucket(bucket) if bucket else None
-    if span > MAX_RANGE:
-        raise HTTPException(422, f"range longer than {MAX_RANGE.days} days")
     if step is None and span > MAX_RAW_RANGE:
         raise HTTPException(422, f"raw readings cover at most {MAX_RAW_RANGE.days} days; give a bucket")
     if step is not None and span / step > MAX_POINTS:
@@ -77,7 +59,3 @@ def get_readings(
     rows = queries.readings(conn, equipment_id, start, end, step, limit)
     return ReadingsPublic(equipment_id=equipment_id, start=start, end=end,
                           bucket_s=step.total_seconds() if step else None, data=rows, count=len(rows))
-
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)

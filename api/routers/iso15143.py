@@ -11,8 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api import iso15143
 from api.auth import Reader
-from api.deps import DbConn, SettingsDep
-from api.routers.equipment import MAX_RANGE
+from api.deps import MAX_RANGE, DbConn, SettingsDep, period
 from api.tenancy import ensure_visible
 from ingest import queries
 
@@ -88,12 +87,7 @@ def equipment_time_series(equipment_id: str, element: Element, start: datetime, 
                           request: Request) -> Response:
     """One machine's readings of one data element in [start, end) (UTC; at most 400 days), 100 a page."""
     wants_xml(request.headers.get("accept"))
-    start = start if start.tzinfo else start.replace(tzinfo=UTC)
-    end = end if end.tzinfo else end.replace(tzinfo=UTC)
-    if start >= end:
-        raise HTTPException(422, "start must be before end")
-    if end - start > MAX_RANGE:
-        raise HTTPException(422, f"a period covers at most {MAX_RANGE.days} days")
+    start, end = period(start, end, default=MAX_RANGE)
     ensure_visible(conn, caller, "equipment", equipment_id)
     machine = queries.get_equipment(conn, equipment_id, offline_after_s=settings.offline_after_s)
     base = _base(request, f"/api/v1/iso15143/Fleet/Equipment/ID/{equipment_id}/{element}/"

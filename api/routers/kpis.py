@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
 from api.auth import Reader
-from api.deps import DbConn
+from api.deps import DbConn, period
 from api.schemas import KpisPublic
 from api.tenancy import customer_filter
 from tickets.kpis import compute_kpis
@@ -25,11 +25,6 @@ DEFAULT_PERIOD = timedelta(days=30)
 def get_kpis(caller: Reader, conn: DbConn, start: datetime | None = None,
              end: datetime | None = None, customer: str | None = None, engineer: str | None = None,
              station: str | None = None) -> KpisPublic:
-    end = end or datetime.now(UTC)
-    start = start or end - DEFAULT_PERIOD
-    if start.tzinfo is None or end.tzinfo is None:
-        raise HTTPException(422, "start and end need a time zone (e.g. 2026-01-01T00:00:00Z)")
-    if end <= start:
-        raise HTTPException(422, "end must be after start")
+    start, end = period(start, end, default=DEFAULT_PERIOD)
     customer = customer_filter(caller, customer)
     return KpisPublic(**compute_kpis(conn, start, end, customer=customer, engineer=engineer, station=station))

@@ -7,7 +7,7 @@ import csv
 import io
 import math
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -15,8 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from alarms import queries as alarm_queries
 from api.auth import Reader
-from api.deps import DbConn, SettingsDep
-from api.routers.equipment import MAX_RANGE, parse_bucket
+from api.deps import DbConn, SettingsDep, parse_bucket, period
 from api.schemas import (
     DailyUsagePublic,
     FleetMachinePublic,
@@ -47,22 +46,6 @@ MAX_SERVICE_RECORD = 200
 DEFAULT_HISTORY = timedelta(hours=24)
 DEFAULT_USAGE = timedelta(days=30)
 
-Reader = Reader
-
-
-def period(start: datetime | None, end: datetime | None, default: timedelta,
-           longest: timedelta = MAX_RANGE) -> tuple[datetime, datetime]:
-    end = _aware(end) if end else datetime.now(UTC)
-    start = _aware(start) if start else end - default
-    if start >= end:
-        raise HTTPException(422, "start must be before end")
-    if end - start > longest:
-        raise HTTPException(422, f"a period covers at most {longest.days} days")
-    return start, end
-
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def auto_bucket(span: timedelta, max_points: int) -> timedelta | None:
@@ -115,7 +98,7 @@ def history(equipment_id: str, caller: Reader, conn: DbConn, start: datetime | N
                                                             "else the smallest bucket giving ≤ max_points")] = None,
             max_points: Annotated[int, Query(ge=10, le=HISTORY_MAX_POINTS)] = HISTORY_MAX_POINTS) -> ReadingsPublic:
     """One machine's readings over any period up to 400 days (default: the last 24 h), downsampled."""
-    start, end = period(start, end, DEFAULT_HISTORY)
+    start, end = period(start, end, default=DEFAULT_HISTORY)
     step = parse_bucket(bucket) if bucket else auto_bucket(end - start, max_points)
     if step is not None and (end - start) / step > max_points:
         raise HTTPException(422, f"bucket too small: more than {max_points} points; choose a larger one")
@@ -131,7 +114,7 @@ def track(equipment_id: str, caller: Reader, conn: DbConn, start: datetime | Non
           end: datetime | None = None) -> TrackPublic:
     """Where the machine went (default: the last 24 h): every fix, or the last fix per bucket when
     there would be more than 5000."""
-    start, end = period(start, end, DEFAULT_HISTORY)
+    start, end = period(start, end, default=DEFAULT_HISTORY)
     ensure_visible(conn, caller, "equipment", equipment_id)
     span = end - start
     step = None if span <= RAW_UP_TO else auto_bucket(span, TRACK_MAX_POINTS)
@@ -145,7 +128,7 @@ def track(equipment_id: str, caller: Reader, conn: DbConn, start: datetime | Non
 def usage(equipment_id: str, caller: Reader, conn: DbConn, start: datetime | None = None,
           end: datetime | None = None) -> UsagePublic:
     """Daily usage (UTC days, default: the last 30): engine hours, working and idle hours, fuel used."""
-    start, end = period(start, end, DEFAULT_USAGE)
+    start, end = period(start, end, default=DEFAULT_USAGE)
     ensure_visible(conn, caller, "equipment", equipment_id)
     rows = [DailyUsagePublic(**r) for r in queries.daily_usage(conn, equipment_id, start, end)]
     return UsagePublic(equipment_id=equipment_id, start=start, end=end, data=rows, count=len(rows))
@@ -169,7 +152,7 @@ def service_record(equipment_id: str, caller: Reader, conn: DbConn) -> ServiceRe
 def export_csv(equipment_id: str, caller: Reader, conn: DbConn, request: Request,
                start: datetime | None = None, end: datetime | None = None) -> StreamingResponse:
     """Raw readings of a period (default: the last 24 h, at most 400 days) as CSV, streamed as it is read."""
-    start, end = period(start, end, DEFAULT_HISTORY)
+    start, end = period(start, end, default=DEFAULT_HISTORY)
     ensure_visible(conn, caller, "equipment", equipment_id)
     pool = request.app.state.pool
 
