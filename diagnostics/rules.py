@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from diagnostics.catalogue import DTC_TABLE
 
 
@@ -457,6 +459,17 @@ class ServiceDue(Rule):
     warn_before_h: float = 10.0
     severity: str = "warning"
 
+    # The arithmetic of the schedule, for one machine (floats) or many (numpy arrays) alike: the
+    # engine, the columnar engine and the portal's "next service due" all count this way.
+    def last_boundary(self, hours: Any) -> Any:
+        """The service taken as the last one when none is recorded: the boundary at or below ``hours``."""
+        return np.floor(hours / self.interval_h) * self.interval_h
+
+    def due_at(self, serviced_at: Any) -> Any:
+        """The engine hours of the next service after one at ``serviced_at``; a service done shortly
+        before a boundary (within the warning) counts for that boundary."""
+        return (np.floor((serviced_at + self.warn_before_h) / self.interval_h) + 1) * self.interval_h
+
     def evaluate(self, state, sample, ctx):
         hours = sample.values.get("engine_hours")
         if hours is None:
@@ -465,9 +478,9 @@ class ServiceDue(Rule):
         if recorded is not None and recorded > state.get("serviced_at", -1.0):
             state["serviced_at"] = recorded
         if "serviced_at" not in state:
-            state["serviced_at"] = math.floor(hours / self.interval_h) * self.interval_h
+            state["serviced_at"] = float(self.last_boundary(hours))
         # A service done shortly before a boundary (within the warning) counts for that boundary.
-        due_at = (math.floor((state["serviced_at"] + self.warn_before_h) / self.interval_h) + 1) * self.interval_h
+        due_at = float(self.due_at(state["serviced_at"]))
         if hours >= due_at - self.warn_before_h and not state.get("active"):
             state["active"] = due_at
             kind = max([h for h in self.major_every_h if due_at % h == 0], default=self.interval_h)

@@ -843,9 +843,9 @@ class _ServiceDueColumns(_RuleColumns):
         serviced = a["serviced_at"][slots]
         newer = ~np.isnan(recorded) & (recorded > np.where(np.isnan(serviced), -1.0, serviced))
         serviced = np.where(newer, recorded, serviced)
-        serviced = np.where(np.isnan(serviced), np.floor(hours / rule.interval_h) * rule.interval_h, serviced)
+        serviced = np.where(np.isnan(serviced), rule.last_boundary(hours), serviced)
         a["serviced_at"][slots] = serviced
-        due_at = (np.floor((serviced + rule.warn_before_h) / rule.interval_h) + 1) * rule.interval_h
+        due_at = rule.due_at(serviced)
         active = a["active"][slots]
         open_ = ~np.isnan(active) & (active != 0)
         raised = (hours >= due_at - rule.warn_before_h) & ~open_

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -62,10 +61,8 @@ def next_service_due(model: str, engine_hours: float | None, last_service: float
     rule = next((r for r in rulebook_for(model).rules if isinstance(r, ServiceDue)), None)
     if rule is None or engine_hours is None:
         return None
-    serviced = last_service
-    if serviced is None:
-        serviced = math.floor(engine_hours / rule.interval_h) * rule.interval_h
-    return (math.floor((serviced + rule.warn_before_h) / rule.interval_h) + 1) * rule.interval_h
+    serviced = rule.last_boundary(engine_hours) if last_service is None else last_service
+    return float(rule.due_at(serviced))
 
 
 @router.get("/fleet", response_model=FleetPublic)
