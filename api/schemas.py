@@ -8,7 +8,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
+from api.auth import Role
+from core.device_messages import COMMAND_KINDS
 from core.vocabulary import SEVERITIES
+from devices.commands import FINAL_STATES, OPEN_STATES
 
 Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
 
@@ -442,8 +445,8 @@ class DispatchProposalPublic(BaseModel):
 # --- device registry, presence, remote commands ---
 
 DeviceState = Literal["pending", "active", "revoked"]
-CommandKind = Literal["snapshot", "set_report_interval", "lock", "unlock"]
-CommandState = Literal["queued", "sent", "acknowledged", "executed", "rejected", "expired"]
+CommandKind = Literal[COMMAND_KINDS]  # type: ignore[valid-type]
+CommandState = Literal[(*OPEN_STATES, *FINAL_STATES)]  # type: ignore[valid-type]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
@@ -568,7 +571,7 @@ class CommandsPublic(BaseModel):
     count: int
 
 
-RoleName = Literal["admin", "dispatcher", "engineer", "customer", "service"]
+RoleName = Literal[tuple(role.value for role in Role)]  # type: ignore[misc]
 Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")]
 
 

@@ -17,25 +17,19 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core.inbound import DEAD_LETTER_PAYLOAD_BYTES
-from core.telemetry import Reading
+from core.telemetry import CHANNELS, Reading
 
 log = logging.getLogger(__name__)
 
 # Dead letters keep the head of a payload: enough to see what a device sent, bounded in size.
 
-READING_COLUMNS = (
-    "equipment_id", "ts", "oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c",
-    "fuel_level_pct", "engine_hours", "lat", "lon", "speed_kmh", "fault_codes",
-)
-_COPY_TYPES = (
-    "text", "timestamptz", "float4", "float4", "float4", "float4",
-    "float4", "float8", "float8", "float8", "float4", "jsonb",
-)
+READING_COLUMNS = ("equipment_id", "ts", *CHANNELS, "fault_codes")
+# The readings table keeps a channel as float4 unless it needs more digits (ingest's migrations).
+_DOUBLE_PRECISION_CHANNELS = ("engine_hours", "lat", "lon")
+_COPY_TYPES = ("text", "timestamptz", *("float8" if c in _DOUBLE_PRECISION_CHANNELS else "float4" for c in CHANNELS),
+               "jsonb")
 _COLUMN_LIST = ", ".join(READING_COLUMNS)
-_STATE_COLUMNS = (
-    "oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct",
-    "engine_hours", "lat", "lon", "speed_kmh",
-)
+_STATE_COLUMNS = CHANNELS
 
 _CREATE_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_staging (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
