@@ -35,6 +35,7 @@ from core import mqtt
 from core.db import connect
 from core.errors import InvalidTelemetry
 from core.geo import distance_km
+from core.inbound import LOG_EVERY_NTH_BAD
 from core.positions import Position, decode_position, position_subscription, vehicle_id_from_topic
 from tickets import dispatch, service
 from tickets.dispatch import TravelModel
@@ -159,6 +160,9 @@ class TrackingWorker:
             self.inbox.put_nowait((message.topic, message.payload))
         except queue.Full:
             self.stats.dropped += 1
+            if _worth_logging(self.stats.dropped):
+                log.warning("tracking: %d positions dropped, the inbox being full (the next position of a "
+                            "vehicle supersedes a dropped one)", self.stats.dropped)
 
     def run(self, stop: threading.Event) -> None:
         client = mqtt.new_client(self.client_id)
@@ -201,7 +205,9 @@ class TrackingWorker:
             position = decode_position(payload, now=now, future_tolerance_s=self.future_tolerance_s)
         except InvalidTelemetry as exc:
             self.stats.rejected += 1
-            log.warning("tracking: rejected position on %s: %s", topic[:100], exc)
+            if _worth_logging(self.stats.rejected):
+                log.warning("tracking: rejected position on %s: %s (%d rejected so far)", topic[:100], exc,
+                            self.stats.rejected)
             return
         try:
             known = track_position(conn, vehicle_id, position, self.travel, self.arrival_radius_m, self.stats)
@@ -215,3 +221,9 @@ class TrackingWorker:
             self.stats.positions += 1
         else:
             log.warning("tracking: position from unknown vehicle %s", vehicle_id)
+
+
+def _worth_logging(count: int) -> bool:
+    """A flood of bad or dropped positions must not flood the log: the first, then every Nth."""
+    return count == 1 or count % LOG_EVERY_NTH_BAD == 0
+
