@@ -46,6 +46,11 @@ from devices.broker_auth import BrokerAuthSync, ServicePasswords
 
 log = logging.getLogger(__name__)
 
+# The broker sends at most this many unacknowledged QoS 1 messages (MQTT 5 Receive Maximum), which
+# bounds the inbound part of the inbox; QoS 0 messages escape that flow control, so beyond this
+# many waiting they are dropped (counted and logged) instead of growing the inbox or stopping
+# paho's network thread. The worker's own items (publish results, wake-ups) are bounded by what it
+# publishes itself.
 INBOX_MAX_MESSAGES = 10_000
 SESSION_EXPIRY_S = 24 * 3600
 DB_RETRY_MAX_S = 5.0
@@ -69,7 +74,8 @@ class DevicesWorker:
         self.address = mqtt.parse_mqtt_url(mqtt_url)
         self.name = name
         self.root = settings.topic_root
-        self.inbox: queue.Queue[InboundMessage | _Published | _Wake] = queue.Queue(maxsize=INBOX_MAX_MESSAGES)
+        self.inbox: queue.Queue[InboundMessage | _Published | _Wake] = queue.Queue()
+        self.dropped_qos0 = 0
         self.connected = threading.Event()
         self.bad_by_reason: Counter[str] = Counter()
         self.sent_commands = 0
@@ -104,6 +110,12 @@ class DevicesWorker:
         log.warning("devices worker disconnected from broker: %s", reason_code)
 
     def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+        if message.qos == 0 and self.inbox.qsize() >= INBOX_MAX_MESSAGES:
+            self.dropped_qos0 += 1
+            if self.dropped_qos0 == 1 or self.dropped_qos0 % LOG_EVERY_NTH_BAD == 0:
+                log.warning("devices worker: %d QoS 0 messages dropped, %d waiting already", self.dropped_qos0,
+                            INBOX_MAX_MESSAGES)
+            return
         self._put(InboundMessage(message.topic, message.payload, message.mid, message.qos))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:

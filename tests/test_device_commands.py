@@ -331,3 +331,20 @@ def test_a_command_lost_with_the_connection_is_sent_again_when_the_controller_re
     done = rig.wait_state(spec.equipment_id, command["id"], "executed")
     assert done["send_count"] == 2 and back.executions == {"lock": 1} and back.machine.locked
     assert [e["state"] for e in done["events"]] == ["queued", "sent", "sent", "acknowledged", "executed"]
+
+
+def test_the_devices_inbox_drops_qos0_floods_and_keeps_what_flow_control_bounds(settings, caplog):
+    from types import SimpleNamespace
+
+    import devices.worker as devices_worker
+
+    worker = DevicesWorker(settings, settings.database_url, settings.mqtt_url)
+    message = SimpleNamespace(topic="x/v1/EQ-1/status", payload=b"{}", mid=0, qos=0)
+    with caplog.at_level("WARNING", logger="devices.worker"):
+        for _ in range(devices_worker.INBOX_MAX_MESSAGES + 5):
+            worker._on_message(None, None, message)
+        # QoS 1 is bounded by the broker's Receive Maximum, never dropped here.
+        worker._on_message(None, None, SimpleNamespace(topic="x/v1/EQ-1/status", payload=b"{}", mid=7, qos=1))
+    assert worker.dropped_qos0 == 5
+    assert worker.inbox.qsize() == devices_worker.INBOX_MAX_MESSAGES + 1
+    assert sum("QoS 0 messages dropped" in r.getMessage() for r in caplog.records) == 1
