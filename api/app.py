@@ -11,7 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from api import errors
-from api.auth import bootstrap, declared_roles
+from api.accounts import bootstrap
+from api.auth import declared_roles
 from api.limits import BodySizeLimit, RateLimit, SecurityHeaders
 from api.routers import (
     alarms,

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
-from api.auth import Role
+from api.roles import Role
 from core.device_messages import COMMAND_KINDS
 from core.vocabulary import SEVERITIES
 from devices.commands import FINAL_STATES, OPEN_STATES

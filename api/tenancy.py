@@ -9,7 +9,7 @@ from __future__ import annotations
 import psycopg
 from fastapi import HTTPException
 
-from api.auth import Principal
+from api.roles import Principal
 
 _OWNER = {
     "equipment": "SELECT customer FROM equipment WHERE id = %s",

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from api import auth
+from api import accounts, credentials
 from tests.helpers import ADMIN_PASSWORD, ApiServer
 
 
@@ -77,7 +77,7 @@ def test_api_keys_act_as_their_owner_until_revoked_and_service_accounts_only_ope
     key = created.json()["key"]
     stored = conn.execute("SELECT token_hash FROM api_tokens WHERE id = %s", (created.json()["id"],)).fetchone()[0]
     conn.commit()
-    assert key not in stored and stored == auth.token_hash(key)
+    assert key not in stored and stored == credentials.token_hash(key)
     integration = server.client(key)
     assert integration.get("/auth/me").json()["customer"] == "acme"
     assert [k["name"] for k in customer.get("/auth/api-keys").json()["data"]] == ["fleet software"]
@@ -105,16 +105,16 @@ def test_expired_tokens_and_disabled_accounts_are_refused(server, conn):
 
 
 def test_bootstrap_creates_the_admin_once_and_never_without_a_password(settings, conn):
-    auth.bootstrap(conn, settings)
+    accounts.bootstrap(conn, settings)
     assert conn.execute("SELECT count(*) FROM api_users").fetchone()[0] == 0
     configured = settings.model_copy(update={"admin_password": SecretStr("first-password"),
                                              "alarms_api_key": SecretStr("isk_key")})
-    auth.bootstrap(conn, configured)
-    auth.bootstrap(conn, configured.model_copy(update={"admin_password": SecretStr("second-password")}))
+    accounts.bootstrap(conn, configured)
+    accounts.bootstrap(conn, configured.model_copy(update={"admin_password": SecretStr("second-password")}))
     users = conn.execute("SELECT username, role, password_hash FROM api_users ORDER BY id").fetchall()
     assert [(u, r) for u, r, _ in users] == [("admin", "admin"), ("alarms", "service")]
-    assert auth.verify_password("first-password", users[0][2]) and "first-password" not in users[0][2]
-    assert not auth.verify_password("second-password", users[0][2])
+    assert credentials.verify_password("first-password", users[0][2]) and "first-password" not in users[0][2]
+    assert not credentials.verify_password("second-password", users[0][2])
     assert conn.execute("SELECT count(*) FROM api_tokens").fetchone()[0] == 1
 
 
@@ -160,10 +160,10 @@ def test_security_headers_cors_body_limit_and_rate_limit(settings, conn):
 
 
 def test_password_hashes_are_salted_and_verifiable():
-    first, second = auth.hash_password("s3cret-pass"), auth.hash_password("s3cret-pass")
+    first, second = credentials.hash_password("s3cret-pass"), credentials.hash_password("s3cret-pass")
     assert first != second and first.startswith("scrypt$")
-    assert auth.verify_password("s3cret-pass", first) and not auth.verify_password("s3cret-pasS", first)
-    assert not auth.verify_password("anything", None)
+    assert credentials.verify_password("s3cret-pass", first) and not credentials.verify_password("s3cret-pasS", first)
+    assert not credentials.verify_password("anything", None)
 
 
 def test_the_app_refuses_a_route_without_an_access_declaration():

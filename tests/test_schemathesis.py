@@ -17,7 +17,7 @@ import requests.adapters
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from api import auth
+from api import accounts
 from core.settings import Settings
 from tests.conftest import empty_database
 from tests.helpers import ApiServer, seed_tenant
@@ -73,7 +73,7 @@ def test_the_api_answers_every_generated_request_as_documented(live, username):
         def fresh_key() -> str:
             conn.execute("UPDATE api_users SET active = true WHERE username IN ('admin', %s)", (username,))
             user_id = conn.execute("SELECT id FROM api_users WHERE username = %s", (username,)).fetchone()[0]
-            return auth.create_api_key(conn, user_id, "schemathesis")[0]
+            return accounts.create_api_key(conn, user_id, "schemathesis")[0]
 
         def check(operation) -> None:
             @given(case=operation.as_strategy())

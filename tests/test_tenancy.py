@@ -21,7 +21,7 @@ import httpx
 import psycopg
 import pytest
 
-from api.auth import Role
+from api.roles import Role
 from tests.helpers import ApiServer, Tenant, seed_tenant
 
 ALPHA, BETA = "alpha-corp", "beta-corp"

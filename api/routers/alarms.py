@@ -5,8 +5,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, status
 
 from alarms import lifecycle, queries
-from api.auth import STAFF, Reader, require
+from api.auth import Reader, require
 from api.deps import DbConn
+from api.roles import STAFF
 from api.schemas import (
     AlarmAck,
     AlarmAssigneeUpdate,

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from api import auth
-from api.auth import AnyCaller, Principal, Role, public, require
+from api import accounts
+from api.auth import AnyCaller, public, require
 from api.deps import DbConn, SettingsDep
+from api.roles import Principal, Role
 from api.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -36,7 +37,7 @@ def issue_token(form: Annotated[OAuth2PasswordRequestForm, Depends()], conn: DbC
                 settings: SettingsDep) -> TokenPublic:
     """OAuth2 password flow: form fields ``username`` and ``password``; the token expires."""
     ttl = timedelta(minutes=settings.access_token_ttl_min)
-    issued = auth.login(conn, form.username, form.password, ttl)
+    issued = accounts.login(conn, form.username, form.password, ttl)
     if issued is None:
         log.info("failed login for %r", form.username[:100])
         raise HTTPException(401, "wrong username or password", headers={"WWW-Authenticate": "Bearer"})
@@ -52,7 +53,7 @@ def me(caller: AnyCaller) -> MePublic:
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
 def logout(caller: AnyCaller, conn: DbConn) -> Response:
     """Revoke the token this request carries."""
-    auth.revoke_token(conn, caller.token_id, owner=caller.user_id)
+    accounts.revoke_token(conn, caller.token_id, owner=caller.user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -69,14 +70,14 @@ def create_api_key(body: ApiKeyCreate, caller: Annotated[Principal, require(*KEY
             raise HTTPException(404, f"no user {body.user_id}")
         owner = body.user_id
     expires_at = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    key, row = auth.create_api_key(conn, owner, body.name, expires_at=expires_at)
+    key, row = accounts.create_api_key(conn, owner, body.name, expires_at=expires_at)
     return ApiKeyCreated(**row, key=key)
 
 
 @router.get("/auth/api-keys", response_model=ApiKeysPublic)
 def list_api_keys(caller: Annotated[Principal, require(*KEY_HOLDERS)], conn: DbConn) -> ApiKeysPublic:
     """The caller's own keys (an admin sees every key)."""
-    rows = auth.list_api_keys(conn, None if caller.role is Role.admin else caller.user_id)
+    rows = accounts.list_api_keys(conn, None if caller.role is Role.admin else caller.user_id)
     return ApiKeysPublic(data=rows, count=len(rows))
 
 
@@ -84,7 +85,7 @@ def list_api_keys(caller: Annotated[Principal, require(*KEY_HOLDERS)], conn: DbC
                responses={404: {"description": "no such key (of the caller's)"}})
 def revoke_api_key(key_id: int, caller: Annotated[Principal, require(*KEY_HOLDERS)], conn: DbConn) -> Response:
     owner = None if caller.role is Role.admin else caller.user_id
-    if not auth.revoke_token(conn, key_id, owner=owner):
+    if not accounts.revoke_token(conn, key_id, owner=owner):
         raise HTTPException(404, f"no API key {key_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -97,15 +98,15 @@ def create_user(body: UserCreate, conn: DbConn) -> UserPublic:
     if (role is Role.customer) != (body.customer is not None):
         raise HTTPException(422, "a customer account needs a customer, and only a customer account has one")
     try:
-        return UserPublic(**auth.create_user(conn, body.username, role, password=body.password,
+        return UserPublic(**accounts.create_user(conn, body.username, role, password=body.password,
                                              customer=body.customer))
-    except auth.UsernameTaken as exc:
+    except accounts.UsernameTaken as exc:
         raise HTTPException(409, str(exc)) from None
 
 
 @router.get("/users", response_model=UsersPublic, dependencies=[require(Role.admin)])
 def list_users(conn: DbConn) -> UsersPublic:
-    rows = auth.list_users(conn)
+    rows = accounts.list_users(conn)
     return UsersPublic(data=rows, count=len(rows))
 
 
@@ -116,7 +117,7 @@ def set_user_active(user_id: int, body: UserActiveUpdate, caller: Annotated[Prin
     if user_id == caller.user_id and not body.active:
         # The last admin could lock everyone out; another admin can do it.
         raise HTTPException(409, "an admin cannot disable its own account")
-    row = auth.set_active(conn, user_id, body.active)
+    row = accounts.set_active(conn, user_id, body.active)
     if row is None:
         raise HTTPException(404, f"no user {user_id}")
     return UserPublic(**row)

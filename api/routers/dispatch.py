@@ -15,8 +15,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
 
-from api.auth import STAFF, Role, require
+from api.auth import require
 from api.deps import DbConn, SettingsDep
+from api.roles import STAFF, Role
 from api.schemas import (
     DispatchPlanPublic,
     DispatchProposalPublic,

@@ -4,8 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 
-from api.auth import STAFF, Principal, Reader, Role, Staff, require
+from api.auth import Reader, Staff, require
 from api.deps import DbConn, SettingsDep
+from api.roles import STAFF, Principal, Role
 from api.schemas import SurveyCreate, TicketActionBody, TicketCreate, TicketPublic, TicketsPublic
 from api.tenancy import ensure_visible, not_found
 from tickets import dispatch, service, stock, workflow
