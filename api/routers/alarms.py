@@ -8,7 +8,7 @@ from alarms import lifecycle, queries
 from api.auth import Reader, require
 from api.deps import DbConn
 from api.roles import STAFF
-from api.schemas import (
+from api.schemas.alarms import (
     AlarmAck,
     AlarmAssigneeUpdate,
     AlarmCommentCreate,

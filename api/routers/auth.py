@@ -11,7 +11,7 @@ from api import accounts
 from api.auth import AnyCaller, public, require
 from api.deps import DbConn, SettingsDep
 from api.roles import Principal, Role
-from api.schemas import (
+from api.schemas.accounts import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeysPublic,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from api.auth import Reader, Staff, require
 from api.deps import DbConn, SettingsDep
 from api.roles import Principal, Role
-from api.schemas import CommandCreate, CommandPublic, CommandsPublic, PresencePublic
+from api.schemas.devices import CommandCreate, CommandPublic, CommandsPublic, PresencePublic
 from api.tenancy import ensure_visible
 from devices import commands, registry
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from api.auth import require
 from api.deps import DbConn
 from api.roles import Role
-from api.schemas import CredentialPublic, DeviceCreate, DevicePublic, DevicesPublic, DeviceState, DeviceUpdate
+from api.schemas.devices import CredentialPublic, DeviceCreate, DevicePublic, DevicesPublic, DeviceState, DeviceUpdate
 from core.register import EquipmentRecord
 from devices import registry
 

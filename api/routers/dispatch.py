@@ -18,7 +18,7 @@ from fastapi import APIRouter, HTTPException, Path
 from api.auth import require
 from api.deps import DbConn, SettingsDep
 from api.roles import STAFF, Role
-from api.schemas import (
+from api.schemas.dispatch import (
     DispatchPlanPublic,
     DispatchProposalPublic,
     EngineerBody,

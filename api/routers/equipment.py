@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from api.auth import Reader
 from api.deps import DbConn, SettingsDep, parse_bucket, period
-from api.schemas import EquipmentPublic, EquipmentsPublic, ReadingsPublic
+from api.schemas.equipment import EquipmentPublic, EquipmentsPublic, ReadingsPublic
 from api.tenancy import customer_filter, ensure_visible, not_found
 from ingest import queries
 

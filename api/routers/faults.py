@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from api.auth import Reader
 from api.deps import DbConn
-from api.schemas import FaultsPublic
+from api.schemas.faults import FaultsPublic
 from diagnostics import queries
 
 router = APIRouter(prefix="/faults", tags=["faults"])

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.auth import Reader
 from api.deps import DbConn, period
-from api.schemas import KpisPublic
+from api.schemas.kpis import KpisPublic
 from api.tenancy import customer_filter
 from tickets.kpis import compute_kpis
 

@@ -15,16 +15,16 @@ from fastapi.responses import StreamingResponse
 from alarms import queries as alarm_queries
 from api.auth import Reader
 from api.deps import DbConn, SettingsDep, parse_bucket, period
-from api.schemas import (
+from api.schemas.equipment import ReadingsPublic
+from api.schemas.portal import (
     DailyUsagePublic,
     FleetMachinePublic,
     FleetPublic,
-    ReadingsPublic,
     ServiceRecordPublic,
-    TicketPublic,
     TrackPublic,
     UsagePublic,
 )
+from api.schemas.tickets import TicketPublic
 from api.tenancy import customer_filter, ensure_visible
 from core.telemetry import CHANNELS
 from diagnostics.rulebook import rulebook_for

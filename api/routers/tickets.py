@@ -7,7 +7,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, sta
 from api.auth import Reader, Staff, require
 from api.deps import DbConn, SettingsDep
 from api.roles import STAFF, Principal, Role
-from api.schemas import SurveyCreate, TicketActionBody, TicketCreate, TicketPublic, TicketsPublic
+from api.schemas.tickets import SurveyCreate, TicketActionBody, TicketCreate, TicketPublic, TicketsPublic
 from api.tenancy import ensure_visible, not_found
 from tickets import dispatch, service, stock, workflow
 
