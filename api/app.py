@@ -20,13 +20,17 @@ from api.routers import (
     commands,
     devices,
     dispatch,
+    engineers,
     equipment,
     faults,
     health,
     iso15143,
     kpis,
     portal,
+    stations,
     tickets,
+    vehicles,
+    warehouses,
 )
 from core.db import open_pool
 from core.settings import Settings
@@ -52,7 +56,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                               "then send `Authorization: Bearer <token>`.")
     app.state.settings = settings
     for router in (auth.router, equipment.router, commands.router, devices.router, faults.router, alarms.router,
-                   tickets.router, dispatch.router, kpis.router, portal.router, iso15143.router, health.router):
+                   tickets.router, stations.router, engineers.router, vehicles.router, warehouses.router,
+                   dispatch.router, kpis.router, portal.router, iso15143.router, health.router):
         app.include_router(router, prefix=API_PREFIX)
     check_access_declared(app)
     errors.install(app)

@@ -65,6 +65,10 @@ def public() -> Any:
     return Depends(anyone)
 
 
+# Route-level declarations (``dependencies=...``) for routes that do not use their caller.
+STAFF_ONLY = [require(*STAFF)]
+ADMIN_OR_DISPATCHER = [require(Role.admin, Role.dispatcher)]
+
 # The callers routes most often take, named once: ``caller: Reader`` instead of
 # ``caller: Annotated[Principal, require(*READERS)]``.
 Reader = Annotated[Principal, require(*READERS)]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import psycopg
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 
 from core.settings import Settings
 
@@ -58,3 +58,14 @@ def parse_bucket(text: str) -> timedelta:
     if not match or int(match.group(1)) == 0:
         raise HTTPException(422, f"bucket must look like 30s, 5m, 1h or 1d, not {text!r}")
     return timedelta(seconds=int(match.group(1)) * _UNIT_S[match.group(2)])
+
+
+# Identifiers of the service organisation's resources (stations, engineers, vans, warehouses) in paths.
+ResourceId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+PartName = Annotated[str, Path(min_length=1, max_length=100)]
+
+
+def one_or_404(rows: list[dict], what: str, resource_id: str) -> dict:
+    if not rows:
+        raise HTTPException(404, f"no {what} {resource_id!r}")
+    return rows[0]
