@@ -43,14 +43,9 @@ REBALANCE_EVERY_S = 1.0
 # The shard whose owner also runs the fleet-wide timers.
 TIMERS_SHARD = 0
 
-# The fault events after the owned shards' oldest cursor whose writers have all finished
-# (core.outbox), of every machine: the cursors advance past other shards' events too.
-_EVENTS = f"""
-SELECT e.id, e.xid::text, e.kind, e.at, f.id AS fault_id, f.equipment_id, f.fault_code, f.severity,
-       equipment_shard(f.equipment_id, {SHARD_COUNT})
-FROM fault_events e JOIN faults f ON f.id = e.fault_id
-WHERE (e.xid, e.id) > (%s::xid8, %s) AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY e.xid, e.id LIMIT %s
+_FAULTS = f"""
+SELECT id, equipment_id, fault_code, severity, equipment_shard(equipment_id, {SHARD_COUNT})
+FROM faults WHERE id = ANY(%s)
 """
 
 
@@ -103,7 +98,7 @@ class AlarmsWorker:
 
     def position(self) -> tuple[str, int] | None:
         """The oldest cursor among the owned shards (None when owning none)."""
-        return min(self.cursors.values(), key=outbox.cursor_key) if self.cursors else None
+        return outbox.oldest(self.cursors)
 
     def _own_shards(self, conn: psycopg.Connection) -> None:
         """Join on a new connection, and take or hand over shards when due."""
@@ -148,12 +143,17 @@ class AlarmsWorker:
         if oldest is None:
             return 0
         with conn.transaction():
-            events = conn.execute(_EVENTS, (oldest[0], oldest[1], EVENTS_PER_ROUND)).fetchall()
+            # Of every machine, in commit-safe order: the cursors advance past other shards' events too.
+            events = outbox.fetch_after(conn, "fault_events", oldest, limit=EVENTS_PER_ROUND,
+                                        columns=("kind", "at", "fault_id"))
             if not events:
                 return 0
-            for event_id, xid, kind, at, fault_id, equipment_id, fault_code, severity, shard in events:
+            faults = {row[0]: row[1:] for row in conn.execute(_FAULTS, ([e["fault_id"] for e in events],))}
+            for event in events:
+                kind, at, fault_id = event["kind"], event["at"], event["fault_id"]
+                equipment_id, fault_code, severity, shard = faults[fault_id]
                 cursor = self.cursors.get(shard)
-                if cursor is None or outbox.cursor_key((xid, event_id)) <= outbox.cursor_key(cursor):
+                if cursor is None or outbox.cursor_key((event["cursor_xid"], event["id"])) <= outbox.cursor_key(cursor):
                     continue  # another worker's machine, or one this shard has already seen
                 if kind == "raised":
                     result = raise_or_reopen(conn, equipment_id, fault_code, severity, at, fault_id,
@@ -166,11 +166,8 @@ class AlarmsWorker:
                     alarm_id = clear_alarm(conn, equipment_id, fault_code, at)
                     if alarm_id:
                         log.info("alarm %d cleared: %s on %s", alarm_id, fault_code, equipment_id)
-            last = (events[-1][1], events[-1][0])
-            advanced = [s for s, c in self.cursors.items() if outbox.cursor_key(last) > outbox.cursor_key(c)]
-            for shard in advanced:
-                self.cursors[shard] = last
-            outbox.save_cursors(conn, CONSUMER, advanced, last)
+            last = (events[-1]["cursor_xid"], events[-1]["id"])
+            outbox.save_cursors(conn, CONSUMER, outbox.advance(self.cursors, last), last)
         return len(events)
 
     def open_pending_tickets(self, conn: psycopg.Connection) -> int:

@@ -52,16 +52,14 @@ def where_equal(alias: str = "", /, **equal: Any) -> tuple[str, list[Any]]:
 
 def poll_until_stopped(database_url: str, name: str, round_: Callable[[psycopg.Connection], int],
                        stop: threading.Event, *, wake_on: tuple[str, ...] = (),
-                       on_connect: Callable[[psycopg.Connection], None] | None = None,
                        on_stop: Callable[[psycopg.Connection], None] | None = None) -> None:
     """Run ``round_`` over one connection until ``stop``; pause when it did nothing (returned 0).
 
     With ``wake_on``, the pause ends as soon as a NOTIFY arrives on one of those channels (the
     producer's insert trigger sends one per transaction), so work is picked up when it commits
-    rather than at the next poll; the poll stays as the fallback. ``on_connect`` runs on every new
-    connection (before the first round), ``on_stop`` once on the way out while the connection is
-    still up. A lost database is waited for with backoff and the loop resumes on a new connection:
-    the round's own transactions make that safe.
+    rather than at the next poll; the poll stays as the fallback. ``on_stop`` runs once on the way
+    out while the connection is still up. A lost database is waited for with backoff and the loop
+    resumes on a new connection: the round's own transactions make that safe.
     """
     delay = RECONNECT_DELAY_MIN_S
     while not stop.is_set():
@@ -71,8 +69,6 @@ def poll_until_stopped(database_url: str, name: str, round_: Callable[[psycopg.C
                     for channel in wake_on:
                         conn.execute(f'LISTEN "{channel}"')
                     conn.commit()
-                if on_connect is not None:
-                    on_connect(conn)
                 delay = RECONNECT_DELAY_MIN_S
                 while not stop.is_set():
                     if round_(conn):

@@ -22,30 +22,24 @@ def load_cursor(conn: psycopg.Connection, consumer: str) -> tuple[str, int]:
     return (row[0], row[1]) if row else ("0", 0)
 
 
-def save_cursor(conn: psycopg.Connection, consumer: str, cursor: tuple[str, int]) -> None:
-    conn.execute(
-        """INSERT INTO consumer_cursors (consumer, last_xid, last_id, updated_at)
-           VALUES (%s, %s::xid8, %s, now())
-           ON CONFLICT (consumer) DO UPDATE
-           SET last_xid = EXCLUDED.last_xid, last_id = EXCLUDED.last_id, updated_at = now()""",
-        (consumer, cursor[0], cursor[1]),
-    )
-
-
 def fetch_after(
-    conn: psycopg.Connection, table: str, cursor: tuple[str, int], *, limit: int
+    conn: psycopg.Connection, table: str, cursor: tuple[str, int], *, limit: int,
+    columns: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of ``table`` after ``cursor`` whose writers have all finished, oldest first.
+    """Rows of ``table`` after ``cursor`` whose writers have all finished, oldest first: every
+    column, or ``columns`` (plus ``id``) when a consumer needs only those.
 
     Each row carries ``cursor_xid`` (its xid as text) so that (cursor_xid, id) can be saved as the cursor.
     """
+    selected = (sql.SQL("t.*") if columns is None
+                else sql.SQL(", ").join(sql.Identifier("t", c) for c in ("id", *columns)))
     query = sql.SQL(
-        """SELECT t.*, t.xid::text AS cursor_xid FROM {table} AS t
+        """SELECT {selected}, t.xid::text AS cursor_xid FROM {table} AS t
            WHERE (xid, id) > (%s::xid8, %s)
              AND xid < pg_snapshot_xmin(pg_current_snapshot())
            ORDER BY xid, id
            LIMIT %s"""
-    ).format(table=sql.Identifier(table))
+    ).format(selected=selected, table=sql.Identifier(table))
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, (cursor[0], cursor[1], limit)).fetchall()
 
@@ -112,3 +106,18 @@ def lag_seconds(conn: psycopg.Connection, table: str, consumer: str) -> float:
 def cursor_key(cursor: tuple[str, int]) -> tuple[int, int]:
     """A cursor as comparable numbers (xid8 is 64-bit; as text it would sort wrongly)."""
     return int(cursor[0]), cursor[1]
+
+
+def oldest(cursors: dict[int, tuple[str, int]]) -> tuple[str, int] | None:
+    """The oldest of a sharded consumer's cursors (where its next read starts); None without shards."""
+    return min(cursors.values(), key=cursor_key) if cursors else None
+
+
+def advance(cursors: dict[int, tuple[str, int]], last: tuple[str, int]) -> list[int]:
+    """Move every cursor behind ``last`` to it (a read from the oldest cursor to ``last`` has seen
+    everything every shard had not); returns the shards that moved."""
+    moved = [shard for shard, cursor in cursors.items() if cursor_key(last) > cursor_key(cursor)]
+    for shard in moved:
+        cursors[shard] = last
+    return moved
+

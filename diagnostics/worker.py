@@ -66,12 +66,6 @@ CHECKPOINT_EVERY_S = 10.0
 REBALANCE_EVERY_S = 1.0
 
 _CHANNEL_LIST = ", ".join(f"r.{c}" for c in CHANNELS)
-# The batches after the owned shards' oldest cursor whose writers have all finished (core.outbox).
-_BATCHES = """
-SELECT id, xid::text, readings FROM accepted_batches
-WHERE (xid, id) > (%s::xid8, %s) AND xid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY xid, id LIMIT %s
-"""
 # The readings those batches inserted (same equipment and span, written by the batch's transaction),
 # for machines of the owned shards whose cursor is before the batch. Each span is one lookup of the
 # primary key: OFFSET 0 keeps the subquery a per-span lookup whatever the statistics say, since a
@@ -99,13 +93,16 @@ SELECT e.id, e.model, e.last_service_hours, s.lat, s.lon, s.radius_m, s.timezone
        s.permitted_from_hour, s.permitted_to_hour
 FROM equipment e LEFT JOIN sites s ON s.name = e.site WHERE {where}
 """
-_RAISE = """
+# A fault with its events: raised, and cleared too when it comes with its end (a backfilled episode).
+_INSERT_FAULT = """
 WITH f AS (
     INSERT INTO faults (equipment_id, fault_code, severity, rule, rule_version, started_at, ended_at,
                         evidence, title, diagnosis, remote_resolvable, backfilled)
-    VALUES (%s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s, false)
-    ON CONFLICT DO NOTHING RETURNING id, started_at)
-INSERT INTO fault_events (fault_id, kind, at) SELECT id, 'raised', started_at FROM f
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT DO NOTHING RETURNING id, started_at, ended_at)
+INSERT INTO fault_events (fault_id, kind, at)
+SELECT id, 'raised', started_at FROM f
+UNION ALL SELECT id, 'cleared', ended_at FROM f WHERE ended_at IS NOT NULL
 """
 _CLEAR = """
 WITH f AS (
@@ -120,11 +117,11 @@ WHERE equipment_id = %s AND fault_code = %s AND rule = %s AND ended_at IS NULL
 """
 
 
-def _first_readings(batches: list[tuple], limit: int) -> list[tuple]:
+def _first_readings(batches: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The leading batches up to the one that reaches ``limit`` readings (at least one)."""
     total = 0
-    for i, (_, _, readings) in enumerate(batches):
-        total += readings
+    for i, batch in enumerate(batches):
+        total += batch["readings"]
         if total >= limit:
             return batches[:i + 1]
     return batches
@@ -201,7 +198,7 @@ class DiagnosticsWorker:
 
     def position(self) -> tuple[str, int] | None:
         """The oldest cursor among the owned shards (None when owning none)."""
-        return min(self.cursors.values(), key=outbox.cursor_key) if self.cursors else None
+        return outbox.oldest(self.cursors)
 
     def _join(self, conn: psycopg.Connection) -> None:
         # A new connection: locks held by an earlier one are gone, and so is any right to its state.
@@ -267,7 +264,9 @@ class DiagnosticsWorker:
             return 0
         began = time.monotonic()
         with conn.transaction():
-            batches = conn.execute(_BATCHES, (oldest[0], oldest[1], BATCHES_PER_ROUND)).fetchall()
+            # After the owned shards' oldest cursor, in commit-safe order.
+            batches = outbox.fetch_after(conn, "accepted_batches", oldest, limit=BATCHES_PER_ROUND,
+                                         columns=("readings",))
             if not batches:
                 return 0
             fetched = len(batches)
@@ -280,15 +279,12 @@ class DiagnosticsWorker:
                 # measured 10-40x slower once the readings table grew.
                 rows = cur.execute(_NEW_READINGS, {
                     "shards": shards, "xids": [self.cursors[s][0] for s in shards],
-                    "ids": [self.cursors[s][1] for s in shards], "batches": [b[0] for b in batches],
+                    "ids": [self.cursors[s][1] for s in shards], "batches": [b["id"] for b in batches],
                 }, prepare=False).fetchall()
             read = time.monotonic()
             changes = self._diagnose(conn, rows) if rows else []
-            last = (batches[-1][1], batches[-1][0])
-            advanced = [s for s in shards if outbox.cursor_key(last) > outbox.cursor_key(self.cursors[s])]
-            for shard in advanced:
-                self.cursors[shard] = last
-            outbox.save_progress(conn, CONSUMER, advanced, last)
+            last = (batches[-1]["cursor_xid"], batches[-1]["id"])
+            outbox.save_progress(conn, CONSUMER, outbox.advance(self.cursors, last), last)
             self._checkpoint_changed(conn, changes)
         if (ended := time.monotonic()) - began > SLOW_ROUND_S:
             log.warning("%s: slow round, %d batches, %d readings: %.0f ms reading them, %.0f ms diagnosing and "
@@ -387,18 +383,7 @@ class DiagnosticsWorker:
             if known:
                 continue
             self.backfilled_faults += 1
-            diagnosis = raised.diagnosis or {}
-            conn.execute(
-                """WITH f AS (
-                       INSERT INTO faults (equipment_id, fault_code, severity, rule, rule_version, started_at,
-                                           ended_at, evidence, title, diagnosis, remote_resolvable, backfilled)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true)
-                       ON CONFLICT DO NOTHING RETURNING id, started_at, ended_at)
-                   INSERT INTO fault_events (fault_id, kind, at)
-                   SELECT id, 'raised', started_at FROM f UNION ALL SELECT id, 'cleared', ended_at FROM f""",
-                (equipment_id, raised.fault_code, raised.severity, raised.rule, raised.rule_version, raised.at,
-                 ended_at, Jsonb(raised.evidence), diagnosis.get("title"), Jsonb(diagnosis),
-                 diagnosis.get("remote_resolvable")))
+            conn.execute(_INSERT_FAULT, _fault_row(equipment_id, raised, ended_at=ended_at))
             log.info("backfilled fault %s on %s from %s to %s", raised.fault_code, equipment_id, raised.at, ended_at)
 
     # --- offline ---
@@ -425,10 +410,7 @@ class DiagnosticsWorker:
         with conn.pipeline(), conn.cursor() as cur:
             for equipment_id, change in changes:
                 if change.kind == "raised":
-                    diagnosis = change.diagnosis or {}
-                    cur.execute(_RAISE, (equipment_id, change.fault_code, change.severity, change.rule,
-                                         change.rule_version, change.at, Jsonb(change.evidence),
-                                         diagnosis.get("title"), Jsonb(diagnosis), diagnosis.get("remote_resolvable")))
+                    cur.execute(_INSERT_FAULT, _fault_row(equipment_id, change))
                     log.info("fault %s raised on %s at %s", change.fault_code, equipment_id, change.at)
                 elif change.kind == "cleared":
                     cur.execute(_CLEAR, (change.at, Jsonb(change.evidence), equipment_id, change.fault_code,
@@ -440,3 +422,11 @@ class DiagnosticsWorker:
                                           change.fault_code, change.rule))
                     log.info("diagnosis of %s on %s revised: most probable %s", change.fault_code, equipment_id,
                              (diagnosis.get("causes") or [{}])[0].get("id"))
+
+
+def _fault_row(equipment_id: str, raised: FaultChange, *, ended_at: datetime | None = None) -> tuple:
+    """The parameters of ``_INSERT_FAULT`` for a raised change (backfilled when it comes with its end)."""
+    diagnosis = raised.diagnosis or {}
+    return (equipment_id, raised.fault_code, raised.severity, raised.rule, raised.rule_version, raised.at, ended_at,
+            Jsonb(raised.evidence), diagnosis.get("title"), Jsonb(diagnosis), diagnosis.get("remote_resolvable"),
+            ended_at is not None)

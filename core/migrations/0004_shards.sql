@@ -24,3 +24,12 @@ CREATE TABLE IF NOT EXISTS shard_checkpoints (
     progress_at  timestamptz,
     PRIMARY KEY (consumer, shard)
 );
+
+-- Consumers wake when rows they follow commit instead of polling: a statement trigger on an
+-- outbox table sends a notification on a channel named after the table, once per inserting
+-- transaction (PostgreSQL folds identical notifications of a transaction into one).
+CREATE OR REPLACE FUNCTION notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(TG_TABLE_NAME, '');
+    RETURN NULL;
+END $$;

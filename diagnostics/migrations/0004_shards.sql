@@ -3,12 +3,7 @@
 ALTER TABLE faults ADD COLUMN IF NOT EXISTS created_at timestamptz;
 ALTER TABLE faults ALTER COLUMN created_at SET DEFAULT clock_timestamp();
 
--- The alarms workers wake when fault events commit instead of polling.
-CREATE OR REPLACE FUNCTION notify_fault_events() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('fault_events', '');
-    RETURN NULL;
-END $$;
+-- The alarms workers wake when fault events commit (core's notify_inserted: channel fault_events).
 DROP TRIGGER IF EXISTS fault_events_notify ON fault_events;
 CREATE TRIGGER fault_events_notify AFTER INSERT ON fault_events
-    FOR EACH STATEMENT EXECUTE FUNCTION notify_fault_events();
+    FOR EACH STATEMENT EXECUTE FUNCTION notify_inserted();
