@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 RECONNECT_DELAY_MIN_S = 0.5
 RECONNECT_DELAY_MAX_S = 5.0
 IDLE_POLL_S = 0.5
+
+_Row = TypeVar("_Row")
 
 
 def connect(url: str, *, autocommit: bool = False, application_name: str = "ironsight") -> psycopg.Connection:
@@ -38,6 +40,18 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 10, name: str = "i
 def timescaledb_available(conn: psycopg.Connection) -> bool:
     row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
     return row is not None
+
+
+def one(cursor: psycopg.Cursor[_Row]) -> _Row:
+    """The next row of a query that always returns one (``count(*)``, ``now()``, an aggregate,
+    ``to_regclass``…), typed as the cursor's rows: ``one(conn.execute("SELECT now()"))[0]``.
+
+    A missing row raises LookupError saying so, rather than a TypeError on subscripting None.
+    """
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError(f"the query returned no row ({cursor.statusmessage or 'no status'})")
+    return row
 
 
 def where_equal(alias: str = "", /, **equal: Any) -> tuple[str, list[Any]]:

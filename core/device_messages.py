@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from core.errors import InvalidTelemetry
 from core.topics import EQUIPMENT_ID_PATTERN
@@ -66,6 +66,10 @@ def _dump(data: dict[str, Any]) -> bytes:
     return json.dumps({"v": MESSAGE_VERSION, **data}, separators=(",", ":")).encode()
 
 
+@overload
+def _text(data: dict[str, Any], key: str, *, required: Literal[True]) -> str: ...
+@overload
+def _text(data: dict[str, Any], key: str, *, required: bool = False) -> str | None: ...
 def _text(data: dict[str, Any], key: str, *, required: bool = False) -> str | None:
     value = data.get(key)
     if value is None and not required:
@@ -105,10 +109,7 @@ def check_command_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     if kind not in COMMAND_KINDS:
         raise ValueError(f"unknown command kind {kind!r}; one of {', '.join(COMMAND_KINDS)}")
     if kind == "set_report_interval":
-        interval, duration = params.get("interval_s"), params.get("duration_s")
-        for name, value in (("interval_s", interval), ("duration_s", duration)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"set_report_interval needs a number {name}")
+        interval, duration = _param_number(params, "interval_s"), _param_number(params, "duration_s")
         if not MIN_REPORT_INTERVAL_S <= interval <= MAX_REPORT_INTERVAL_S:
             raise ValueError(f"interval_s must be within {MIN_REPORT_INTERVAL_S}-{MAX_REPORT_INTERVAL_S}")
         if not 0 < duration <= 7 * 86400:
@@ -117,6 +118,13 @@ def check_command_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     if params:
         raise ValueError(f"{kind} takes no parameters")
     return {}
+
+
+def _param_number(params: dict[str, Any], name: str) -> float:
+    value = params.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"set_report_interval needs a number {name}")
+    return value
 
 
 def decode_command(payload: bytes) -> Command:

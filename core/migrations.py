@@ -30,6 +30,8 @@ class Migration:
 
 
 def discover(package: ModuleType, *, timescaledb: bool) -> list[Migration]:
+    if package.__file__ is None:
+        raise ValueError(f"{package.__name__} has no file (a namespace package?): cannot find its migrations")
     folder = Path(package.__file__).parent / "migrations"
     variant = "timescaledb" if timescaledb else "plain"
     chosen: dict[str, Path] = {}

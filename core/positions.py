@@ -10,6 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeGuard
 
 from core.errors import InvalidTelemetry
 from core.telemetry import format_ts, parse_ts
@@ -69,5 +70,5 @@ def decode_position(payload: bytes, *, now: datetime, future_tolerance_s: float)
     return Position(ts, float(lat), float(lon), None if speed is None else float(speed))
 
 
-def _finite(value: object) -> bool:
+def _finite(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

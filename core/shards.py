@@ -88,7 +88,7 @@ class ShardLeases:
         # Start at a place of our own so that members joining together do not all race for shard 0.
         start = conn.info.backend_pid % self.shard_count
         free.sort(key=lambda s: (s - start) % self.shard_count)
-        taken = []
+        taken: list[int] = []
         for shard in free:
             if len(taken) >= want:
                 break

@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import orjson
 
@@ -152,7 +152,7 @@ def decode_message(payload: bytes, *, now: datetime, future_tolerance_s: float) 
     return decoded
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -176,7 +176,8 @@ def _parse_reading(raw: Any, latest_allowed: datetime) -> Reading:
                 raise InvalidTelemetry("out_of_range", f"{name} has {len(str(value))} digits") from None
         values.append(value)
     check_channels(values)
-    return Reading(ts, *values, _parse_fault_codes(raw.get("dtc")))
+    # _make: one field per channel from the list (mypy cannot count a starred list against the fields).
+    return Reading._make((ts, *values, _parse_fault_codes(raw.get("dtc"))))
 
 
 _BOUNDS = tuple(CHANNEL_BOUNDS.values())

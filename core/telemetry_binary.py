@@ -193,7 +193,7 @@ def decode_binary(payload: bytes, *, now: datetime, future_tolerance_s: float) -
                 except OverflowError:
                     raise InvalidTelemetry("bad_ts", str(at_ms)) from None
             check_channels(values)
-            decoded.readings.append(Reading(_EPOCH + _MILLISECOND * at_ms, *values, codes))
+            decoded.readings.append(Reading._make((_EPOCH + _MILLISECOND * at_ms, *values, codes)))
         except InvalidTelemetry as exc:
             named = {name: value for name, value in zip(CHANNELS, values, strict=True) if value is not None}
             decoded.rejected.append(RejectedReading(index, exc.reason, exc.detail,

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from core import mqtt, topics
 from core.telemetry import CHANNELS, FaultCode, Reading
@@ -171,7 +171,7 @@ def _json_channels(values: dict[str, float]) -> str:
 def _binary_parts(values: dict[str, float]) -> tuple[bytes, bytes, bytes]:
     """The binary form of one reading after its time delta, split around engine hours (the one value
     that changes per reading): presence mask, the channels before, the channels after."""
-    template = Reading(datetime(2026, 1, 1, tzinfo=UTC), **values, engine_hours=0.0)
+    template = Reading(datetime(2026, 1, 1, tzinfo=UTC), **values, engine_hours=0.0, fault_codes=())
     body = encode_binary(0, [template])[1 + 1 + 1 + 8 + 1:]
     hours_at = 2 + 2 * CHANNELS.index("engine_hours")  # every channel before it is 2 bytes wide
     assert CHANNELS.index("engine_hours") == 5 and len(body) == hours_at + 4 + 10, "binary layout changed"
@@ -240,7 +240,7 @@ class Payloads:
         plan = self.dtc_plan[i]
         return [fault for from_ms, fault in plan if from_ms <= ts] if plan else []
 
-    def _json(self, i: int, seq: int, stamps: list[int], base: int) -> str | bytes:
+    def _json(self, i: int, seq: int, stamps: list[int], base: int) -> bytes:
         parts = []
         hot_from, hours0, start, cache = self.hot_from[i], self.hours0[i], self.start_ms, self.cache
         for k, ts in enumerate(stamps):
@@ -417,6 +417,23 @@ class _Connection:
             del self.out[:sent]
 
 
+class LoadCounts(TypedDict):
+    """What run_load reports (see its return statement)."""
+
+    published: int
+    acked: int
+    refused: int
+    unacked: int
+    throttled: int
+    readings_published: int
+    readings_acked: int
+    connections: int
+    achieved_msg_per_s: float
+    started_at: float  # epoch seconds
+    faults_due: list[dict[str, Any]]  # Payloads.due
+    faults_not_due: int
+
+
 def _open_connections(spec: LoadSpec, count: int, selector: selectors.BaseSelector) -> list[_Connection]:
     address = mqtt.parse_mqtt_url(spec.mqtt_url)
     opened: list[_Connection] = []
@@ -447,7 +464,7 @@ def _open_connections(spec: LoadSpec, count: int, selector: selectors.BaseSelect
     return opened
 
 
-def run_load(spec: LoadSpec, when_connected: Callable[[], None] | None = None) -> dict[str, float]:
+def run_load(spec: LoadSpec, when_connected: Callable[[], None] | None = None) -> LoadCounts:
     """Publish ``spec``'s load for ``spec.duration_s``, wait for the acknowledgements, return the counts.
 
     ``when_connected`` runs once every session is up and before the first message: it may block, so

@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from core.db import one
 from core.device_messages import Command, check_command_params
 
 COMMANDS_CHANNEL = "ironsight_commands"
@@ -89,8 +90,8 @@ def get_command(conn: psycopg.Connection, command_id: str, *, with_events: bool 
 def list_commands(conn: psycopg.Connection, equipment_id: str, *, limit: int, offset: int
                   ) -> tuple[list[dict[str, Any]], int]:
     with conn.cursor(row_factory=dict_row) as cur:
-        count = cur.execute("SELECT count(*) AS n FROM commands WHERE equipment_id = %s", (equipment_id,)
-                            ).fetchone()["n"]
+        count = one(cur.execute("SELECT count(*) AS n FROM commands WHERE equipment_id = %s",
+                                (equipment_id,)))["n"]
         rows = cur.execute(f"""SELECT {_COLUMNS} FROM commands WHERE equipment_id = %s
                                ORDER BY created_at DESC, id LIMIT %s OFFSET %s""",
                            (equipment_id, limit, offset)).fetchall()

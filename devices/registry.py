@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from core.db import one
 from core.device_messages import Status
 from core.register import EquipmentRecord, register_equipment
 from devices.broker_auth import hash_password, new_password
@@ -84,7 +85,7 @@ def list_devices(conn: psycopg.Connection, *, state: str | None, limit: int, off
     where = "WHERE d.state = %s" if state else ""
     params = [state] if state else []
     with conn.cursor(row_factory=dict_row) as cur:
-        count = cur.execute(f"SELECT count(*) AS n FROM devices d {where}", params).fetchone()["n"]
+        count = one(cur.execute(f"SELECT count(*) AS n FROM devices d {where}", params))["n"]
         rows = cur.execute(f"{_DEVICE} {where} ORDER BY d.equipment_id LIMIT %s OFFSET %s",
                            [*params, limit, offset]).fetchall()
     return rows, count

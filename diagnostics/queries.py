@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from core.db import where_equal
+from core.db import one, where_equal
 
 _COLUMNS = ("id, equipment_id, fault_code, title, severity, rule, rule_version, started_at, ended_at, evidence, "
             "diagnosis, remote_resolvable, backfilled")
@@ -23,7 +23,7 @@ def list_faults(conn: psycopg.Connection, *, equipment_id: str | None, fault_cod
     if active is not None:
         where = (where + " AND " if where else "WHERE ") + ("ended_at IS NULL" if active else "ended_at IS NOT NULL")
     with conn.cursor(row_factory=dict_row) as cur:
-        count = cur.execute(f"SELECT count(*) AS n FROM faults {where}", params).fetchone()["n"]
+        count = one(cur.execute(f"SELECT count(*) AS n FROM faults {where}", params))["n"]
         rows = cur.execute(f"SELECT {_COLUMNS} FROM faults {where} ORDER BY started_at DESC, id DESC "
                            "LIMIT %s OFFSET %s", [*params, limit, offset]).fetchall()
     return rows, count

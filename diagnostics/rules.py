@@ -423,7 +423,7 @@ class Dtc(Rule):
 
     clear_after_s: float = 30.0
 
-    def evaluate(self, state, sample, ctx):
+    def evaluate(self, state: dict[str, Any], sample: Sample, ctx: EquipmentContext) -> list[FaultChange]:
         changes = []
         active: dict[str, dict[str, Any]] = state.setdefault("active", {})
         now = sample.ts

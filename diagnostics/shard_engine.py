@@ -176,6 +176,8 @@ def _offset_s(key: int) -> int | None:
     start = EPOCH + timedelta(seconds=(key & ((1 << _TZ_BUCKET_BITS) - 1)) * TZ_BUCKET_S)
     first = start.astimezone(zone).utcoffset()
     last = (start + timedelta(seconds=TZ_BUCKET_S) - MICROSECOND).astimezone(zone).utcoffset()
+    if first is None or last is None:  # never: astimezone(zone) gives an aware datetime
+        raise ValueError(f"time zone {zone.key} gives no UTC offset")
     offset = int(first.total_seconds()) if first == last else None
     _TZ_OFFSETS[key] = offset
     return offset
@@ -644,7 +646,7 @@ class _EpisodeColumns(_RuleColumns):
         self.column("active", bool, False)
         self.sustain_us = at_least_us(self.rule.sustain_s)
 
-    def state_of(self, slot):
+    def state_of(self, slot: int) -> dict[str, Any]:
         state: dict[str, Any] = {}
         _since_state(state, self.a["since"][slot])
         if self.a["active"][slot]:
@@ -1114,7 +1116,7 @@ class _Group:
         hours = [site.permitted_hours if site else None for site in sites]
         c["curfew_start"][slots] = [h[0] if h is not None else -1 for h in hours]
         c["curfew_end"][slots] = [h[1] if h is not None else -1 for h in hours]
-        c["tz"][slots] = [_tz_index(site.timezone) if h is not None else 0
+        c["tz"][slots] = [_tz_index(site.timezone) if site and h is not None else 0
                           for site, h in zip(sites, hours, strict=True)]
         c["service_hours"][slots] = [np.nan if ctx.last_service_hours is None else ctx.last_service_hours
                                      for ctx in ctxs]
@@ -1173,6 +1175,8 @@ class _Group:
             entry[2].append(change)
         for slot, (row, now_us, changes) in by_slot.items():
             eid = self.ids[slot]
+            if eid is None:  # never: a slot's faults change only while it holds a machine
+                raise RuntimeError(f"fault changes in slot {slot}, which holds no machine")
             stats = None
             for k, change in enumerate(changes):
                 if change.kind == "raised":
@@ -1263,10 +1267,11 @@ class _Group:
         """diagnostics.evidence.statistics of one slot."""
         a = self.evidence.a
         seen = []
-        for c, (channel, born, mean, now, diff2) in enumerate(self._statistics_columns):
+        for c, (channel, born, mean_column, now_column, diff2_column) in enumerate(self._statistics_columns):
             stamp = int(a[born][slot])
             if stamp >= 0:
-                seen.append((stamp, c, channel, float(a[mean][slot]), float(a[now][slot]), float(a[diff2][slot])))
+                seen.append((stamp, c, channel, float(a[mean_column][slot]), float(a[now_column][slot]),
+                             float(a[diff2_column][slot])))
         stats: dict[str, float] = {}
         for _, _, channel, mean, now, diff2 in sorted(seen):
             stats[channel + ".mean"] = round(mean, 3)
@@ -1287,10 +1292,10 @@ class _Group:
                 rules[rule.rule.key] = state
         evidence_state = {}
         for c in self._channels_seen(slot):
-            fields = {name: float(ev[f"{name}{c}"][slot]) for name in _EVIDENCE_FIELDS}
-            for name in ("diff2", "prev"):
-                if math.isnan(fields[name]):
-                    fields[name] = None
+            fields: dict[str, float | None] = {}
+            for name in _EVIDENCE_FIELDS:
+                value = float(ev[f"{name}{c}"][slot])
+                fields[name] = None if name in ("diff2", "prev") and math.isnan(value) else value
             evidence_state[evidence.TRACKED[c]] = fields
         last, arrival = int(a["last_us"][slot]), int(a["last_arrival"][slot])
         return {
@@ -1351,11 +1356,18 @@ def _pack(prefix: str, columns: Iterable[tuple[str, np.ndarray, Any]], arrays: d
     for dtype, parts in dense.items():
         arrays[f"{prefix}.{dtype}.dense"] = np.stack([column for _, column in parts], axis=1)
         layout["dense"][dtype] = [name for name, _ in parts]
-    for dtype, parts in sparse.items():
-        arrays[f"{prefix}.{dtype}.index"] = np.concatenate([index for _, index, _ in parts]).astype(np.int32)
-        arrays[f"{prefix}.{dtype}.values"] = np.concatenate([values for _, _, values in parts])
-        layout["sparse"][dtype] = [[name, len(index)] for name, index, _ in parts]
+    for dtype, sparse_parts in sparse.items():
+        arrays[f"{prefix}.{dtype}.index"] = np.concatenate([index for _, index, _ in sparse_parts]).astype(np.int32)
+        arrays[f"{prefix}.{dtype}.values"] = np.concatenate([values for _, _, values in sparse_parts])
+        layout["sparse"][dtype] = [[name, len(index)] for name, index, _ in sparse_parts]
     return layout
+
+
+def _writer(index: slice | np.ndarray, values: np.ndarray) -> Callable[[np.ndarray], None]:
+    """A function that writes ``values`` at ``index`` of its target column."""
+    def write(target: np.ndarray) -> None:
+        target[index] = values
+    return write
 
 
 def _unpack(prefix: str, layout: dict[str, Any], npz: Any) -> dict[str, Callable[[np.ndarray], None]]:
@@ -1364,13 +1376,13 @@ def _unpack(prefix: str, layout: dict[str, Any], npz: Any) -> dict[str, Callable
     for dtype, names in layout["dense"].items():
         block = npz[f"{prefix}.{dtype}.dense"]
         for j, name in enumerate(names):
-            writers[name] = lambda target, column=block[:, j]: target.__setitem__(slice(None), column)
+            writers[name] = _writer(slice(None), block[:, j])
     for dtype, entries in layout["sparse"].items():
         index, values = npz[f"{prefix}.{dtype}.index"], npz[f"{prefix}.{dtype}.values"]
         start = 0
         for name, count in entries:
             end = start + count
-            writers[name] = lambda target, i=index[start:end], v=values[start:end]: target.__setitem__(i, v)
+            writers[name] = _writer(index[start:end], values[start:end])
             start = end
     return writers
 
@@ -1544,6 +1556,7 @@ class ShardEngine:
         first = np.ones(len(rows), dtype=bool)
         first[1:] = runs[1:] != runs[:-1]
         rank = position - np.maximum.accumulate(np.where(first, position, 0))
+        steps: Iterable[tuple[np.ndarray, np.ndarray]]
         if not rank.any():
             steps = [(rows, slots)]
         else:

@@ -36,7 +36,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from core import outbox
-from core.db import poll_until_stopped
+from core.db import one, poll_until_stopped
 from core.shards import SHARD_COUNT, ShardLeases, shard_of
 from core.telemetry import CHANNELS
 from diagnostics.engine import EquipmentEngine
@@ -331,7 +331,7 @@ class DiagnosticsWorker:
             return
         contexts = self._load_contexts(conn, equipment_ids=missing)
         # State a single-process diagnostics of an earlier version kept per machine.
-        legacy = dict(conn.execute(
+        legacy: dict[str, dict[str, Any]] = dict(conn.execute(
             "SELECT equipment_id, state FROM diagnostic_state WHERE equipment_id = ANY(%s)", (missing,)))
         for equipment_id, ctx in contexts.items():
             self.engine.add(ctx, legacy.get(equipment_id))
@@ -339,6 +339,7 @@ class DiagnosticsWorker:
 
     def _load_contexts(self, conn: psycopg.Connection, *, equipment_ids: list[str] | None = None,
                        shards: list[int] | None = None) -> dict[str, EquipmentContext]:
+        params: list[int] | list[str] | None
         if shards is not None:
             where, params = f"equipment_shard(e.id, {SHARD_COUNT}) = ANY(%s)", shards
         else:
@@ -395,7 +396,7 @@ class DiagnosticsWorker:
             return 0
         with conn.transaction():
             if now is None:
-                now = conn.execute("SELECT now()").fetchone()[0]
+                now = one(conn.execute("SELECT now()"))[0]
             changes = self.engine.tick(now.timestamp())
             self._record(conn, changes)
             self._checkpoint_changed(conn, changes)

@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from core.db import one
+
 log = logging.getLogger(__name__)
 
 # Partitions exist this far back at first start (a backlog upload lands in place) and are kept
@@ -41,7 +43,7 @@ def ensure_partitions(conn: psycopg.Connection, today: date | None = None) -> li
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         end = start + timedelta(days=1)
         with conn.transaction():
-            exists = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0]
+            exists = one(conn.execute("SELECT to_regclass(%s)", (name,)))[0]
             if exists:
                 continue
             # Readings that arrived before this day had a partition sit in the default one;
