@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 
 from alarms.lifecycle import SYSTEM_ACTOR, record_event
 from alarms.policy import AlarmPolicy
+from core.db import one
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ FOR UPDATE OF a SKIP LOCKED
 
 
 def _db_now(conn: psycopg.Connection, now: datetime | None) -> datetime:
-    return now if now is not None else conn.execute("SELECT now()").fetchone()[0]
+    return now if now is not None else one(conn.execute("SELECT now()"))[0]
 
 
 def schedule_escalations(conn: psycopg.Connection, policy: AlarmPolicy, *, now: datetime | None = None) -> int:

@@ -20,6 +20,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from core.db import one
+
 # A cleared alarm whose fault comes back within this time is reopened rather than a new alarm made:
 # a fault that raises and clears repeatedly is one incident, one alarm and one work order.
 FLAP_WINDOW_S = 600.0
@@ -57,11 +59,11 @@ class RaiseResult:
 def record_event(conn: psycopg.Connection, alarm_id: int, kind: str, actor: str, *,
                  at: datetime | None = None, detail: dict[str, Any] | None = None) -> int:
     """Append one event to the alarm's history; ``at`` None is the database's now()."""
-    return conn.execute(
+    return one(conn.execute(
         "INSERT INTO alarm_events (alarm_id, at, kind, actor, detail) "
         "VALUES (%s, coalesce(%s::timestamptz, now()), %s, %s, %s) RETURNING id",
         (alarm_id, at, kind, actor, Jsonb(detail or {})),
-    ).fetchone()[0]
+    ))[0]
 
 
 _OCCURRENCE = """
@@ -115,8 +117,8 @@ def raise_or_reopen(conn: psycopg.Connection, equipment_id: str, fault_code: str
             continue  # another worker made it active meanwhile: count this raise on that alarm
         if reopened:
             return _reopened(conn, reopened, at, fault_id, flap_window_s, flap_threshold)
-        alarm_id, inserted, occurrences = conn.execute(
-            _INSERT, (equipment_id, fault_code, severity, at, at, fault_id)).fetchone()
+        alarm_id, inserted, occurrences = one(conn.execute(
+            _INSERT, (equipment_id, fault_code, severity, at, at, fault_id)))
         if inserted:
             record_event(conn, alarm_id, "raised", SYSTEM_ACTOR, at=at,
                          detail={"fault_id": fault_id, "severity": severity})
@@ -133,13 +135,13 @@ def _reopened(conn: psycopg.Connection, row: tuple[Any, ...], at: datetime, faul
     record_event(conn, alarm_id, "reopened", SYSTEM_ACTOR, at=at,
                  detail={"fault_id": fault_id, "cleared_at": cleared_at.isoformat(), "occurrences": occurrences,
                          "flap_count": flap_count})
-    recent = conn.execute(
+    recent = one(conn.execute(
         "SELECT count(*) FROM alarm_events WHERE alarm_id = %s AND kind = 'reopened' "
         "AND at > %s - make_interval(secs => %s) AND at <= %s",
         (alarm_id, at, flap_window_s, at),
-    ).fetchone()[0]
+    ))[0]
     flapping = recent > flap_threshold
-    was_flapping = conn.execute("SELECT flapping FROM alarms WHERE id = %s", (alarm_id,)).fetchone()[0]
+    was_flapping = one(conn.execute("SELECT flapping FROM alarms WHERE id = %s", (alarm_id,)))[0]
     conn.execute("UPDATE alarms SET flapping = %s WHERE id = %s", (flapping, alarm_id))
     if flapping and not was_flapping:
         record_event(conn, alarm_id, "flapping", SYSTEM_ACTOR, at=at,
@@ -217,8 +219,8 @@ def add_comment(conn: psycopg.Connection, alarm_id: int, actor: str, text: str,
         get_alarm(conn, alarm_id)
         event_id = record_event(conn, alarm_id, "commented", actor, at=now, detail={"text": text})
         with conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute("SELECT id, at, kind, actor, detail FROM alarm_events WHERE id = %s",
-                               (event_id,)).fetchone()
+            return one(cur.execute("SELECT id, at, kind, actor, detail FROM alarm_events WHERE id = %s",
+                                         (event_id,)))
 
 
 def assign(conn: psycopg.Connection, alarm_id: int, actor: str, assignee: str | None,
@@ -239,11 +241,11 @@ def shelve(conn: psycopg.Connection, alarm_id: int, actor: str, minutes: int, *,
         raise ValueError(f"minutes must be between 1 and {SHELVE_MAX_MINUTES}")
     with conn.transaction():
         get_alarm(conn, alarm_id, lock=True)
-        until = conn.execute(
+        until = one(conn.execute(
             "UPDATE alarms SET shelved_until = coalesce(%s::timestamptz, now()) + make_interval(mins => %s), "
             "shelved_by = %s WHERE id = %s RETURNING shelved_until",
             (now, minutes, actor, alarm_id),
-        ).fetchone()[0]
+        ))[0]
         record_event(conn, alarm_id, "shelved", actor, at=now,
                      detail={"minutes": minutes, "until": until.isoformat(), "reason": reason})
         return get_alarm(conn, alarm_id)

@@ -8,7 +8,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from alarms.lifecycle import ALARM_COLUMNS
-from core.db import where_equal
+from core.db import one, where_equal
 
 _COLUMNS = ALARM_COLUMNS + ", f.title, f.diagnosis"
 
@@ -28,7 +28,7 @@ def list_alarms(conn: psycopg.Connection, *, equipment_id: str | None, state: st
         clauses.append("(a.shelved_until IS NULL OR a.shelved_until <= now())")
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     with conn.cursor(row_factory=dict_row) as cur:
-        count = cur.execute(f"SELECT count(*) AS n FROM alarms a {where}", params).fetchone()["n"]
+        count = one(cur.execute(f"SELECT count(*) AS n FROM alarms a {where}", params))["n"]
         rows = cur.execute(
             f"SELECT {_COLUMNS} FROM alarms a LEFT JOIN faults f ON f.id = a.last_fault_id "
             f"{where} "
@@ -39,7 +39,7 @@ def list_alarms(conn: psycopg.Connection, *, equipment_id: str | None, state: st
 
 
 def count_active(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM alarms WHERE state = 'active'").fetchone()[0]
+    return one(conn.execute("SELECT count(*) FROM alarms WHERE state = 'active'"))[0]
 
 
 def alarms_after(conn: psycopg.Connection, after_id: int, *, limit: int) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ so that the nearest crew is not spent on one job when another job has no one els
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from scipy.optimize import linear_sum_assignment
 
 from core.errors import IronSightError
@@ -118,7 +118,7 @@ class Plan:
         return out
 
 
-def plan_trip(job: Job, crew: Crew, stock: dict[str, Sequence[Place]], travel: TravelModel) -> Plan | None:
+def plan_trip(job: Job, crew: Crew, stock: Mapping[str, Sequence[Place]], travel: TravelModel) -> Plan | None:
     """The quickest trip of ``crew`` to ``job``, via the best warehouse when the part is not on board;
     None when the engineer is not qualified for the machine's model. ``stock``: part → warehouses holding it."""
     if job.model not in crew.skills:
@@ -142,14 +142,14 @@ def plan_trip(job: Job, crew: Crew, stock: dict[str, Sequence[Place]], travel: T
                 travel.hours(direct_km / travel.road_factor), site)
 
 
-def options_for(job: Job, crews: Iterable[Crew], stock: dict[str, Sequence[Place]],
+def options_for(job: Job, crews: Iterable[Crew], stock: Mapping[str, Sequence[Place]],
                 travel: TravelModel) -> list[Plan]:
     """Every qualified crew's best trip to ``job``, best first (the part on board, then soonest)."""
     plans = [p for crew in crews if (p := plan_trip(job, crew, stock, travel)) is not None]
     return sorted(plans, key=lambda p: (p.cost_h, p.engineer_id))
 
 
-def assign_jointly(jobs: Sequence[Job], crews: Sequence[Crew], stock: dict[str, Sequence[Place]],
+def assign_jointly(jobs: Sequence[Job], crews: Sequence[Crew], stock: Mapping[str, Sequence[Place]],
                    travel: TravelModel) -> list[Plan]:
     """One crew per job at most, minimising the sum of priority-weighted costs over all jobs.
 
@@ -171,7 +171,7 @@ def assign_jointly(jobs: Sequence[Job], crews: Sequence[Crew], stock: dict[str, 
     return [plans[i, j] for i, j in zip(rows, cols, strict=True) if (i, j) in plans]
 
 
-def assign_greedily(jobs: Sequence[Job], crews: Sequence[Crew], stock: dict[str, Sequence[Place]],
+def assign_greedily(jobs: Sequence[Job], crews: Sequence[Crew], stock: Mapping[str, Sequence[Place]],
                     travel: TravelModel) -> list[Plan]:
     """The usual dispatcher's rule, for comparison: jobs by priority, each takes its best free crew."""
     free = list(crews)
@@ -202,7 +202,7 @@ def on_shift(shift_start: time, shift_end: time, timezone: str, at: datetime) ->
     return local >= shift_start or local < shift_end
 
 
-def load_crews(cur: psycopg.Cursor, at: datetime, *, available_only: bool = True) -> list[Crew]:
+def load_crews(cur: psycopg.Cursor[DictRow], at: datetime, *, available_only: bool = True) -> list[Crew]:
     """Crews that can be sent now: active, on shift, with a vehicle, not on another visit. With
     ``available_only`` False: every active engineer with a vehicle (a dispatcher may override)."""
     rows = cur.execute(
@@ -223,7 +223,7 @@ def load_crews(cur: psycopg.Cursor, at: datetime, *, available_only: bool = True
     ]
 
 
-def load_stock(cur: psycopg.Cursor) -> dict[str, list[Place]]:
+def load_stock(cur: psycopg.Cursor[DictRow]) -> dict[str, list[Place]]:
     stock: dict[str, list[Place]] = {}
     for r in cur.execute("""SELECT p.part, w.id, w.lat, w.lon FROM part_stock p
                             JOIN warehouses w ON p.place_kind = 'warehouse' AND w.id = p.place_id
@@ -241,19 +241,19 @@ _JOB_QUERY = """
 """
 
 
-def _job(r: dict[str, Any]) -> Job | None:
+def _job(r: DictRow) -> Job | None:
     if r["lat"] is None or r["lon"] is None:
         return None
     return Job(r["id"], r["equipment_id"], r["model"], r["lat"], r["lon"], r["part"], r["priority"])
 
 
-def load_job(cur: psycopg.Cursor, ticket_id: int) -> Job | None:
+def load_job(cur: psycopg.Cursor[DictRow], ticket_id: int) -> Job | None:
     """The ticket as a job (None when the machine's position is unknown)."""
     row = cur.execute(_JOB_QUERY + " WHERE t.id = %s", (ticket_id,)).fetchone()
     return _job(row) if row else None
 
 
-def load_waiting_jobs(cur: psycopg.Cursor) -> list[Job]:
+def load_waiting_jobs(cur: psycopg.Cursor[DictRow]) -> list[Job]:
     rows = cur.execute(_JOB_QUERY + " WHERE t.state = ANY(%s) ORDER BY t.id", (list(DISPATCHABLE_STATES),))
     return [job for r in rows.fetchall() if (job := _job(r)) is not None]
 
@@ -285,7 +285,7 @@ def ticket_options(conn: psycopg.Connection, ticket_id: int, at: datetime, trave
         return options_for(job, load_crews(cur, at), load_stock(cur), travel)
 
 
-def plan_for_engineer(cur: psycopg.Cursor, ticket_id: int, engineer_id: str, at: datetime, travel: TravelModel,
+def plan_for_engineer(cur: psycopg.Cursor[DictRow], ticket_id: int, engineer_id: str, at: datetime, travel: TravelModel,
                       warehouse_id: str | None = None) -> Plan | None:
     """The trip of a chosen engineer (the dispatcher's confirmation or override), through
     ``warehouse_id`` when given; None when the machine's position is unknown. Raises DispatchRefused

@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from core.db import one
 from tickets.service import COMPLAINT_SCORE_MAX, SURVEY_INDICATORS
 from tickets.sla import TIMERS
 from tickets.workflow import OPEN_STATES
@@ -100,14 +101,14 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime, *, cu
                  now: datetime | None = None) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         if now is None:
-            now = cur.execute("SELECT now() AS now").fetchone()["now"]
+            now = one(cur.execute("SELECT now() AS now"))["now"]
         params = {"start": start, "end": end, "customer": customer, "engineer": engineer, "station": station,
                   "now": now,
                   "open": list(OPEN_STATES)}
-        t = cur.execute(_TOTALS, params).fetchone()
+        t = one(cur.execute(_TOTALS, params))
         alerts = {(r["timer"], r["kind"]): r["n"] for r in cur.execute(_ALERTS, params)}
         backlog = {r["state"]: r["n"] for r in cur.execute(_BACKLOG, params)}
-        s = cur.execute(_SURVEYS, params).fetchone()
+        s = one(cur.execute(_SURVEYS, params))
     return {
         "start": start, "end": end, "customer": customer, "engineer": engineer, "station": station,
         "tickets": t["tickets"], "resolved": t["resolved"], "resolved_remotely": t["resolved_remotely"],

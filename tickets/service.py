@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
-from core.db import where_equal
+from core.db import one, where_equal
 from core.errors import IronSightError
 from tickets import dispatch, sla, stock, workflow
 from tickets.dispatch import TravelModel
@@ -123,7 +123,8 @@ def _create_ticket(conn: psycopg.Connection, new: NewTicket) -> tuple[dict[str, 
         return row, True
 
 
-def _link_alarm(cur: psycopg.Cursor, ticket_id: int, alarm_id: int, actor: str, fault_code: str | None) -> None:
+def _link_alarm(cur: psycopg.Cursor[DictRow], ticket_id: int, alarm_id: int, actor: str,
+                fault_code: str | None) -> None:
     cur.execute("INSERT INTO ticket_alarms (alarm_id, ticket_id) VALUES (%s, %s)", (alarm_id, ticket_id))
     cur.execute(
         "INSERT INTO ticket_events (ticket_id, actor, event, detail) VALUES (%s, %s, 'alarm_linked', %s)",
@@ -131,7 +132,7 @@ def _link_alarm(cur: psycopg.Cursor, ticket_id: int, alarm_id: int, actor: str, 
     )
 
 
-def _find_repeat(cur: psycopg.Cursor, new: NewTicket) -> dict[str, Any] | None:
+def _find_repeat(cur: psycopg.Cursor[DictRow], new: NewTicket) -> dict[str, Any] | None:
     if new.source_alarm_id is not None:
         row = cur.execute(
             f"SELECT {_COLUMNS} FROM tickets WHERE id = (SELECT ticket_id FROM ticket_alarms WHERE alarm_id = %s)",
@@ -168,7 +169,7 @@ def get_ticket(conn: psycopg.Connection, ticket_id: int) -> dict[str, Any] | Non
         return ticket
 
 
-def _attach_sla(cur: psycopg.Cursor, tickets: list[dict[str, Any]]) -> None:
+def _attach_sla(cur: psycopg.Cursor[DictRow], tickets: list[dict[str, Any]]) -> None:
     if not tickets:
         return
     alerts: dict[int, list[dict[str, Any]]] = {}
@@ -189,7 +190,7 @@ def list_tickets(conn: psycopg.Connection, *, equipment_id: str | None, state: s
                  + "equipment_id IN (SELECT id FROM equipment WHERE customer = %s)")
         params.append(customer)
     with conn.cursor(row_factory=dict_row) as cur:
-        count = cur.execute(f"SELECT count(*) AS n FROM tickets {where}", params).fetchone()["n"]
+        count = one(cur.execute(f"SELECT count(*) AS n FROM tickets {where}", params))["n"]
         rows = cur.execute(
             f"SELECT {_COLUMNS} FROM tickets {where} ORDER BY id DESC LIMIT %s OFFSET %s", [*params, limit, offset]
         ).fetchall()
@@ -216,11 +217,11 @@ def events_after(conn: psycopg.Connection, after_id: int, *, limit: int) -> list
 
 
 def last_event_id(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT COALESCE(max(id), 0) FROM ticket_events").fetchone()[0]
+    return one(conn.execute("SELECT COALESCE(max(id), 0) FROM ticket_events"))[0]
 
 
 def count_open(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM tickets WHERE state = ANY(%s)", (list(OPEN_STATES),)).fetchone()[0]
+    return one(conn.execute("SELECT count(*) FROM tickets WHERE state = ANY(%s)", (list(OPEN_STATES),)))[0]
 
 
 def apply_action(conn: psycopg.Connection, ticket_id: int, action: str, *, actor: str,
@@ -242,7 +243,7 @@ def apply_action(conn: psycopg.Connection, ticket_id: int, action: str, *, actor
         ticket = _lock(cur, ticket_id)
         transition = workflow.transition_for(action, ticket["state"])
         workflow.check_required(transition, fields)
-        at = at or cur.execute("SELECT now() AS now").fetchone()["now"]
+        at = at or one(cur.execute("SELECT now() AS now"))["now"]
         if action == "second_callback" and fields.get("survey"):
             _insert_survey(cur, ticket_id, 2, fields["survey"], fields.get("note") or fields.get("reason", ""),
                            actor, at)
@@ -261,7 +262,7 @@ def submit_survey(conn: psycopg.Connection, ticket_id: int, scores: dict[str, in
         if ticket["state"] != "resolved":
             raise TransitionError(
                 f"a callback survey needs a resolved ticket; ticket {ticket_id} is {ticket['state']!r}")
-        at = at or cur.execute("SELECT now() AS now").fetchone()["now"]
+        at = at or one(cur.execute("SELECT now() AS now"))["now"]
         _insert_survey(cur, ticket_id, 1, scores, comment, actor, at)
         low = [name for name in SURVEY_INDICATORS if scores[name] <= COMPLAINT_SCORE_MAX]
         detail: dict[str, Any] = {"scores": {name: scores[name] for name in SURVEY_INDICATORS}, "comment": comment}
@@ -274,14 +275,14 @@ def submit_survey(conn: psycopg.Connection, ticket_id: int, scores: dict[str, in
     return result
 
 
-def _lock(cur: psycopg.Cursor, ticket_id: int) -> dict[str, Any]:
+def _lock(cur: psycopg.Cursor[DictRow], ticket_id: int) -> dict[str, Any]:
     ticket = cur.execute(f"SELECT {_COLUMNS} FROM tickets WHERE id = %s FOR UPDATE", (ticket_id,)).fetchone()
     if ticket is None:
         raise TicketNotFound(f"no ticket {ticket_id}")
     return ticket
 
 
-def _insert_survey(cur: psycopg.Cursor, ticket_id: int, round_: int, scores: dict[str, int], comment: str,
+def _insert_survey(cur: psycopg.Cursor[DictRow], ticket_id: int, round_: int, scores: dict[str, int], comment: str,
                    actor: str, at: datetime) -> None:
     cur.execute(
         f"""INSERT INTO ticket_surveys (ticket_id, round, {', '.join(SURVEY_INDICATORS)}, comment, actor, at)
@@ -290,7 +291,7 @@ def _insert_survey(cur: psycopg.Cursor, ticket_id: int, round_: int, scores: dic
     )
 
 
-def _transition(cur: psycopg.Cursor, ticket: dict[str, Any], transition: workflow.Transition,
+def _transition(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any], transition: workflow.Transition,
                 fields: dict[str, Any], actor: str, at: datetime, extra: dict[str, Any] | None = None,
                 travel: TravelModel | None = None) -> None:
     """Apply a validated transition: the ticket's columns, the stock it moves, then its event."""
@@ -358,7 +359,7 @@ def _transition(cur: psycopg.Cursor, ticket: dict[str, Any], transition: workflo
                 (ticket["id"], at, actor, transition.event_name, Jsonb(detail)))
 
 
-def _default_arrive_by(cur: psycopg.Cursor, ticket: dict[str, Any]) -> datetime:
+def _default_arrive_by(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any]) -> datetime:
     """Without a distance-based promise from dispatch: the response deadline + the contract's arrive_h."""
     contract = sla.contract_for(cur, ticket["equipment_id"]) or sla.Contract()
     return ticket["respond_by"] + timedelta(hours=contract.arrive_h)

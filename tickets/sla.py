@@ -26,8 +26,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow, TupleRow
 
-from core.db import poll_until_stopped
+from core.db import one, poll_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ class Contract:
     resolve_h: float = DEFAULT_RESOLVE_H
 
 
-def contract_for(conn: psycopg.Connection | psycopg.Cursor, equipment_id: str) -> Contract | None:
+def contract_for(conn: psycopg.Connection[TupleRow] | psycopg.Cursor[TupleRow] | psycopg.Cursor[DictRow],
+                 equipment_id: str) -> Contract | None:
     """The contract of the machine's customer (defaults without one); None for unknown equipment."""
     row = conn.execute(
         """SELECT c.respond_h, c.arrive_h, c.resolve_h FROM equipment e
@@ -122,7 +124,7 @@ def run_sla_round(conn: psycopg.Connection, now: datetime | None = None, *,
     emitted = 0
     with conn.transaction():
         if now is None:
-            now = conn.execute("SELECT now()").fetchone()[0]
+            now = one(conn.execute("SELECT now()"))[0]
         for timer in TIMERS:
             for kind, condition in (("breach", _BREACH), ("warning", _WARNING)):
                 cols = {"due": timer.due, "start": timer.start, "stop": timer.stop}

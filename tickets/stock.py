@@ -15,13 +15,16 @@ from psycopg.rows import dict_row
 from core.errors import IronSightError
 
 Place = tuple[str, str]  # (place_kind, place_id): ('warehouse', 'W1') or ('vehicle', 'V1')
+# A cursor of any row factory (Cursor is covariant in its row type): the functions taking one only
+# execute statements on it and test whether a row came back, never read a row's columns.
+AnyCursor = psycopg.Cursor[object]
 
 
 class OutOfStock(IronSightError):
     """The part is no longer where it was planned to be taken from (HTTP 409)."""
 
 
-def move(cur: psycopg.Cursor, part: str, quantity: int, source: Place, target: Place, *, ticket_id: int | None,
+def move(cur: AnyCursor, part: str, quantity: int, source: Place, target: Place, *, ticket_id: int | None,
          reason: str, at: datetime) -> None:
     taken = cur.execute(
         """UPDATE part_stock SET quantity = quantity - %s
@@ -34,7 +37,7 @@ def move(cur: psycopg.Cursor, part: str, quantity: int, source: Place, target: P
     _record(cur, at, part, quantity, source, target, ticket_id, reason)
 
 
-def use(cur: psycopg.Cursor, part: str, quantity: int, source: Place, *, ticket_id: int | None,
+def use(cur: AnyCursor, part: str, quantity: int, source: Place, *, ticket_id: int | None,
         at: datetime) -> dict[str, Any]:
     """Take parts used in a repair out of ``source``; what it did not hold is reported as a shortfall
     (the engineer got it elsewhere), never refused: the repair happened."""
@@ -49,7 +52,7 @@ def use(cur: psycopg.Cursor, part: str, quantity: int, source: Place, *, ticket_
     return {"part": part, "used": quantity, "from_stock": taken, "shortfall": quantity - taken}
 
 
-def set_quantity(cur: psycopg.Cursor, place: Place, part: str, quantity: int, *, reason: str,
+def set_quantity(cur: AnyCursor, place: Place, part: str, quantity: int, *, reason: str,
                  at: datetime) -> None:
     """Set the stock counted at a place (a delivery, an inventory count)."""
     before = cur.connection.execute(
@@ -65,7 +68,7 @@ def set_quantity(cur: psycopg.Cursor, place: Place, part: str, quantity: int, *,
         _record(cur, at, part, change, None, place, None, reason)
 
 
-def _add(cur: psycopg.Cursor, place: Place, part: str, quantity: int) -> None:
+def _add(cur: AnyCursor, place: Place, part: str, quantity: int) -> None:
     cur.execute(
         """INSERT INTO part_stock (place_kind, place_id, part, quantity) VALUES (%s, %s, %s, %s)
            ON CONFLICT (place_kind, place_id, part) DO UPDATE SET quantity = part_stock.quantity + EXCLUDED.quantity""",
@@ -73,7 +76,7 @@ def _add(cur: psycopg.Cursor, place: Place, part: str, quantity: int) -> None:
     )
 
 
-def _record(cur: psycopg.Cursor, at: datetime, part: str, quantity: int, source: Place | None,
+def _record(cur: AnyCursor, at: datetime, part: str, quantity: int, source: Place | None,
             target: Place | None, ticket_id: int | None, reason: str) -> None:
     cur.execute(
         """INSERT INTO stock_movements (at, part, quantity, from_kind, from_id, to_kind, to_id, ticket_id, reason)
