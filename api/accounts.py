@@ -83,6 +83,8 @@ def create_api_key(conn: psycopg.Connection, user_id: int, name: str, *, expires
             "RETURNING id, user_id, name, created_at, expires_at, revoked_at",
             (user_id, token_hash(token), name, expires_at),
         ).fetchone()
+    if row is None:  # INSERT … RETURNING gives its row or raises
+        raise RuntimeError("inserting the API key returned no row")
     conn.commit()
     return token, row
 
@@ -139,7 +141,9 @@ def bootstrap(conn: psycopg.Connection, settings: Settings) -> None:
             pass
         exists = conn.execute("SELECT 1 FROM api_tokens WHERE token_hash = %s", (token_hash(key),)).fetchone()
         if exists is None:
-            user_id = conn.execute("SELECT id FROM api_users WHERE username = %s", (SERVICE_ALARMS,)).fetchone()[0]
-            create_api_key(conn, user_id, "alarms worker (configured)", token=key)
+            user = conn.execute("SELECT id FROM api_users WHERE username = %s", (SERVICE_ALARMS,)).fetchone()
+            if user is None:  # created just above, or already there
+                raise RuntimeError(f"the account {SERVICE_ALARMS!r} is missing")
+            create_api_key(conn, user[0], "alarms worker (configured)", token=key)
             log.info("registered the alarms worker's API key")
         conn.commit()

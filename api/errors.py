@@ -74,11 +74,13 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(psycopg.DataError, _bad_value)
-    app.add_exception_handler(OverflowError, _out_of_range)
-    app.add_exception_handler(Exception, _unexpected)
+    # FastAPI's decorator form registers the same handlers (``add_exception_handler``) and, unlike
+    # Starlette's method, accepts handlers typed for the exception class they handle.
+    app.exception_handler(StarletteHTTPException)(_http_error)
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(psycopg.DataError)(_bad_value)
+    app.exception_handler(OverflowError)(_out_of_range)
+    app.exception_handler(Exception)(_unexpected)
 
     def openapi() -> dict[str, Any]:
         # The documented error bodies are the ones actually sent (FastAPI documents its own 422 shape).

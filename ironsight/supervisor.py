@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 import psycopg
 
@@ -57,10 +58,10 @@ class Worker:
     name: str
     argv: list[str]
     log_path: Path
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start_at: float = 0.0
-    log_file: object = field(default=None, repr=False)
+    log_file: IO[bytes] | None = field(default=None, repr=False)
 
 
 class Supervisor:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 
@@ -23,7 +23,7 @@ from api.tenancy import ensure_visible
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
-_NOT_FOUND = {404: {"description": "no such alarm"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such alarm"}}
 
 
 @router.get("", response_model=AlarmsPublic)
@@ -36,7 +36,7 @@ def list_alarms(caller: Reader, conn: DbConn, equipment_id: str | None = None,
     rows, count = queries.list_alarms(conn, equipment_id=equipment_id, state=state, acknowledged=acknowledged,
                                       include_shelved=include_shelved, limit=limit, offset=offset,
                                       customer=caller.scope)
-    return AlarmsPublic(data=rows, count=count)
+    return AlarmsPublic(data=[AlarmPublic(**row) for row in rows], count=count)
 
 
 @router.get("/{alarm_id}", response_model=AlarmDetailPublic, responses=_NOT_FOUND)

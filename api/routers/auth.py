@@ -14,6 +14,7 @@ from api.roles import Principal, Role
 from api.schemas.accounts import (
     ApiKeyCreate,
     ApiKeyCreated,
+    ApiKeyPublic,
     ApiKeysPublic,
     MePublic,
     TokenPublic,
@@ -78,7 +79,7 @@ def create_api_key(body: ApiKeyCreate, caller: Annotated[Principal, require(*KEY
 def list_api_keys(caller: Annotated[Principal, require(*KEY_HOLDERS)], conn: DbConn) -> ApiKeysPublic:
     """The caller's own keys (an admin sees every key)."""
     rows = accounts.list_api_keys(conn, None if caller.role is Role.admin else caller.user_id)
-    return ApiKeysPublic(data=rows, count=len(rows))
+    return ApiKeysPublic(data=[ApiKeyPublic(**row) for row in rows], count=len(rows))
 
 
 @router.delete("/auth/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT,
@@ -107,7 +108,7 @@ def create_user(body: UserCreate, conn: DbConn) -> UserPublic:
 @router.get("/users", response_model=UsersPublic, dependencies=[require(Role.admin)])
 def list_users(conn: DbConn) -> UsersPublic:
     rows = accounts.list_users(conn)
-    return UsersPublic(data=rows, count=len(rows))
+    return UsersPublic(data=[UserPublic(**row) for row in rows], count=len(rows))
 
 
 @router.patch("/users/{user_id}", response_model=UserPublic,

@@ -60,7 +60,7 @@ def list_commands(equipment_id: str, caller: Staff, conn: DbConn,
                   limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                   offset: Annotated[int, Query(ge=0)] = 0) -> CommandsPublic:
     rows, count = commands.list_commands(conn, equipment_id, limit=limit, offset=offset)
-    return CommandsPublic(data=rows, count=count)
+    return CommandsPublic(data=[CommandPublic(**row) for row in rows], count=count)
 
 
 @router.get("/{equipment_id}/commands/{command_id}", response_model=CommandPublic)

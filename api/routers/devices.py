@@ -23,11 +23,12 @@ MAX_PAGE = 1000
              responses={404: {"description": "no such machine, and no details to register it"},
                         409: {"description": "the machine already has a device, or the serial is taken"}})
 def create_device(body: DeviceCreate, conn: DbConn) -> DevicePublic:
-    machine = (body.model, body.kind, body.customer)
+    model, kind, customer = body.model, body.kind, body.customer
+    machine = (model, kind, customer)
     if any(machine) and not all(machine):
         raise HTTPException(422, "to register the machine too, give model, kind and customer")
-    equipment = EquipmentRecord(body.equipment_id, body.equipment_serial or body.serial, body.model, body.kind,
-                                body.customer, body.site) if all(machine) else None
+    equipment = EquipmentRecord(body.equipment_id, body.equipment_serial or body.serial, model, kind,
+                                customer, body.site) if model and kind and customer else None
     try:
         row = registry.create_device(conn, equipment=equipment, equipment_id=body.equipment_id, serial=body.serial,
                                      firmware=body.firmware, commissioned_on=body.commissioned_on,
@@ -42,7 +43,7 @@ def list_devices(conn: DbConn, state: DeviceState | None = None,
                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                  offset: Annotated[int, Query(ge=0)] = 0) -> DevicesPublic:
     rows, count = registry.list_devices(conn, state=state, limit=limit, offset=offset)
-    return DevicesPublic(data=rows, count=count)
+    return DevicesPublic(data=[DevicePublic(**row) for row in rows], count=count)
 
 
 @router.get("/{equipment_id}", response_model=DevicePublic)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from api.auth import Reader
 from api.deps import DbConn, SettingsDep, parse_bucket, period
-from api.schemas.equipment import EquipmentPublic, EquipmentsPublic, ReadingsPublic
+from api.schemas.equipment import EquipmentPublic, EquipmentsPublic, ReadingPublic, ReadingsPublic
 from api.tenancy import customer_filter, ensure_visible, not_found
 from ingest import queries
 
@@ -25,7 +25,7 @@ def list_equipment(caller: Reader, conn: DbConn, settings: SettingsDep,
     rows, count = queries.list_equipment(conn, offline_after_s=settings.offline_after_s,
                                          customer=customer_filter(caller, customer),
                                          limit=limit, offset=offset)
-    return EquipmentsPublic(data=rows, count=count)
+    return EquipmentsPublic(data=[EquipmentPublic(**row) for row in rows], count=count)
 
 
 @router.get("/{equipment_id}", response_model=EquipmentPublic)
@@ -58,4 +58,5 @@ def get_readings(
     ensure_visible(conn, caller, "equipment", equipment_id)
     rows = queries.readings(conn, equipment_id, start, end, step, limit)
     return ReadingsPublic(equipment_id=equipment_id, start=start, end=end,
-                          bucket_s=step.total_seconds() if step else None, data=rows, count=len(rows))
+                          bucket_s=step.total_seconds() if step else None,
+                          data=[ReadingPublic(**row) for row in rows], count=len(rows))

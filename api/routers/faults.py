@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from api.auth import Reader
 from api.deps import DbConn
-from api.schemas.faults import FaultsPublic
+from api.schemas.faults import FaultPublic, FaultsPublic
 from diagnostics import queries
 
 router = APIRouter(prefix="/faults", tags=["faults"])
@@ -20,4 +20,4 @@ def list_faults(caller: Reader, conn: DbConn,
     """Diagnosed faults, newest first, each with its evidence and ranked probable causes."""
     rows, count = queries.list_faults(conn, equipment_id=equipment_id, fault_code=fault_code, active=active,
                                       limit=limit, offset=offset, customer=caller.scope)
-    return FaultsPublic(data=rows, count=count)
+    return FaultsPublic(data=[FaultPublic(**row) for row in rows], count=count)

@@ -15,12 +15,13 @@ from fastapi.responses import StreamingResponse
 from alarms import queries as alarm_queries
 from api.auth import Reader
 from api.deps import DbConn, SettingsDep, parse_bucket, period
-from api.schemas.equipment import ReadingsPublic
+from api.schemas.equipment import ReadingPublic, ReadingsPublic
 from api.schemas.portal import (
     DailyUsagePublic,
     FleetMachinePublic,
     FleetPublic,
     ServiceRecordPublic,
+    TrackPointPublic,
     TrackPublic,
     UsagePublic,
 )
@@ -102,7 +103,8 @@ def history(equipment_id: str, caller: Reader, conn: DbConn, start: datetime | N
     ensure_visible(conn, caller, "equipment", equipment_id)
     rows = queries.readings(conn, equipment_id, start, end, step, max_points)
     return ReadingsPublic(equipment_id=equipment_id, start=start, end=end,
-                          bucket_s=step.total_seconds() if step else None, data=rows, count=len(rows))
+                          bucket_s=step.total_seconds() if step else None,
+                          data=[ReadingPublic(**row) for row in rows], count=len(rows))
 
 
 @router.get("/equipment/{equipment_id}/track", response_model=TrackPublic,
@@ -117,7 +119,8 @@ def track(equipment_id: str, caller: Reader, conn: DbConn, start: datetime | Non
     step = None if span <= RAW_UP_TO else auto_bucket(span, TRACK_MAX_POINTS)
     rows = queries.track(conn, equipment_id, start, end, step, TRACK_MAX_POINTS)
     return TrackPublic(equipment_id=equipment_id, start=start, end=end,
-                       bucket_s=step.total_seconds() if step else None, data=rows, count=len(rows))
+                       bucket_s=step.total_seconds() if step else None,
+                       data=[TrackPointPublic(**row) for row in rows], count=len(rows))
 
 
 @router.get("/equipment/{equipment_id}/usage", response_model=UsagePublic,
@@ -139,7 +142,12 @@ def service_record(equipment_id: str, caller: Reader, conn: DbConn) -> ServiceRe
     ensure_visible(conn, caller, "equipment", equipment_id)
     rows, count = service.list_tickets(conn, equipment_id=equipment_id, state=None, limit=MAX_SERVICE_RECORD,
                                        offset=0)
-    tickets = [TicketPublic(**service.get_ticket(conn, r["id"])) for r in rows]
+    tickets = []
+    for r in rows:
+        ticket = service.get_ticket(conn, r["id"])
+        if ticket is None:  # listed a moment ago; gone only if its machine was deleted meanwhile
+            raise RuntimeError(f"ticket {r['id']} vanished while reading the service record")
+        tickets.append(TicketPublic(**ticket))
     return ServiceRecordPublic(equipment_id=equipment_id, data=tickets, count=count)
 
 

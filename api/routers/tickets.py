@@ -50,7 +50,7 @@ def list_tickets(caller: Reader, conn: DbConn,
                  offset: Annotated[int, Query(ge=0)] = 0) -> TicketsPublic:
     rows, count = service.list_tickets(conn, equipment_id=equipment_id, state=state, engineer=engineer,
                                        limit=limit, offset=offset, customer=caller.scope)
-    return TicketsPublic(data=rows, count=count)
+    return TicketsPublic(data=[TicketPublic(**row) for row in rows], count=count)
 
 
 @router.get("/{ticket_id}", response_model=TicketPublic)
