@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
 from api.roles import Role
 
-# Role's values spelled out so that type checkers see a Literal; the order is the OpenAPI enum's.
-RoleName = Literal["admin", "dispatcher", "engineer", "customer", "service"]
-if get_args(RoleName) != tuple(role.value for role in Role):
-    raise RuntimeError("RoleName must list the values of Role, in Role's order")
+# Built from Role at import: pydantic reads it, type checkers cannot (hence the ignore).
+_ROLE_NAMES = tuple(role.value for role in Role)
+RoleName = Literal[_ROLE_NAMES]  # type: ignore[valid-type]
 Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")]
 
 
