@@ -8,6 +8,8 @@ agree on.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass
 
 # A dead letter keeps this much of the refused payload: enough to see what was wrong.
@@ -22,3 +24,21 @@ class InboundMessage:
     payload: bytes
     mid: int
     qos: int
+
+
+class BadInputLog:
+    """Bad input counted per reason and logged: the first of each reason, then every
+    ``LOG_EVERY_NTH_BAD``th, so a flood of it never floods the log."""
+
+    def __init__(self, logger: logging.Logger, who: str) -> None:
+        self._log = logger
+        self._who = who
+        self.by_reason: Counter[str] = Counter()
+
+    def record(self, reason: str, detail: str, *args: object) -> int:
+        """Count one more of ``reason``; ``detail`` is a %-format for ``args``. Returns the count."""
+        self.by_reason[reason] += 1
+        count = self.by_reason[reason]
+        if count == 1 or count % LOG_EVERY_NTH_BAD == 0:
+            self._log.warning("%s: %s #%d: " + detail, self._who, reason, count, *args)
+        return count

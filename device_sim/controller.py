@@ -15,8 +15,6 @@ import threading
 from collections import Counter, OrderedDict
 from datetime import UTC, datetime, timedelta
 
-import paho.mqtt.client as paho
-
 from core import mqtt, topics
 from core.device_messages import (
     Ack,
@@ -30,6 +28,7 @@ from core.device_messages import (
     encode_status,
 )
 from core.errors import InvalidTelemetry
+from core.inbound import InboundMessage
 from core.telemetry import encode_message
 from device_sim.machine import MachineSpec, SimulatedMachine
 
@@ -47,7 +46,7 @@ class SimulatedController:
         self.spec = spec
         address = mqtt.parse_mqtt_url(mqtt_url)
         if username is not None:
-            address = mqtt.BrokerAddress(address.host, address.port, username, password)
+            address = address.with_credentials(username, password)
         self.address = address
         self.root = topic_root
         self.default_interval_s = interval_s
@@ -55,9 +54,6 @@ class SimulatedController:
         self.client_id = client_id or f"ctl-{spec.equipment_id}"
         self.machine = SimulatedMachine(spec, datetime.now(UTC), seed=seed)
         self.rng = random.Random(seed)
-        self.connected = threading.Event()
-        self.refused = threading.Event()  # the broker refused the credential
-        self.connect_failures = 0
         self.executions: Counter[str] = Counter()  # command kind → times executed
         self.repeats = 0
         self.seq = 0
@@ -67,22 +63,22 @@ class SimulatedController:
         self._stop = threading.Event()
         self._wake = threading.Event()  # the reporting interval changed (or stop): start a new period
         self._thread: threading.Thread | None = None
-        self._client: paho.Client | None = None
         self._last_advance = datetime.now(UTC)
+        status_topic = topics.device_topic(self.root, spec.equipment_id, topics.STATUS)
+        self._session = mqtt.Session(
+            self.address, self.client_id, name=f"controller {spec.equipment_id}",
+            subscriptions=[topics.device_topic(self.root, spec.equipment_id, topics.COMMAND)],
+            on_message=self._on_command, on_ready=self._say_online,
+            will=mqtt.Will(status_topic, encode_status(Status(False, reason="lost"))))
+        # Connected, subscribed to its commands, and its online status published.
+        self.connected = self._session.ready
+        self.refused = self._session.refused  # the broker refused the credential
 
     # --- lifecycle ---
 
     def start(self) -> SimulatedController:
-        client = mqtt.new_client(self.client_id)
-        status_topic = topics.device_topic(self.root, self.spec.equipment_id, topics.STATUS)
-        client.will_set(status_topic, encode_status(Status(False, reason="lost")), qos=1, retain=True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        self._client = client
         self._stop.clear()
-        mqtt.start(client, self.address, clean_start=True)
+        self._session.start()
         self._thread = threading.Thread(target=self._report, name=f"sim-{self.spec.equipment_id}", daemon=True)
         self._thread.start()
         return self
@@ -93,14 +89,11 @@ class SimulatedController:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        client = self._client
-        if client is not None and self.connected.is_set():
-            info = client.publish(topics.device_topic(self.root, self.spec.equipment_id, topics.STATUS),
-                                  encode_status(Status(False, reason="clean")), qos=1, retain=True)
+        if self._session.ready.is_set():
+            info = self._session.publish(topics.device_topic(self.root, self.spec.equipment_id, topics.STATUS),
+                                         encode_status(Status(False, reason="clean")), qos=1, retain=True)
             info.wait_for_publish(timeout=5)
-        if client is not None:
-            mqtt.stop(client)
-        self.connected.clear()
+        self._session.stop()
 
     def kill(self) -> None:
         """An unclean end (power cut, lost cell): the connection drops without DISCONNECT, so the
@@ -109,35 +102,16 @@ class SimulatedController:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        client = self._client
-        if client is not None:
-            client.loop_stop()
-            sock = client.socket()
-            if sock is not None:
-                sock.close()
-        self.connected.clear()
+        self._session.kill()
 
     # --- MQTT callbacks (paho's thread) ---
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            self.connect_failures += 1
-            self.refused.set()
-            log.warning("broker refused controller %s: %s", self.spec.equipment_id, reason_code)
-            return
-        self.refused.clear()
-        client.subscribe(topics.device_topic(self.root, self.spec.equipment_id, topics.COMMAND), qos=1)
+    def _say_online(self) -> None:
+        # Only once subscribed is the controller ready for commands: say so, and IronSight sends what waits.
+        self._session.publish(topics.device_topic(self.root, self.spec.equipment_id, topics.STATUS),
+                              encode_status(self.status()), qos=1, retain=True)
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        # Only now is the controller ready for commands: say so, and IronSight sends what waits.
-        client.publish(topics.device_topic(self.root, self.spec.equipment_id, topics.STATUS),
-                       encode_status(self.status()), qos=1, retain=True)
-        self.connected.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected.clear()
-
-    def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
+    def _on_command(self, message: InboundMessage) -> None:
         try:
             command = decode_command(message.payload)
         except InvalidTelemetry as exc:
@@ -188,18 +162,16 @@ class SimulatedController:
         return Ack(command_id, "rejected", f"unknown kind {kind}")
 
     def _send_ack(self, ack: Ack) -> None:
-        if self._client is not None:
-            self._client.publish(topics.device_topic(self.root, self.spec.equipment_id, topics.ACK), encode_ack(ack),
-                                 qos=1)
+        self._session.publish(topics.device_topic(self.root, self.spec.equipment_id, topics.ACK), encode_ack(ack),
+                              qos=1)
 
     def _publish_reading(self) -> int:
         now = datetime.now(UTC)
         self.machine.advance(max(0.0, (now - self._last_advance).total_seconds()))
         self._last_advance = now
         self.seq += 1
-        if self._client is not None:
-            self._client.publish(topics.telemetry_topic(self.root, self.spec.equipment_id),
-                                 encode_message(self.seq, [self.machine.reading(now)]), qos=1)
+        self._session.publish(topics.telemetry_topic(self.root, self.spec.equipment_id),
+                              encode_message(self.seq, [self.machine.reading(now)]), qos=1)
         return self.seq
 
     def _report(self) -> None:
@@ -219,21 +191,11 @@ def provision(mqtt_url: str, *, topic_root: str, serial: str, model: str, userna
 
     Raises TimeoutError when no answer comes (e.g. the broker refused the provisioning credential).
     """
-    address = mqtt.parse_mqtt_url(mqtt_url)
-    address = mqtt.BrokerAddress(address.host, address.port, username, password)
+    address = mqtt.parse_mqtt_url(mqtt_url).with_credentials(username, password)
     answer: list[ProvisioningResponse] = []
     done = threading.Event()
-    response_topic = topics.provisioning_topic(topic_root, serial, "response")
 
-    def on_connect(client, userdata, flags, reason_code, properties) -> None:
-        if not reason_code.is_failure:
-            client.subscribe(response_topic, qos=1)
-
-    def on_subscribe(client, userdata, mid, reason_codes, properties) -> None:
-        client.publish(topics.provisioning_topic(topic_root, serial, "request"),
-                       encode_provisioning_request(ProvisioningRequest(serial, model, firmware)), qos=1)
-
-    def on_message(client, userdata, message) -> None:
+    def on_message(message: InboundMessage) -> None:
         try:
             answer.append(decode_provisioning_response(message.payload))
         except InvalidTelemetry as exc:
@@ -241,14 +203,17 @@ def provision(mqtt_url: str, *, topic_root: str, serial: str, model: str, userna
             return
         done.set()
 
-    client = mqtt.new_client(serial)
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    mqtt.start(client, address, clean_start=True)
+    def ask() -> None:
+        session.publish(topics.provisioning_topic(topic_root, serial, "request"),
+                        encode_provisioning_request(ProvisioningRequest(serial, model, firmware)), qos=1)
+
+    session = mqtt.Session(address, serial, name=f"provisioning {serial}",
+                           subscriptions=[topics.provisioning_topic(topic_root, serial, "response")],
+                           on_message=on_message, on_ready=ask)
+    session.start()
     try:
         if not done.wait(timeout_s):
             raise TimeoutError(f"no provisioning answer for {serial} within {timeout_s}s")
         return answer[0]
     finally:
-        mqtt.stop(client)
+        session.stop()

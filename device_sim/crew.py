@@ -92,7 +92,7 @@ class ServiceCrew:
         self.due: dict[tuple[str, int], float] = {}      # (step, ticket) → when the person gets to it
         self.needs_visit: set[int] = set()
         self.vans: dict[str, Van] = {}
-        self._client: Any = None
+        self._session: mqtt.Session | None = None
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -161,32 +161,33 @@ class ServiceCrew:
                 log.warning("crew: cannot sign in yet (%s); retrying", exc)
                 if stop.wait(2.0):
                     return
-        client = mqtt.new_client(f"ironsight-crew-{self.rng.randrange(1 << 30):x}")
-        mqtt.start(client, self.broker, clean_start=True)
+        client_id = f"ironsight-crew-{self.rng.randrange(1 << 30):x}"
+        session = mqtt.Session(self.broker, client_id, name="simulated crews").start()
         last_tick = time.monotonic()
         try:
             while not stop.wait(self.round_every_s):
                 now = time.monotonic()
                 try:
-                    self.round(client, now - last_tick)
+                    self.round(session, now - last_tick)
                 except httpx.HTTPError as exc:
                     log.warning("crew: API unavailable (%s); retrying", exc)
                 last_tick = now
         finally:
-            mqtt.stop(client)
+            session.stop()
             self.sign_out()
 
     # --- one round of everyone's work -------------------------------------------------------------
 
-    def round(self, client: Any, dt_s: float) -> None:
-        self._client = client
+    def round(self, session: mqtt.Session, dt_s: float) -> None:
+        self._session = session
         self._dispatcher()
-        self._engineers(client, dt_s)
+        self._engineers(session, dt_s)
         self._call_centre()
 
     def _fixed(self, ticket: dict[str, Any]) -> None:
         """The machine works again: tell the simulated fleet (the alarms then clear on their own)."""
-        self._client.publish(repaired_topic(self.topic_root, ticket["equipment_id"]), b"", qos=1)
+        if self._session is not None:
+            self._session.publish(repaired_topic(self.topic_root, ticket["equipment_id"]), b"", qos=1)
 
     def _dispatcher(self) -> None:
         for ticket in self._tickets("created"):
@@ -209,13 +210,14 @@ class ServiceCrew:
         proposal = self.api.get("/dispatch/proposals").json()
         waiting = {t["id"]: t for t in self._tickets("accepted") + self._tickets("remote_diagnosis")}
         for plan in proposal["proposals"]:
-            ticket = waiting.get(plan["ticket_id"])
-            if ticket is None or (ticket["remote_resolvable"] and ticket["id"] not in self.needs_visit):
+            waiting_ticket = waiting.get(plan["ticket_id"])
+            if waiting_ticket is None or (waiting_ticket["remote_resolvable"]
+                                          and waiting_ticket["id"] not in self.needs_visit):
                 continue
-            self._act(ticket["id"], "dispatch", DISPATCHER, engineer=plan["engineer_id"],
+            self._act(waiting_ticket["id"], "dispatch", DISPATCHER, engineer=plan["engineer_id"],
                       warehouse=plan["warehouse_id"])
 
-    def _engineers(self, client: Any, dt_s: float) -> None:
+    def _engineers(self, session: mqtt.Session, dt_s: float) -> None:
         for vehicle in self.api.get("/vehicles").json():
             van = self.vans.get(vehicle["id"])
             if van is None:
@@ -223,15 +225,15 @@ class ServiceCrew:
                     continue
                 station = (vehicle["lat"], vehicle["lon"])
                 van = self.vans[vehicle["id"]] = Van(vehicle["id"], vehicle["engineer_id"], *station, home=station)
-            self._work(van, vehicle.get("current_ticket_id"), client, dt_s)
+            self._work(van, vehicle.get("current_ticket_id"), session, dt_s)
 
-    def _work(self, van: Van, ticket_id: int | None, client: Any, dt_s: float) -> None:
+    def _work(self, van: Van, ticket_id: int | None, session: mqtt.Session, dt_s: float) -> None:
         if ticket_id is not None and ticket_id != van.ticket_id:
             van.ticket_id, van.waypoints = ticket_id, []
         if ticket_id is None:
             van.ticket_id = None
             if (van.lat, van.lon) != van.home:
-                self._drive(van, [("home", *van.home)], client, dt_s)
+                self._drive(van, [("home", *van.home)], session, dt_s)
             return
         ticket = self.api.get(f"/tickets/{ticket_id}").json()
         state = ticket["state"]
@@ -240,7 +242,7 @@ class ServiceCrew:
         elif state == "en_route":
             if not van.waypoints:
                 van.waypoints = self._route(ticket)
-            self._drive(van, van.waypoints, client, dt_s)
+            self._drive(van, van.waypoints, session, dt_s)
         elif state == "on_site" and self._ready("repair", ticket_id, REPAIR_MIN):
             part = ticket.get("required_part")
             # Not fixed the first time: the fault comes back and makes a new work order (a second visit).
@@ -260,7 +262,8 @@ class ServiceCrew:
             route.append(("site", machine["lat"], machine["lon"]))
         return route
 
-    def _drive(self, van: Van, waypoints: list[tuple[str, float, float]], client: Any, dt_s: float) -> None:
+    def _drive(self, van: Van, waypoints: list[tuple[str, float, float]], session: mqtt.Session,
+               dt_s: float) -> None:
         now = time.monotonic()
         if now < van.paused_until or not waypoints:
             return
@@ -273,8 +276,8 @@ class ServiceCrew:
                 van.paused_until = now + PICKUP_MIN * 60 / self.speed
         if reached or now - van.last_report >= self.report_every_s:
             moving = 0.0 if reached else self.crow_kmh * 1.3 / max(self.speed, 1e-9)
-            client.publish(position_topic(self.topic_root, van.vehicle_id),
-                           encode_position(Position(datetime.now(UTC), van.lat, van.lon, round(moving, 1))), qos=1)
+            session.publish(position_topic(self.topic_root, van.vehicle_id),
+                            encode_position(Position(datetime.now(UTC), van.lat, van.lon, round(moving, 1))), qos=1)
             van.last_report = now
 
     def _call_centre(self) -> None:

@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import paho.mqtt.client as paho
-
 from core import mqtt, topics
+from core.inbound import InboundMessage
 from core.telemetry import Reading, encode_message
 from device_sim.faults import COOLING_FAULTS, INJECTABLE_FAULTS
 from device_sim.machine import MachineSpec, SimulatedMachine
@@ -114,29 +113,23 @@ class FleetStats:
 class _Connection:
     """One MQTT connection carrying the topics of many controllers."""
 
-    def __init__(self, name: str, address: mqtt.BrokerAddress, stats: FleetStats, lock: threading.Lock) -> None:
-        self.connected = threading.Event()
+    def __init__(self, name: str, address: mqtt.BrokerAddress, stats: FleetStats, lock: threading.Lock,
+                 subscriptions: list[str] | None = None, on_message: mqtt.MessageHandler | None = None) -> None:
         self._stats = stats
         self._lock = lock
-        self.client = mqtt.new_client(name)
-        self.client.max_inflight_messages_set(MAX_INFLIGHT_PER_CONNECTION)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *args: self.connected.clear()
-        self.client.on_publish = self._on_publish
-        mqtt.start(self.client, address, clean_start=True)
+        self.session = mqtt.Session(address, name, name=f"simulated fleet {name}", subscriptions=subscriptions or [],
+                                    on_message=on_message, on_published=self._on_published,
+                                    max_inflight=MAX_INFLIGHT_PER_CONNECTION).start()
+        self.connected = self.session.ready
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not reason_code.is_failure:
-            self.connected.set()
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_published(self, mid: int, failed: bool) -> None:
         with self._lock:
             self._stats.acked += 1
 
     def publish(self, topic: str, payload: bytes) -> None:
-        info = self.client.publish(topic, payload, qos=1)
-        if info.rc != paho.MQTT_ERR_SUCCESS and info.rc != paho.MQTT_ERR_NO_CONN:
-            log.warning("publish on %s failed: %s", topic, paho.error_string(info.rc))
+        info = self.session.publish(topic, payload, qos=1)
+        if info.rc not in (mqtt.PUBLISH_QUEUED, mqtt.PUBLISH_NOT_CONNECTED):
+            log.warning("publish on %s failed: %s", topic, mqtt.error_text(info.rc))
 
 
 class FleetRunner:
@@ -153,13 +146,16 @@ class FleetRunner:
         self._lock = threading.Lock()
         self._repaired: set[str] = set()
 
-    def _on_repaired(self, client, userdata, message) -> None:
+    def _on_repaired(self, message: InboundMessage) -> None:
         with self._lock:
             self._repaired.add(message.topic.split("/")[-2])
 
     def run(self, stop: threading.Event) -> None:
+        # The first connection also hears which machines were repaired.
         connections = [
-            _Connection(f"{self.topic_root}-sim-{self.seed}-{i}", self.address, self.stats, self._lock)
+            _Connection(f"{self.topic_root}-sim-{self.seed}-{i}", self.address, self.stats, self._lock,
+                        subscriptions=[repaired_topic(self.topic_root, "+")] if i == 0 else None,
+                        on_message=self._on_repaired if i == 0 else None)
             for i in range(max(1, math.ceil(len(self.specs) / CONTROLLERS_PER_CONNECTION)))
         ]
         try:
@@ -167,12 +163,10 @@ class FleetRunner:
                 while not connection.connected.wait(0.5):
                     if stop.is_set():
                         return
-            connections[0].client.message_callback_add(repaired_topic(self.topic_root, "+"), self._on_repaired)
-            connections[0].client.subscribe(repaired_topic(self.topic_root, "+"), qos=1)
             self._run_connected(connections, stop)
         finally:
             for connection in connections:
-                mqtt.stop(connection.client)
+                connection.session.stop()
 
     def _run_connected(self, connections: list[_Connection], stop: threading.Event) -> None:
         now = datetime.now(UTC)

@@ -15,18 +15,15 @@ registry (devices.broker_auth).
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
-import paho.mqtt.client as paho
 import psycopg
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from core import mqtt, topics
 from core.db import connect
@@ -39,32 +36,37 @@ from core.device_messages import (
     encode_provisioning_response,
 )
 from core.errors import InvalidTelemetry
-from core.inbound import DEAD_LETTER_PAYLOAD_BYTES, LOG_EVERY_NTH_BAD, InboundMessage
+from core.inbound import DEAD_LETTER_PAYLOAD_BYTES, BadInputLog, InboundMessage
 from core.settings import Settings
 from devices import commands, registry
 from devices.broker_auth import BrokerAuthSync, ServicePasswords
 
 log = logging.getLogger(__name__)
 
-# The broker sends at most this many unacknowledged QoS 1 messages (MQTT 5 Receive Maximum), which
-# bounds the inbound part of the inbox; QoS 0 messages escape that flow control, so beyond this
-# many waiting they are dropped (counted and logged) instead of growing the inbox or stopping
-# paho's network thread. The worker's own items (publish results, wake-ups) are bounded by what it
-# publishes itself.
+# The session's inbox (core.mqtt.Session: QoS 1 bounded by Receive Maximum, QoS 0 floods dropped).
+# The worker's own notices there (publish results, wake-ups) are bounded by what it publishes itself.
 INBOX_MAX_MESSAGES = 10_000
 SESSION_EXPIRY_S = 24 * 3600
 DB_RETRY_MAX_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
-class _Published:
+class _Published(mqtt.Notice):
+    """The broker answered the PUBLISH of a command."""
+
     mid: int
     failed: bool
 
 
 @dataclass(frozen=True, slots=True)
-class _Wake:
+class _Wake(mqtt.Notice):
+    """A NOTIFY on ``channel``, or the session's (re)connect on the commands channel."""
+
     channel: str
+
+
+class _Stopped(Exception):
+    """Asked to stop while waiting for the database."""
 
 
 class DevicesWorker:
@@ -74,17 +76,21 @@ class DevicesWorker:
         self.address = mqtt.parse_mqtt_url(mqtt_url)
         self.name = name
         self.root = settings.topic_root
-        self.inbox: queue.Queue[InboundMessage | _Published | _Wake] = queue.Queue()
-        self.dropped_qos0 = 0
-        self.connected = threading.Event()
-        self.bad_by_reason: Counter[str] = Counter()
+        self.session = mqtt.Session(
+            self.address, f"{self.root}-{name}", name=f"devices worker {name}",
+            subscriptions=[topics.device_subscription(self.root, topics.STATUS),
+                           topics.device_subscription(self.root, topics.ACK),
+                           topics.provisioning_subscription(self.root)],
+            on_ready=lambda: self.session.put(_Wake(commands.COMMANDS_CHANNEL)),
+            on_published=lambda mid, failed: self.session.put(_Published(mid, failed)),
+            manual_ack=True, clean_start=False, session_expiry_s=SESSION_EXPIRY_S, inbox_size=INBOX_MAX_MESSAGES)
+        self.dead_letters = BadInputLog(log, f"devices worker {name}: dead letter")
         self.sent_commands = 0
         self.auth_sync = BrokerAuthSync(
             settings.broker_auth_dir, self.root,
             ServicePasswords(settings.mqtt_ingest_password, settings.mqtt_backend_password,
                              settings.mqtt_provisioning_password),
             settings.broker_pid_file) if settings.broker_auth_dir else None
-        self._client: paho.Client | None = None
         self._publish_lock = threading.Lock()
         # mid of a command's PUBLISH → command id, until the broker's PUBACK.
         self._in_flight: dict[int, str] = {}
@@ -92,37 +98,9 @@ class DevicesWorker:
         # A controller said it is online: what waits for it goes out now, not at the next tick.
         self._came_online = False
 
-    # --- MQTT side (paho's thread) ---
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("broker refused the devices worker: %s", reason_code)
-            return
-        client.subscribe([(topics.device_subscription(self.root, topics.STATUS), 1),
-                          (topics.device_subscription(self.root, topics.ACK), 1),
-                          (topics.provisioning_subscription(self.root), 1)])
-        log.info("devices worker connected to %s", self.address.url)
-        self.connected.set()
-        self._put(_Wake(commands.COMMANDS_CHANNEL))
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected.clear()
-        log.warning("devices worker disconnected from broker: %s", reason_code)
-
-    def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
-        if message.qos == 0 and self.inbox.qsize() >= INBOX_MAX_MESSAGES:
-            self.dropped_qos0 += 1
-            if self.dropped_qos0 == 1 or self.dropped_qos0 % LOG_EVERY_NTH_BAD == 0:
-                log.warning("devices worker: %d QoS 0 messages dropped, %d waiting already", self.dropped_qos0,
-                            INBOX_MAX_MESSAGES)
-            return
-        self._put(InboundMessage(message.topic, message.payload, message.mid, message.qos))
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._put(_Published(mid, reason_code.is_failure))
-
-    def _put(self, item) -> None:
-        self.inbox.put(item)
+    @property
+    def connected(self) -> threading.Event:
+        return self.session.ready
 
     # --- the worker's thread ---
 
@@ -132,30 +110,24 @@ class DevicesWorker:
             return
         listener = threading.Thread(target=self._listen, args=(stop,), name=f"{self.name}-listen", daemon=True)
         listener.start()
-        client = mqtt.new_client(f"{self.root}-{self.name}", manual_ack=True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        self._client = client
-        if self.auth_sync is not None:
-            conn = self._with_db(stop, conn, self.auth_sync.sync)
-        mqtt.start(client, self.address, clean_start=False, session_expiry_s=SESSION_EXPIRY_S,
-                   receive_maximum=INBOX_MAX_MESSAGES)
+        self.session.start()
         next_tick = time.monotonic()
         next_auth_sync = time.monotonic() + self.settings.broker_auth_sync_every_s
         try:
-            while not stop.is_set() and conn is not None:
+            if self.auth_sync is not None:
+                conn = self._with_db(stop, conn, self.auth_sync.sync)
+            while not stop.is_set():
                 try:
-                    item = self.inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
+                    item: mqtt.InboxItem | None = self.session.inbox.get(
+                        timeout=max(0.0, next_tick - time.monotonic()))
                 except queue.Empty:
                     item = None
                 dispatch = False
                 if isinstance(item, InboundMessage):
-                    conn = self._with_db(stop, conn, lambda c, m=item: self._handle(c, m))
+                    conn = self._with_db(stop, conn, partial(self._handle, message=item))
                     dispatch, self._came_online = self._came_online, False
                 elif isinstance(item, _Published):
-                    conn = self._with_db(stop, conn, lambda c, p=item: self._published(c, p))
+                    conn = self._with_db(stop, conn, partial(self._published, published=item))
                 elif isinstance(item, _Wake):
                     if item.channel == registry.REGISTRY_CHANNEL and self.auth_sync is not None:
                         conn = self._with_db(stop, conn, self.auth_sync.sync)
@@ -168,12 +140,13 @@ class DevicesWorker:
                 if self.auth_sync is not None and now >= next_auth_sync:
                     next_auth_sync = now + self.settings.broker_auth_sync_every_s
                     conn = self._with_db(stop, conn, self.auth_sync.sync)
-                if dispatch and conn is not None and self.connected.is_set():
+                if dispatch and self.connected.is_set():
                     conn = self._with_db(stop, conn, self._dispatch)
+        except _Stopped:
+            pass
         finally:
-            mqtt.stop(client)
-            if conn is not None:
-                conn.close()
+            self.session.stop()
+            conn.close()
             listener.join(timeout=5)
 
     def _connect_db(self, stop: threading.Event) -> psycopg.Connection | None:
@@ -187,8 +160,10 @@ class DevicesWorker:
                 delay = min(delay * 2, DB_RETRY_MAX_S)
         return None
 
-    def _with_db(self, stop: threading.Event, conn: psycopg.Connection, action) -> psycopg.Connection | None:
-        """Run ``action(conn)``, reconnecting and repeating it while the database is away."""
+    def _with_db(self, stop: threading.Event, conn: psycopg.Connection,
+                 action: Callable[[psycopg.Connection], object]) -> psycopg.Connection:
+        """Run ``action(conn)``, reconnecting and repeating it while the database is away; the
+        connection it ran on is returned. Raises ``_Stopped`` when asked to stop meanwhile."""
         while True:
             try:
                 action(conn)
@@ -198,7 +173,7 @@ class DevicesWorker:
                 conn.close()
                 new_conn = self._connect_db(stop)
                 if new_conn is None:
-                    return None
+                    raise _Stopped from exc
                 conn = new_conn
 
     def _listen(self, stop: threading.Event) -> None:
@@ -211,7 +186,7 @@ class DevicesWorker:
                     conn.execute(f"LISTEN {registry.REGISTRY_CHANNEL}")
                     while not stop.is_set():
                         for notify in conn.notifies(timeout=0.5):
-                            self._put(_Wake(notify.channel))
+                            self.session.put(_Wake(notify.channel))
             except psycopg.OperationalError as exc:
                 log.warning("devices worker lost its LISTEN connection (%s)", exc)
                 stop.wait(1.0)
@@ -235,8 +210,7 @@ class DevicesWorker:
             conn.rollback()
             log.exception("database refused a device message on %s", topic[:120])
             self._dead(conn, message, None, "refused_by_database", str(exc)[:500])
-        if message.qos > 0 and self._client is not None:
-            self._client.ack(message.mid, message.qos)
+        self.session.ack(message)
 
     def _status(self, conn: psycopg.Connection, equipment_id: str, message: InboundMessage) -> None:
         if not message.payload:
@@ -291,9 +265,9 @@ class DevicesWorker:
             refusal = "already_provisioned"
         elif device["model"] != request.model:
             refusal = "model_mismatch"
-        if refusal is not None:
+        if device is None or refusal is not None:
             log.warning("provisioning refused for serial %r (client %s): %s", request.serial, client_id, refusal)
-            self._answer(client_id, ProvisioningResponse(False, reason=refusal))
+            self._answer(client_id, ProvisioningResponse(False, reason=refusal or "unknown_serial"))
             return
         equipment_id = device["equipment_id"]
         try:
@@ -310,30 +284,25 @@ class DevicesWorker:
 
     def _answer(self, client_id: str, response: ProvisioningResponse) -> None:
         # Never retained: the answer carries a password and must not stay on the broker.
-        if self._client is not None:
-            self._client.publish(topics.provisioning_topic(self.root, client_id, "response"),
-                                 encode_provisioning_response(response), qos=1)
+        self.session.publish(topics.provisioning_topic(self.root, client_id, "response"),
+                             encode_provisioning_response(response), qos=1)
 
     def _dispatch(self, conn: psycopg.Connection) -> None:
-        client = self._client
-        if client is None:
-            return
         with self._publish_lock:
             pending = set(self._in_flight.values()) | self._refused
         now = datetime.now(UTC)
         for equipment_id, command in commands.due_for_sending(conn):
             if command.id in pending:
                 continue
-            properties = Properties(PacketTypes.PUBLISH)
-            # The broker drops a command that outlives its validity instead of delivering it late.
-            properties.MessageExpiryInterval = max(1, math.ceil((command.expires_at - now).total_seconds()))
             with self._publish_lock:
-                info = client.publish(topics.device_topic(self.root, equipment_id, topics.COMMAND),
-                                      encode_command(command), qos=1, properties=properties)
-                if info.rc == paho.MQTT_ERR_SUCCESS:
+                # The broker drops a command that outlives its validity instead of delivering it late.
+                info = self.session.publish(topics.device_topic(self.root, equipment_id, topics.COMMAND),
+                                            encode_command(command), qos=1,
+                                            expiry_s=(command.expires_at - now).total_seconds())
+                if info.rc == mqtt.PUBLISH_QUEUED:
                     self._in_flight[info.mid] = command.id
-            if info.rc != paho.MQTT_ERR_SUCCESS:
-                log.warning("cannot publish command %s now: %s", command.id, paho.error_string(info.rc))
+            if info.rc != mqtt.PUBLISH_QUEUED:
+                log.warning("cannot publish command %s now: %s", command.id, mqtt.error_text(info.rc))
                 return
 
     def _published(self, conn: psycopg.Connection, published: _Published) -> None:
@@ -362,8 +331,5 @@ class DevicesWorker:
                    VALUES (%s, %s, %s, %s, %s, %s)""",
                 (message.topic, equipment_id, reason, detail[:500], message.payload[:DEAD_LETTER_PAYLOAD_BYTES],
                  len(message.payload)))
-        self.bad_by_reason[reason] += 1
-        count = self.bad_by_reason[reason]
-        if count == 1 or count % LOG_EVERY_NTH_BAD == 0:
-            log.warning("dead letter #%d for %s: equipment=%s topic=%s detail=%s payload=%r", count, reason,
-                        equipment_id, message.topic[:120], detail[:200], message.payload[:200])
+        self.dead_letters.record(reason, "equipment=%s topic=%s detail=%s payload=%r", equipment_id,
+                                 message.topic[:120], detail[:200], message.payload[:200])

@@ -12,16 +12,14 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from datetime import UTC, datetime
 
-import paho.mqtt.client as paho
 import psycopg
 
 from core import mqtt, topics
 from core.db import connect
 from core.errors import InvalidTelemetry
-from core.inbound import LOG_EVERY_NTH_BAD, InboundMessage
+from core.inbound import BadInputLog, InboundMessage
 from core.settings import Settings
 from core.telemetry import decode_message
 from core.telemetry_binary import decode_binary
@@ -32,7 +30,7 @@ log = logging.getLogger(__name__)
 
 SHARE_GROUP = "ingest"
 # The broker may have this many unacknowledged messages in flight to one worker (MQTT 5 Receive
-# Maximum); the inbox holds as many, so on_message never blocks the network loop.
+# Maximum, core.mqtt.Session): the inbox holds as many.
 INBOX_MAX_MESSAGES = 20_000
 BATCH_MAX_MESSAGES = 2_000
 # Bounds the memory of one batch whatever the message sizes (each is at most MAX_PAYLOAD_BYTES).
@@ -78,41 +76,21 @@ class IngestWorker:
         self.database_url = database_url
         self.address = mqtt.parse_mqtt_url(mqtt_url)
         self.name = name
-        self.inbox: queue.Queue[InboundMessage] = queue.Queue(maxsize=INBOX_MAX_MESSAGES)
-        self.bad_by_reason: Counter[str] = Counter()
-        self.connected = threading.Event()
-        self._client: mqtt.Client | None = None
+        self.session = self._new_session()
+        self.dead_letters = BadInputLog(log, f"ingest {name}: dead letter")
         self._equipment = KnownEquipment()
 
-    # --- MQTT side (paho's thread) ---
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error("broker refused ingest connection: %s", reason_code)
-            return
+    def _new_session(self) -> mqtt.Session:
         # A share group per codec: rumqttd keys shared subscriptions by group name alone.
-        subscription = [topics.telemetry_subscription(self.settings.topic_root, f"{SHARE_GROUP}-{kind}", kind)
-                        for kind in topics.TELEMETRY_KINDS]
-        client.subscribe([(topic_filter, 1) for topic_filter in subscription])
-        log.info("ingest %s connected to %s, subscribed to %s (session present: %s)",
-                 self.name, self.address.url, subscription, flags.session_present)
-        self.connected.set()
+        subscriptions = [topics.telemetry_subscription(self.settings.topic_root, f"{SHARE_GROUP}-{kind}", kind)
+                         for kind in topics.TELEMETRY_KINDS]
+        return mqtt.Session(self.address, f"{self.settings.topic_root}-{self.name}", name=f"ingest {self.name}",
+                            subscriptions=subscriptions, manual_ack=True, clean_start=False,
+                            session_expiry_s=SESSION_EXPIRY_S, inbox_size=INBOX_MAX_MESSAGES)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected.clear()
-        log.warning("ingest %s disconnected from broker: %s", self.name, reason_code)
-
-    def _on_message(self, client, userdata, message: paho.MQTTMessage) -> None:
-        self.inbox.put(InboundMessage(message.topic, message.payload, message.mid, message.qos))
-
-    def _start_mqtt(self) -> mqtt.Client:
-        client = mqtt.new_client(f"{self.settings.topic_root}-{self.name}", manual_ack=True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        mqtt.start(client, self.address, clean_start=False, session_expiry_s=SESSION_EXPIRY_S,
-                   receive_maximum=INBOX_MAX_MESSAGES)
-        return client
+    @property
+    def connected(self) -> threading.Event:
+        return self.session.ready
 
     # --- writer side (the worker's thread) ---
 
@@ -121,7 +99,7 @@ class IngestWorker:
         writer = self._open_writer(stop, started_at)
         if writer is None:
             return
-        self._client = self._start_mqtt()
+        self.session.start()
         partitions_checked_at = time.monotonic()
         try:
             while not stop.is_set():
@@ -132,12 +110,12 @@ class IngestWorker:
                 if writer is None:
                     return  # stopping with the batch unacknowledged: the broker redelivers it
                 # The subscription is QoS 1, so nothing arrives at QoS 2.
-                self._client.ack_many(m.mid for m in messages if m.qos > 0)
+                self.session.ack_many(messages)
                 if time.monotonic() - partitions_checked_at > PARTITION_CHECK_INTERVAL_S:
                     partitions_checked_at = time.monotonic()
                     ensure_partitions(writer.conn)
         finally:
-            mqtt.stop(self._client)
+            self.session.stop()
             if writer is not None:
                 writer.conn.close()
 
@@ -167,18 +145,20 @@ class IngestWorker:
             return self._commit_until_done(writer, batch, stop, started_at)
         except psycopg.DatabaseError as exc:
             log.warning("database refused a batch of %d messages (%s); writing them one by one", len(messages), exc)
+        current: BatchWriter | None = writer
         for message in messages:
-            single = self._decode([message], writer.conn)
+            if current is None:
+                return None
+            live = current
+            single = self._decode([message], live.conn)
             try:
-                writer = self._commit_until_done(writer, single, stop, started_at)
+                current = self._commit_until_done(live, single, stop, started_at)
             except psycopg.DatabaseError as exc:
                 equipment_id = topics.equipment_id_from_topic(self.settings.topic_root, message.topic)
                 refused = Batch(messages=1, dead_letters=[
                     DeadLetter(message.topic, equipment_id, "refused_by_database", str(exc)[:500], message.payload)])
-                writer = self._commit_until_done(writer, refused, stop, started_at)
-            if writer is None:
-                return None
-        return writer
+                current = self._commit_until_done(live, refused, stop, started_at)
+        return current
 
     def _commit_until_done(
         self, writer: BatchWriter, batch: Batch, stop: threading.Event, started_at: datetime
@@ -206,7 +186,7 @@ class IngestWorker:
 
     def _take_batch(self, stop: threading.Event) -> list[InboundMessage]:
         try:
-            first = self.inbox.get(timeout=0.5)
+            first = self._next_message(timeout=0.5)
         except queue.Empty:
             return []
         messages = [first]
@@ -217,7 +197,7 @@ class IngestWorker:
             if remaining <= 0:
                 break
             try:
-                message = self.inbox.get(timeout=remaining)
+                message = self._next_message(timeout=remaining)
             except queue.Empty:
                 break
             messages.append(message)
@@ -260,10 +240,13 @@ class IngestWorker:
                     batch.last_seq[equipment_id] = decoded.seq
         return batch
 
+    def _next_message(self, timeout: float) -> InboundMessage:
+        """The next message of the inbox; queue.Empty after ``timeout``. Ingest puts no notices there."""
+        item = self.session.inbox.get(timeout=timeout)
+        if not isinstance(item, InboundMessage):
+            raise TypeError(f"unexpected {item!r} in the ingest inbox")
+        return item
+
     def _count_dead(self, letter: DeadLetter) -> None:
-        self.bad_by_reason[letter.reason] += 1
-        count = self.bad_by_reason[letter.reason]
-        if count == 1 or count % LOG_EVERY_NTH_BAD == 0:
-            log.warning("dead letter #%d for %s: equipment=%s topic=%s detail=%s payload=%r",
-                        count, letter.reason, letter.equipment_id, letter.topic[:120], letter.detail[:200],
-                        letter.payload[:200])
+        self.dead_letters.record(letter.reason, "equipment=%s topic=%s detail=%s payload=%r", letter.equipment_id,
+                                 letter.topic[:120], letter.detail[:200], letter.payload[:200])

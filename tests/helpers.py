@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from core import mqtt
 
@@ -25,22 +29,41 @@ def wait_for(probe: Callable[[], T], *, timeout_s: float, interval_s: float = 0.
 
 
 class Publisher:
-    """A plain MQTT 5 client that publishes at QoS 1 and waits for every PUBACK."""
+    """An MQTT session that publishes at QoS 1 and waits for every PUBACK."""
 
-    def __init__(self, mqtt_url: str, client_id: str) -> None:
-        self.connected = threading.Event()
-        self.client = mqtt.new_client(client_id)
-        self.client.on_connect = lambda *args: self.connected.set()
-        mqtt.start(self.client, mqtt.parse_mqtt_url(mqtt_url), clean_start=True)
-        assert self.connected.wait(10), "publisher could not connect"
+    def __init__(self, mqtt_url: str, client_id: str, *, subscriptions: Sequence[str] = (),
+                 on_message: mqtt.MessageHandler | None = None) -> None:
+        self.session = mqtt.Session(mqtt.parse_mqtt_url(mqtt_url), client_id, name=client_id,
+                                    subscriptions=subscriptions, on_message=on_message).start()
+        assert self.session.ready.wait(10), "publisher could not connect"
 
     def publish(self, topic: str, payload: bytes) -> None:
-        info = self.client.publish(topic, payload, qos=1)
+        info = self.session.publish(topic, payload, qos=1)
         info.wait_for_publish(timeout=10)
         assert info.is_published(), f"no PUBACK for {topic}"
 
     def close(self) -> None:
-        mqtt.stop(self.client)
+        self.session.stop()
+
+
+def start_paho(client: paho.Client, mqtt_url: str, *, clean_start: bool = True, session_expiry_s: int = 0,
+               receive_maximum: int | None = None) -> None:
+    """Connect a bare paho client (for tests of the broker's own behaviour) and run its network thread."""
+    address = mqtt.parse_mqtt_url(mqtt_url)
+    properties = Properties(PacketTypes.CONNECT)
+    if session_expiry_s:
+        properties.SessionExpiryInterval = session_expiry_s
+    if receive_maximum:
+        properties.ReceiveMaximum = receive_maximum
+    if address.username:
+        client.username_pw_set(address.username, address.password)
+    client.connect_async(address.host, address.port, keepalive=30, clean_start=clean_start, properties=properties)
+    client.loop_start()
+
+
+def stop_paho(client: paho.Client) -> None:
+    client.disconnect()
+    client.loop_stop()
 
 
 # Credentials every test API server is started with (see ApiServer).

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from core import mqtt, topics
+from core import topics
 from core.device_messages import Command, Status, encode_command, encode_status
+from core.paho_fast import new_client
 from core.register import EquipmentRecord
 from core.telemetry import Reading, encode_message
 from device_sim.controller import SimulatedController, provision
@@ -21,7 +22,7 @@ from devices import registry
 from devices.broker_auth import BrokerAuthSync, ServicePasswords, hash_password, verify_password
 from devices.worker import DevicesWorker
 from ingest.worker import IngestWorker
-from tests.helpers import ApiServer, SecuredMosquitto, wait_for
+from tests.helpers import ApiServer, SecuredMosquitto, start_paho, wait_for
 
 PASSWORDS = ServicePasswords(ingest="ingest-secret", backend="backend-secret", provisioning="provisioning-secret")
 
@@ -34,13 +35,13 @@ class Client:
         self.reason = None
         self.messages: list[tuple[str, bytes]] = []
         self.subacks: list = []
-        self.client = mqtt.new_client(client_id)
+        self.client = new_client(client_id)
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
         self.client.on_subscribe = lambda c, u, mid, codes, p: self.subacks.append(codes)
         self.disconnected = threading.Event()
         self.client.on_disconnect = lambda *args: self.disconnected.set()
-        mqtt.start(self.client, mqtt.parse_mqtt_url(url), clean_start=True)
+        start_paho(self.client, url, clean_start=True)
         if wait:
             assert self.connack.wait(10), f"no CONNACK for {client_id}"
 

@@ -204,11 +204,11 @@ def test_lock_stops_the_engine_until_unlocked_and_is_audited(rig, specs, control
 def test_a_silent_controller_lets_the_command_expire(rig, specs, settings):
     spec = specs[0]
     # Connected (it says so) and subscribed, but it never answers.
-    mute = Publisher(settings.mqtt_url, f"mute-{spec.equipment_id}")
+    received: list[bytes] = []
+    mute = Publisher(settings.mqtt_url, f"mute-{spec.equipment_id}",
+                     subscriptions=[topics.device_topic(rig.settings.topic_root, spec.equipment_id, topics.COMMAND)],
+                     on_message=lambda m: received.append(m.payload))
     try:
-        received: list[bytes] = []
-        mute.client.on_message = lambda c, u, m: received.append(m.payload)
-        mute.client.subscribe(topics.device_topic(rig.settings.topic_root, spec.equipment_id, topics.COMMAND), qos=1)
         mute.publish(topics.device_topic(rig.settings.topic_root, spec.equipment_id, topics.STATUS),
                      encode_status(Status(True)))
         online(rig, spec.equipment_id)
@@ -313,10 +313,10 @@ def test_a_command_lost_with_the_connection_is_sent_again_when_the_controller_re
     spec = specs[1]
     root = rig.settings.topic_root
     # The controller gets the command, then loses its connection before it can answer.
-    doomed = Publisher(settings.mqtt_url, f"doomed-{spec.equipment_id}")
     received: list[bytes] = []
-    doomed.client.on_message = lambda c, u, m: received.append(m.payload)
-    doomed.client.subscribe(topics.device_topic(root, spec.equipment_id, topics.COMMAND), qos=1)
+    doomed = Publisher(settings.mqtt_url, f"doomed-{spec.equipment_id}",
+                       subscriptions=[topics.device_topic(root, spec.equipment_id, topics.COMMAND)],
+                       on_message=lambda m: received.append(m.payload))
     doomed.publish(topics.device_topic(root, spec.equipment_id, topics.STATUS), encode_status(Status(True)))
     online(rig, spec.equipment_id)
     command = rig.command(spec.equipment_id, "lock", reason="unpaid invoice", timeout_s=60)
@@ -331,20 +331,3 @@ def test_a_command_lost_with_the_connection_is_sent_again_when_the_controller_re
     done = rig.wait_state(spec.equipment_id, command["id"], "executed")
     assert done["send_count"] == 2 and back.executions == {"lock": 1} and back.machine.locked
     assert [e["state"] for e in done["events"]] == ["queued", "sent", "sent", "acknowledged", "executed"]
-
-
-def test_the_devices_inbox_drops_qos0_floods_and_keeps_what_flow_control_bounds(settings, caplog):
-    from types import SimpleNamespace
-
-    import devices.worker as devices_worker
-
-    worker = DevicesWorker(settings, settings.database_url, settings.mqtt_url)
-    message = SimpleNamespace(topic="x/v1/EQ-1/status", payload=b"{}", mid=0, qos=0)
-    with caplog.at_level("WARNING", logger="devices.worker"):
-        for _ in range(devices_worker.INBOX_MAX_MESSAGES + 5):
-            worker._on_message(None, None, message)
-        # QoS 1 is bounded by the broker's Receive Maximum, never dropped here.
-        worker._on_message(None, None, SimpleNamespace(topic="x/v1/EQ-1/status", payload=b"{}", mid=7, qos=1))
-    assert worker.dropped_qos0 == 5
-    assert worker.inbox.qsize() == devices_worker.INBOX_MAX_MESSAGES + 1
-    assert sum("QoS 0 messages dropped" in r.getMessage() for r in caplog.records) == 1

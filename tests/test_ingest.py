@@ -78,7 +78,7 @@ def test_bad_payloads_become_dead_letters_and_good_readings_in_between_are_all_s
              timeout_s=20, what="good readings")
     assert count(conn, "SELECT count(*) FROM dead_letters WHERE payload_bytes > 0 AND reason IS NOT NULL") == len(
         hostile)
-    assert worker.bad_by_reason["not_json"] == 3
+    assert worker.dead_letters.by_reason["not_json"] == 3
     assert count(conn, "SELECT readings_stored FROM ingest_stats WHERE worker = 'test-ingest'") == good_count
 
 
@@ -136,7 +136,7 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_of_its_bat
         wait_for(lambda: count(conn, "SELECT count(*) FROM readings") == 3, timeout_s=20, what="three readings")
         wait_for(lambda: count(conn, "SELECT count(*) FROM dead_letters") == 1, timeout_s=10, what="a dead letter")
         assert conn.execute("SELECT reason FROM dead_letters").fetchone()[0] == "refused_by_database"
-        assert worker.bad_by_reason == {"refused_by_database": 1}
+        assert worker.dead_letters.by_reason == {"refused_by_database": 1}
     finally:
         conn.rollback()
         conn.execute("ALTER TABLE readings DROP CONSTRAINT refuse_for_test")

@@ -13,13 +13,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from core import mqtt, topics
+from core import topics
+from core.paho_fast import new_client
 from core.register import EquipmentRecord, register_equipment
 from core.settings import Settings
 from core.telemetry import Reading, encode_message
 from ingest.worker import IngestWorker
 from ironsight.embedded_broker import start_embedded_broker
-from tests.helpers import TcpProxy, wait_for
+from tests.helpers import TcpProxy, start_paho, stop_paho, wait_for
 
 # The outage the ingest path must ride through (the database down for a minute under load).
 DB_OUTAGE_S = 60.0
@@ -34,11 +35,11 @@ class Load:
         self.acked: list[datetime] = []
         self.stop = threading.Event()
         self.paused = threading.Event()
-        self.client = mqtt.new_client(client_id)
+        self.client = new_client(client_id)
         self.client.max_queued_messages_set(0)
         self._connected = threading.Event()
         self.client.on_connect = lambda *a: self._connected.set()
-        mqtt.start(self.client, mqtt.parse_mqtt_url(mqtt_url), clean_start=True)
+        start_paho(self.client, mqtt_url, clean_start=True)
         assert self._connected.wait(10)
         self._start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)  # ms precision on the wire
         self._pending: list = []
@@ -79,7 +80,7 @@ class Load:
         while self._pending and time.monotonic() < deadline:
             self._collect()
             time.sleep(0.1)
-        mqtt.stop(self.client)
+        stop_paho(self.client)
 
 
 def stored_of(database_url: str, equipment_id: str) -> list[datetime]:

@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from core import mqtt, topics
+from core import topics
+from core.paho_fast import new_client
 from core.telemetry import decode_message
 from core.telemetry_binary import decode_binary
 from device_sim.load import LoadSpec, run_load
-from tests.helpers import wait_for
+from tests.helpers import start_paho, stop_paho, wait_for
 
 
 class Collector:
@@ -23,12 +24,12 @@ class Collector:
         self.messages: list = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.client = mqtt.new_client(client_id or f"collector-{uuid.uuid4().hex[:8]}", manual_ack=True)
+        self.client = new_client(client_id or f"collector-{uuid.uuid4().hex[:8]}", manual_ack=True)
         self.client.on_connect = lambda c, u, flags, *a: (
             self.ready.set() if flags.session_present else c.subscribe(topic_filter, qos=1))
         self.client.on_subscribe = lambda *a: self.ready.set()
         self.client.on_message = self._on_message
-        mqtt.start(self.client, mqtt.parse_mqtt_url(mqtt_url), clean_start=client_id is None,
+        start_paho(self.client, mqtt_url, clean_start=client_id is None,
                    session_expiry_s=60 if client_id else 0, receive_maximum=5000)
         assert self.ready.wait(10)
 
@@ -43,7 +44,7 @@ class Collector:
         return len(taken)
 
     def stop(self) -> None:
-        mqtt.stop(self.client)
+        stop_paho(self.client)
 
 
 def test_the_load_generator_publishes_every_controller_in_order_and_counts_broker_acks(mqtt_url):
@@ -87,8 +88,8 @@ def test_pooled_load_connections_are_unique_per_process(mqtt_url):
 def test_batch_acks_and_messages_with_properties_keep_their_meaning(mqtt_url):
     root = f"fast-{uuid.uuid4().hex[:8]}"
     collector = Collector(mqtt_url, f"{root}/#", client_id=f"{root}-collector")
-    publisher = mqtt.new_client(f"{root}-pub")
-    mqtt.start(publisher, mqtt.parse_mqtt_url(mqtt_url), clean_start=True)
+    publisher = new_client(f"{root}-pub")
+    start_paho(publisher, mqtt_url, clean_start=True)
     try:
         wait_for(publisher.is_connected, timeout_s=10, what="publisher")
         payloads = [f"m{i}".encode() * (1 + i % 50) for i in range(3000)]
@@ -120,5 +121,5 @@ def test_batch_acks_and_messages_with_properties_keep_their_meaning(mqtt_url):
         assert sorted(again) == sorted(payloads[2000:] + [b"tagged"])
         collector.ack_all()
     finally:
-        mqtt.stop(publisher)
+        stop_paho(publisher)
         collector.stop()

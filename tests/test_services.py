@@ -23,7 +23,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from core.mqtt import new_client, parse_mqtt_url
+from core.mqtt import parse_mqtt_url
+from core.paho_fast import new_client
 from ironsight.embedded_broker import EmbeddedBroker, find_mosquitto, start_embedded_broker
 from ironsight.embedded_postgres import start_embedded_postgres
 from ironsight.processes import free_tcp_port

@@ -113,16 +113,14 @@ def test_positions_drive_eta_late_warning_pickup_and_arrival(settings, conn, bac
 
 
 def test_positions_dropped_by_a_full_inbox_are_counted_and_logged(caplog):
-    import queue
-    from types import SimpleNamespace
+    import tickets.tracking as tracking
+    from core.inbound import InboundMessage
 
     worker = TrackingWorker("postgresql://unused", "mqtt://127.0.0.1:1", topic_root="t")
-    worker.inbox = queue.Queue(maxsize=1)
-    message = SimpleNamespace(topic="t/v1/vehicles/V-1/position", payload=b"{}")
-    with caplog.at_level("WARNING", logger="tickets.tracking"):
-        for _ in range(3):
-            worker._on_message(None, None, message)
-    assert worker.stats.dropped == 2
+    message = InboundMessage("t/v1/vehicles/V-1/position", b"{}", 1, 1)
+    with caplog.at_level("WARNING", logger="core.mqtt"):
+        for _ in range(tracking.INBOX_MAX_POSITIONS + 2):
+            worker.session.offer(message)
+    assert worker.dropped == 2 and worker.session.inbox.qsize() == tracking.INBOX_MAX_POSITIONS
     assert [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()] == [
-        "tracking: 1 positions dropped, the inbox being full (the next position of a vehicle supersedes a dropped "
-        "one)"]
+        "tracking: dropped: inbox_full #1: 10000 waiting already (topic t/v1/vehicles/V-1/position)"]

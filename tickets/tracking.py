@@ -12,9 +12,9 @@ vehicle is on (``dispatched`` or ``en_route``):
 - an ``en_route`` vehicle within ``arrival_radius_m`` of the machine (part collected) arrives: the
   ticket's ``arrive`` action is taken with the position's time, by ``tracking:<vehicle>``.
 
-Positions reach the worker through a bounded queue that paho's network thread only appends to; when
-the queue is full the oldest position of the burst is the one to lose (the next one supersedes it),
-so it is dropped, counted and logged rather than blocking the network loop.
+Positions reach the worker through its MQTT session's bounded inbox (core.mqtt.Session); when it
+is full a position is dropped, counted and logged rather than blocking the network loop: the
+vehicle's next position supersedes it. Bad positions are counted per reason and logged.
 """
 
 from __future__ import annotations
@@ -26,16 +26,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import paho.mqtt.client as paho
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from core import mqtt
 from core.db import connect
 from core.errors import InvalidTelemetry
 from core.geo import distance_km
-from core.inbound import LOG_EVERY_NTH_BAD
+from core.inbound import BadInputLog, InboundMessage
 from core.positions import Position, decode_position, position_subscription, vehicle_id_from_topic
 from tickets import dispatch, service
 from tickets.dispatch import TravelModel
@@ -43,7 +42,7 @@ from tickets.workflow import TransitionError
 
 log = logging.getLogger(__name__)
 
-QUEUE_SIZE = 10_000
+INBOX_MAX_POSITIONS = 10_000
 BATCH_MAX = 500
 TRACKING_CLIENT_ID = "ironsight-tracking"
 SESSION_EXPIRY_S = 3600
@@ -54,7 +53,6 @@ class TrackingStats:
     positions: int = 0
     rejected: int = 0
     unknown_vehicle: int = 0
-    dropped: int = 0
     arrivals: int = 0
     late_warnings: int = 0
 
@@ -96,7 +94,7 @@ def track_position(conn: psycopg.Connection, vehicle_id: str, position: Position
     return True
 
 
-def _update_visit(cur: psycopg.Cursor, ticket: dict[str, Any], vehicle_id: str, position: Position,
+def _update_visit(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any], vehicle_id: str, position: Position,
                   travel: TravelModel, arrival_radius_m: float, stats: TrackingStats) -> bool:
     """Update one visit's ETA and warnings; True when the vehicle has arrived."""
     job = dispatch.load_job(cur, ticket["id"])
@@ -143,33 +141,14 @@ class TrackingWorker:
         self.future_tolerance_s = future_tolerance_s
         self.client_id = client_id
         self.stats = TrackingStats()
-        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=QUEUE_SIZE)
-        self.subscribed = threading.Event()
-
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if reason.is_failure:
-            log.warning("tracking: broker refused the connection: %s", reason)
-            return
-        client.subscribe(position_subscription(self.topic_root), qos=1)
-
-    def _on_subscribe(self, *args: Any) -> None:
-        self.subscribed.set()
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        try:
-            self.inbox.put_nowait((message.topic, message.payload))
-        except queue.Full:
-            self.stats.dropped += 1
-            if _worth_logging(self.stats.dropped):
-                log.warning("tracking: %d positions dropped, the inbox being full (the next position of a "
-                            "vehicle supersedes a dropped one)", self.stats.dropped)
+        self.rejected = BadInputLog(log, "tracking: rejected position")
+        self.session = mqtt.Session(self.broker, client_id, name="tracking",
+                                    subscriptions=[position_subscription(topic_root)], clean_start=False,
+                                    session_expiry_s=SESSION_EXPIRY_S, inbox_size=INBOX_MAX_POSITIONS)
+        self.subscribed = self.session.ready
 
     def run(self, stop: threading.Event) -> None:
-        client = mqtt.new_client(self.client_id)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        mqtt.start(client, self.broker, clean_start=False, session_expiry_s=SESSION_EXPIRY_S)
+        self.session.start()
         try:
             while not stop.is_set():
                 try:
@@ -180,22 +159,23 @@ class TrackingWorker:
                     log.warning("tracking lost the database (%s); retrying", exc)
                     stop.wait(1.0)
         finally:
-            mqtt.stop(client)
+            self.session.stop()
 
     def _drain(self, conn: psycopg.Connection, stop: threading.Event) -> None:
+        inbox = self.session.inbox
         try:
-            first = self.inbox.get(timeout=0.5)
+            batch = [inbox.get(timeout=0.5)]
         except queue.Empty:
             return
-        batch = [first]
         while len(batch) < BATCH_MAX:
             try:
-                batch.append(self.inbox.get_nowait())
+                batch.append(inbox.get_nowait())
             except queue.Empty:
                 break
         now = datetime.now(UTC)
-        for topic, payload in batch:
-            self.handle(conn, topic, payload, now)
+        for item in batch:
+            if isinstance(item, InboundMessage):
+                self.handle(conn, item.topic, item.payload, now)
 
     def handle(self, conn: psycopg.Connection, topic: str, payload: bytes, now: datetime) -> None:
         vehicle_id = vehicle_id_from_topic(self.topic_root, topic)
@@ -205,9 +185,7 @@ class TrackingWorker:
             position = decode_position(payload, now=now, future_tolerance_s=self.future_tolerance_s)
         except InvalidTelemetry as exc:
             self.stats.rejected += 1
-            if _worth_logging(self.stats.rejected):
-                log.warning("tracking: rejected position on %s: %s (%d rejected so far)", topic[:100], exc,
-                            self.stats.rejected)
+            self.rejected.record(exc.reason, "on %s: %s", topic[:100], exc.detail[:200])
             return
         try:
             known = track_position(conn, vehicle_id, position, self.travel, self.arrival_radius_m, self.stats)
@@ -215,15 +193,15 @@ class TrackingWorker:
             raise
         except psycopg.Error as exc:  # one position the database refuses must not stop the others
             self.stats.rejected += 1
-            log.warning("tracking: position of %s refused by the database: %s", vehicle_id, exc)
+            self.rejected.record("refused_by_database", "of %s: %s", vehicle_id, exc)
             return
         if known:
             self.stats.positions += 1
         else:
-            log.warning("tracking: position from unknown vehicle %s", vehicle_id)
+            self.rejected.record("unknown_vehicle", "%s", vehicle_id)
 
-
-def _worth_logging(count: int) -> bool:
-    """A flood of bad or dropped positions must not flood the log: the first, then every Nth."""
-    return count == 1 or count % LOG_EVERY_NTH_BAD == 0
+    @property
+    def dropped(self) -> int:
+        """Positions dropped because the inbox was full."""
+        return sum(self.session.dropped.by_reason.values())
 
