@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from core.settings import Settings
-from dashboards.model import FOLDER_TITLE, FOLDER_UID
+from dashboards.constants import FOLDER_TITLE, FOLDER_UID
 
 READER_ROLE = "ironsight_grafana"
 

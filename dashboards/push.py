@@ -13,11 +13,17 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashboards.model import DATASOURCE_NAME, DATASOURCE_TYPE, DATASOURCE_UID, FOLDER_TITLE, FOLDER_UID, MIN_INTERVAL
+from dashboards.constants import (
+    DATASOURCE_NAME,
+    DATASOURCE_TYPE,
+    DATASOURCE_UID,
+    FOLDER_TITLE,
+    FOLDER_UID,
+    MIN_INTERVAL,
+    Json,
+)
 
 log = logging.getLogger(__name__)
-
-Json = dict[str, Any]
 
 # Grafana's "Version" field of the PostgreSQL data source: 1000 means 10 or later, which is all
 # the query builder distinguishes; Grafana detects the real version when it tests the connection.

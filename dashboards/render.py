@@ -10,8 +10,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from grafana_foundation_sdk.models.dashboard import Dashboard
+
 from dashboards import alarm_console, fleet, machine, work_orders
-from dashboards.model import Dashboard, Json
+from dashboards.blocks import to_json
+from dashboards.constants import Json
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -21,7 +24,7 @@ BUILDERS: tuple[Callable[[], Dashboard], ...] = (
 
 
 def dashboards() -> list[Json]:
-    rendered = [build().to_json() for build in BUILDERS]
+    rendered = [to_json(build()) for build in BUILDERS]
     uids = [d["uid"] for d in rendered]
     if len(set(uids)) != len(uids):
         raise ValueError(f"dashboard uids are not unique: {uids}")

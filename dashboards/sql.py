@@ -17,7 +17,7 @@ from core.vocabulary import SEVERITIES as CORE_SEVERITIES
 from core.vocabulary import WORKING_RPM
 
 ALL = "__all"
-# What Grafana substitutes, unformatted, when "All" is chosen (see model.QueryVariable).
+# What Grafana substitutes, unformatted, when "All" is chosen (see blocks.query_variable).
 ALL_VALUE = f"'{ALL}'"
 
 # Most serious first, as the dashboards list them.

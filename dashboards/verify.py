@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from dashboards.constants import DATASOURCE_UID, GRID_COLUMNS, MIN_INTERVAL, Json
 from dashboards.grafana_macros import (
     Interval,
     MacroError,
@@ -27,7 +28,6 @@ from dashboards.grafana_macros import (
     calculate_interval,
     prepare,
 )
-from dashboards.model import DATASOURCE_UID, GRID_COLUMNS, MIN_INTERVAL, Json
 
 # Types Grafana's PostgreSQL data source turns into fields (text, numbers, booleans, times).
 READABLE_TYPES = frozenset({"text", "varchar", "bpchar", "name", "bool", "int2", "int4", "int8", "float4",

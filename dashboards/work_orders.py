@@ -5,6 +5,12 @@ the time range, and what happened to every order.
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.builders import barchart, geomap, stat, table, timeseries
+from grafana_foundation_sdk.builders.dashboard import Row
+from grafana_foundation_sdk.models import common as common_model
+from grafana_foundation_sdk.models import dashboard as dashboard_model
+
+from dashboards import blocks, props
 from dashboards.common import (
     WORK_ORDERS_UID,
     api_ticket_link,
@@ -12,21 +18,6 @@ from dashboards.common import (
     customer_variable,
     machine_link,
     severity_bars,
-)
-from dashboards.model import (
-    Dashboard,
-    Panel,
-    Query,
-    QueryVariable,
-    Row,
-    fixed_color,
-    geomap_options,
-    markers_layer,
-    override,
-    stat_options,
-    table_options,
-    thresholds,
-    value_colors,
 )
 from dashboards.sql import (
     ALL_VALUE,
@@ -45,9 +36,9 @@ RESOLVE_WITHIN_H = 24
 FILTER = f"{any_of('customer', 'e.customer')} AND {any_of('state', 't.state')}"
 
 
-def open_stats() -> Panel:
-    return Panel(
-        "stat", "Open work orders and their time limits", [Query(f"""
+def open_stats() -> stat.Panel:
+    return (
+        blocks.stat_panel("Open work orders and their time limits", f"""
 SELECT count(*) AS "open",
        count(*) FILTER (WHERE t.responded_at IS NULL AND t.respond_by < now()) AS "response overdue",
        count(*) FILTER (WHERE t.state IN ('dispatched', 'en_route') AND t.arrive_by < now()) AS "arrival overdue",
@@ -58,43 +49,38 @@ SELECT count(*) AS "open",
        coalesce(extract(epoch FROM max(now() - t.created_at)), 0) AS "oldest"
 FROM tickets t
 JOIN equipment e ON e.id = t.equipment_id
-WHERE {OPEN_TICKET} AND {FILTER}""")],
-        width=24, height=4,
-        description="Open work orders and how many are past a time limit of their customer's contract: the "
-                    "response (accepted), the arrival promised at dispatch, the resolution; vans whose tracked "
-                    "ETA has passed the promised arrival; orders the diagnosis expects to be fixed with the "
-                    "customer on the phone.",
-        options=stat_options(),
-        defaults={"color": {"mode": "thresholds"}, "thresholds": thresholds("green", (1, "red")), "unit": "none"},
-        overrides=[override("open", ("color", fixed_color("blue"))),
-                   override("remote fix likely", ("color", fixed_color("blue"))),
-                   override("vans running late", ("thresholds", thresholds("green", (1, "orange")))),
-                   override("oldest", ("unit", "s"), ("color", fixed_color("blue")))],
+WHERE {OPEN_TICKET} AND {FILTER}""", width=24, height=4,
+                          description="Open work orders and how many are past a time limit of their customer's "
+                                      "contract: the response (accepted), the arrival promised at dispatch, the "
+                                      "resolution; vans whose tracked ETA has passed the promised arrival; orders the "
+                                      "diagnosis expects to be fixed with the customer on the phone.")
+        .color_scheme(blocks.threshold_colors())
+        .thresholds(blocks.thresholds("green", (1, "red")))
+        .unit("none")
+        .override_by_name("open", [props.color("blue")])
+        .override_by_name("remote fix likely", [props.color("blue")])
+        .override_by_name("vans running late", [props.thresholds("green", (1, "orange"))])
+        .override_by_name("oldest", [props.unit("s"), props.color("blue")])
     )
 
 
-def by_state() -> Panel:
+def by_state() -> barchart.Panel:
     columns = ",\n       ".join(f"count(*) FILTER (WHERE t.priority = '{p}') AS \"{p}\"" for p in SEVERITIES)
-    return Panel(
-        "barchart", "Work orders by state and priority (opened in the time range, or still open)", [Query(f"""
+    panel = blocks.barchart_panel(
+        "Work orders by state and priority (opened in the time range, or still open)", f"""
 SELECT t.state,
        {columns}
 FROM tickets t
 JOIN equipment e ON e.id = t.equipment_id
 WHERE ($__timeFilter(t.created_at) OR {OPEN_TICKET}) AND {FILTER}
 GROUP BY t.state
-ORDER BY t.state""")],
-        width=12, height=8,
-        options={"xField": "state", "orientation": "horizontal", "stacking": "normal", "showValue": "auto",
-                 "barWidth": 0.8, "groupWidth": 0.7, "xTickLabelRotation": 0,
-                 "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True, "calcs": []},
-                 "tooltip": {"mode": "multi", "sort": "none"}},
-        defaults={"color": {"mode": "palette-classic"}, "custom": {"fillOpacity": 85, "lineWidth": 0}},
-        overrides=[override(p, ("color", fixed_color(c))) for p, c in SEVERITY_COLORS.items()],
-    )
+ORDER BY t.state""", x_field="state", stacking=common_model.StackingMode.NORMAL, width=12, height=8)
+    for priority, color in SEVERITY_COLORS.items():
+        panel.override_by_name(priority, [props.color(color)])
+    return panel
 
 
-def opened_over_time() -> Panel:
+def opened_over_time() -> timeseries.Panel:
     return severity_bars("Work orders opened", f"""
 SELECT $__timeGroupAlias(t.created_at, $__interval),
        t.priority AS metric,
@@ -106,9 +92,9 @@ GROUP BY 1, 2
 ORDER BY 1, 2""")
 
 
-def open_list() -> Panel:
-    return Panel(
-        "table", "Open work orders", [Query(f"""
+def open_list() -> table.Panel:
+    return (
+        blocks.table_panel("Open work orders", f"""
 SELECT t.id AS "ticket", t.created_at AS "opened", extract(epoch FROM now() - t.created_at) AS "age",
        t.priority, t.state, t.equipment_id, e.customer, e.model, e.site, t.title, t.engineer,
        extract(epoch FROM least(CASE WHEN t.responded_at IS NULL THEN t.respond_by END,
@@ -123,36 +109,29 @@ SELECT t.id AS "ticket", t.created_at AS "opened", extract(epoch FROM now() - t.
 FROM tickets t
 JOIN equipment e ON e.id = t.equipment_id
 WHERE {OPEN_TICKET} AND {FILTER}
-ORDER BY {severity_rank('t.priority')}, t.created_at""")],
-        width=24, height=12,
-        description="Every open work order, highest priority and oldest first: the machine, who holds it, "
-                    "the time left to its next limit (negative: overdue), what the diagnosis suggests, and the "
-                    "spare part a visit would need.",
-        options=table_options(),
-        defaults={"custom": {"align": "auto", "filterable": True, "cellOptions": {"type": "auto"}}},
-        overrides=[
-            override("ticket", ("links", [api_ticket_link("ticket")]), ("custom.width", 70)),
-            override("equipment_id", ("displayName", "machine"), ("links", [machine_link()])),
-            override("opened", ("unit", "dateTimeAsIso")),
-            override("next limit in", ("unit", "s"), ("color", {"mode": "thresholds"}),
-                     ("custom.cellOptions", {"type": "color-text"}),
-                     ("thresholds", thresholds("red", (0, "orange"), (3600, "green")))),
-            override("age", ("unit", "s"), ("color", {"mode": "thresholds"}),
-                     ("custom.cellOptions", {"type": "color-text"}),
-                     ("thresholds", thresholds("green", (RESPOND_WITHIN_H * 3600, "orange"),
-                                               (RESOLVE_WITHIN_H * 3600, "red")))),
-            override("priority", ("mappings", value_colors(SEVERITY_COLORS)),
-                     ("custom.cellOptions", {"type": "color-background"}), ("custom.width", 90)),
-        ],
+ORDER BY {severity_rank('t.priority')}, t.created_at""", width=24, height=12, columns=blocks.filterable_columns(),
+                           description="Every open work order, highest priority and oldest first: the machine, who "
+                                       "holds it, the time left to its next limit (negative: overdue), what the "
+                                       "diagnosis suggests, and the spare part a visit would need.")
+        .override_by_name("ticket", [props.links(api_ticket_link("ticket")), props.width(70)])
+        .override_by_name("equipment_id", [props.display_name("machine"), props.links(machine_link())])
+        .override_by_name("opened", [props.unit("dateTimeAsIso")])
+        .override_by_name("next limit in", [props.unit("s"), props.threshold_colors(), props.color_text(),
+                                            props.thresholds("red", (0, "orange"), (3600, "green"))])
+        .override_by_name("age", [props.unit("s"), props.threshold_colors(), props.color_text(),
+                                  props.thresholds("green", (RESPOND_WITHIN_H * 3600, "orange"),
+                                                   (RESOLVE_WITHIN_H * 3600, "red"))])
+        .override_by_name("priority", [props.value_colors(SEVERITY_COLORS), props.color_background(),
+                                       props.width(90)])
     )
 
 
 VAN_STATES = {"free": "green", "driving": "blue", "on site": "purple", "late": "orange"}
 
 
-def vans_map() -> Panel:
-    return Panel(
-        "geomap", "Service vans and the machines they are sent to", [Query(f"""
+def vans_map() -> geomap.Panel:
+    return (
+        blocks.geomap_panel("Service vans and the machines they are sent to", [f"""
 SELECT 'van' AS kind, v.id AS name, v.engineer_id AS engineer, v.lat, v.lon,
        CASE WHEN t.id IS NULL THEN 'free' WHEN t.state = 'on_site' THEN 'on site'
             WHEN t.late_warned_at IS NOT NULL THEN 'late' ELSE 'driving' END AS status,
@@ -169,22 +148,23 @@ JOIN equipment e ON e.id = t.equipment_id
 JOIN equipment_state st ON st.equipment_id = t.equipment_id
 WHERE t.state IN ('accepted', 'remote_diagnosis', 'dispatched', 'en_route', 'on_site')
   AND st.lat IS NOT NULL AND {FILTER}
-ORDER BY 1 DESC, 2""")],
-        width=14, height=14,
-        description="Every service van at its last reported position (free, driving to a visit, late against "
-                    "the promised arrival, on site) and every machine with a work order waiting for or "
-                    "receiving a visit.",
-        options=geomap_options([markers_layer("Vans and machines", color_field="status", size=8,
-                                              text_field="name")]),
-        defaults={"color": {"mode": "thresholds"}, "thresholds": thresholds("red")},
-        overrides=[override("status", ("mappings", value_colors(VAN_STATES | {"waiting for a visit": "red"}))),
-                   override("ticket", ("links", [api_ticket_link("ticket")]))],
+ORDER BY 1 DESC, 2"""],
+                            [blocks.markers_layer("Vans and machines", color_field="status", size=8,
+                                                  text_field="name")],
+                            width=14, height=14,
+                            description="Every service van at its last reported position (free, driving to a visit, "
+                                        "late against the promised arrival, on site) and every machine with a work "
+                                        "order waiting for or receiving a visit.")
+        .color_scheme(blocks.threshold_colors())
+        .thresholds(blocks.thresholds("red"))
+        .override_by_name("status", [props.value_colors(VAN_STATES | {"waiting for a visit": "red"})])
+        .override_by_name("ticket", [props.links(api_ticket_link("ticket"))])
     )
 
 
-def visits() -> Panel:
-    return Panel(
-        "table", "Visits in progress", [Query(f"""
+def visits() -> table.Panel:
+    return (
+        blocks.table_panel("Visits in progress", f"""
 SELECT t.id AS "ticket", t.priority, t.state, t.equipment_id, e.customer, t.engineer, t.vehicle_id AS "van",
        t.required_part AS "part", t.pickup_warehouse_id AS "collect at",
        t.part_picked_up_at IS NOT NULL OR t.pickup_warehouse_id IS NULL AS "part on board",
@@ -192,43 +172,38 @@ SELECT t.id AS "ticket", t.priority, t.state, t.equipment_id, e.customer, t.engi
 FROM tickets t
 JOIN equipment e ON e.id = t.equipment_id
 WHERE t.state IN ('dispatched', 'en_route', 'on_site') AND {FILTER}
-ORDER BY {severity_rank('t.priority')}, t.dispatched_at""")],
-        width=10, height=14,
-        description="Dispatched visits: who drives, the part and where it is collected, the ETA from the van's "
-                    "last position against the promised arrival.",
-        options=table_options(),
-        overrides=[override("ticket", ("links", [api_ticket_link("ticket")]), ("custom.width", 70)),
-                   override("equipment_id", ("displayName", "machine"), ("links", [machine_link()])),
-                   override("eta", ("unit", "dateTimeAsIso")), override("promised", ("unit", "dateTimeAsIso")),
-                   override("late by", ("unit", "s"), ("color", {"mode": "thresholds"}),
-                            ("custom.cellOptions", {"type": "color-text"}),
-                            ("thresholds", thresholds("green", (0, "orange"))))],
+ORDER BY {severity_rank('t.priority')}, t.dispatched_at""", width=10, height=14,
+                           description="Dispatched visits: who drives, the part and where it is collected, the ETA "
+                                       "from the van's last position against the promised arrival.")
+        .override_by_name("ticket", [props.links(api_ticket_link("ticket")), props.width(70)])
+        .override_by_name("equipment_id", [props.display_name("machine"), props.links(machine_link())])
+        .override_by_name("eta", [props.unit("dateTimeAsIso")])
+        .override_by_name("promised", [props.unit("dateTimeAsIso")])
+        .override_by_name("late by", [props.unit("s"), props.threshold_colors(), props.color_text(),
+                                      props.thresholds("green", (0, "orange"))])
     )
 
 
-def parts_stock() -> Panel:
-    return Panel(
-        "table", "Spare parts stock", [Query("""
+def parts_stock() -> table.Panel:
+    return (
+        blocks.table_panel("Spare parts stock", """
 SELECT part,
        coalesce(sum(quantity) FILTER (WHERE place_kind = 'warehouse'), 0) AS "in warehouses",
        coalesce(sum(quantity) FILTER (WHERE place_kind = 'vehicle'), 0) AS "in vans",
        count(*) FILTER (WHERE place_kind = 'warehouse' AND quantity > 0) AS "warehouses holding it"
 FROM part_stock
 GROUP BY part
-ORDER BY 2, part""")],
-        width=10, height=9,
-        description="Stock of each part on the warehouses' shelves and in the vans; a part no warehouse holds "
-                    "sends engineers further, or without it.",
-        options=table_options(),
-        overrides=[override("in warehouses", ("color", {"mode": "thresholds"}),
-                            ("custom.cellOptions", {"type": "color-text"}),
-                            ("thresholds", thresholds("red", (1, "orange"), (3, "green"))))],
+ORDER BY 2, part""", width=10, height=9,
+                           description="Stock of each part on the warehouses' shelves and in the vans; a part no "
+                                       "warehouse holds sends engineers further, or without it.")
+        .override_by_name("in warehouses", [props.threshold_colors(), props.color_text(),
+                                            props.thresholds("red", (1, "orange"), (3, "green"))])
     )
 
 
-def service_kpis() -> Panel:
-    return Panel(
-        "stat", "Service KPIs of the work orders opened in the time range", [Query(f"""
+def service_kpis() -> stat.Panel:
+    return (
+        blocks.stat_panel("Service KPIs of the work orders opened in the time range", f"""
 SELECT count(*) AS "work orders",
        count(*) FILTER (WHERE t.resolution = 'remote')::float8
            / nullif(count(*) FILTER (WHERE t.resolved_at IS NOT NULL), 0) AS "remote resolution",
@@ -246,45 +221,47 @@ SELECT count(*) AS "work orders",
        avg(extract(epoch FROM t.resolved_at - t.created_at)) AS "mean time to resolve"
 FROM tickets t
 JOIN equipment e ON e.id = t.equipment_id
-WHERE $__timeFilter(t.created_at) AND {FILTER}""")],
-        width=14, height=5,
-        description="The service promises over the orders opened in the range (the API's GET /api/v1/kpis gives "
-                    "the same with p90s, per customer, engineer or station): share resolved remotely, "
-                    "first-time fixes among visits, each time limit met, mean time from opening to resolution.",
-        options=stat_options(),
-        defaults={"unit": "percentunit", "decimals": 0, "color": {"mode": "thresholds"},
-                  "thresholds": thresholds("red", (0.8, "orange"), (0.95, "green"))},
-        overrides=[override("work orders", ("unit", "none"), ("color", fixed_color("blue"))),
-                   override("remote resolution", ("thresholds", thresholds("orange", (0.6, "green")))),
-                   override("mean time to resolve", ("unit", "s"), ("decimals", 1), ("color", fixed_color("blue")))],
+WHERE $__timeFilter(t.created_at) AND {FILTER}""", width=14, height=5,
+                          description="The service promises over the orders opened in the range (the API's GET "
+                                      "/api/v1/kpis gives the same with p90s, per customer, engineer or station): "
+                                      "share resolved remotely, first-time fixes among visits, each time limit met, "
+                                      "mean time from opening to resolution.")
+        .unit("percentunit")
+        .decimals(0)
+        .color_scheme(blocks.threshold_colors())
+        .thresholds(blocks.thresholds("red", (0.8, "orange"), (0.95, "green")))
+        .override_by_name("work orders", [props.unit("none"), props.color("blue")])
+        .override_by_name("remote resolution", [props.thresholds("orange", (0.6, "green"))])
+        .override_by_name("mean time to resolve", [props.unit("s"), props.decimals(1), props.color("blue")])
     )
 
 
-def survey_scores() -> Panel:
+def survey_scores() -> stat.Panel:
     columns = ",\n       ".join(f"avg(s.{i})::float8 AS \"{i.replace('_', ' ')}\"" for i in SURVEY_INDICATORS)
-    return Panel(
-        "stat", "Callback survey (1–5) of the work orders opened in the time range", [Query(f"""
+    return (
+        blocks.stat_panel("Callback survey (1–5) of the work orders opened in the time range", f"""
 SELECT count(*) AS "callbacks",
        count(*) FILTER (WHERE least({', '.join('s.' + i for i in SURVEY_INDICATORS)}) <= 2) AS "complaints",
        {columns}
 FROM ticket_surveys s
 JOIN tickets t ON t.id = s.ticket_id
 JOIN equipment e ON e.id = t.equipment_id
-WHERE s.round = 1 AND $__timeFilter(t.created_at) AND {FILTER}""")],
-        width=14, height=4,
-        description="Mean score of each indicator at the first callback, and how many callbacks opened a "
-                    "complaint (a score of 2 or less).",
-        options=stat_options(),
-        defaults={"decimals": 1, "min": 1, "max": 5, "color": {"mode": "thresholds"},
-                  "thresholds": thresholds("red", (3, "orange"), (4, "green"))},
-        overrides=[override("callbacks", ("decimals", 0), ("color", fixed_color("blue"))),
-                   override("complaints", ("decimals", 0), ("thresholds", thresholds("green", (1, "orange"))))],
+WHERE s.round = 1 AND $__timeFilter(t.created_at) AND {FILTER}""", width=14, height=4,
+                          description="Mean score of each indicator at the first callback, and how many callbacks "
+                                      "opened a complaint (a score of 2 or less).")
+        .decimals(1)
+        .min(1)
+        .max(5)
+        .color_scheme(blocks.threshold_colors())
+        .thresholds(blocks.thresholds("red", (3, "orange"), (4, "green")))
+        .override_by_name("callbacks", [props.decimals(0), props.color("blue")])
+        .override_by_name("complaints", [props.decimals(0), props.thresholds("green", (1, "orange"))])
     )
 
 
-def history() -> Panel:
-    return Panel(
-        "table", "Work order history in the time range", [Query(f"""
+def history() -> table.Panel:
+    return (
+        blocks.table_panel("Work order history in the time range", f"""
 SELECT ev.at, ev.ticket_id AS "ticket", t.equipment_id, e.customer, ev.actor, ev.event,
        ev.detail::text AS "detail"
 FROM ticket_events ev
@@ -292,24 +269,22 @@ JOIN tickets t ON t.id = ev.ticket_id
 JOIN equipment e ON e.id = t.equipment_id
 WHERE $__timeFilter(ev.at) AND {FILTER}
 ORDER BY ev.at DESC, ev.id DESC
-LIMIT 1000""")],
-        width=24, height=8,
-        options=table_options(),
-        overrides=[override("ticket", ("links", [api_ticket_link("ticket")])),
-                   override("equipment_id", ("displayName", "machine"), ("links", [machine_link()])),
-                   override("at", ("unit", "dateTimeAsIso"))],
+LIMIT 1000""", width=24, height=8)
+        .override_by_name("ticket", [props.links(api_ticket_link("ticket"))])
+        .override_by_name("equipment_id", [props.display_name("machine"), props.links(machine_link())])
+        .override_by_name("at", [props.unit("dateTimeAsIso")])
     )
 
 
-def dashboard() -> Dashboard:
-    return Dashboard(
-        uid=WORK_ORDERS_UID,
-        title="IronSight · Work orders",
-        description="Open work orders against their time limits; the list to work through; service vans and "
-                    "visits; parts stock; service KPIs and callback scores; the history.",
+def dashboard() -> dashboard_model.Dashboard:
+    return blocks.make_dashboard(
+        WORK_ORDERS_UID,
+        "IronSight · Work orders",
+        "Open work orders against their time limits; the list to work through; service vans and visits; parts "
+        "stock; service KPIs and callback scores; the history.",
         variables=[customer_variable(multi=True),
-                   QueryVariable("state", "State", "SELECT DISTINCT state FROM tickets ORDER BY 1",
-                                 include_all=True, multi=True, all_value=ALL_VALUE),
+                   blocks.query_variable("state", "State", "SELECT DISTINCT state FROM tickets ORDER BY 1",
+                                         include_all=True, multi=True, all_value=ALL_VALUE),
                    api_url_variable()],
         time_from="now-7d",
         refresh="1m",
