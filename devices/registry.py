@@ -19,6 +19,9 @@ from core.register import EquipmentRecord, register_equipment
 from devices.broker_auth import hash_password, new_password
 
 REGISTRY_CHANNEL = "ironsight_registry"
+# A device is registered pending, active once it holds a credential, revoked when that is withdrawn
+# (the CHECK constraint of devices.state says the same).
+DEVICE_STATES = ("pending", "active", "revoked")
 UPDATABLE = ("firmware", "commissioned_on", "report_interval_s")
 EQUIPMENT_UPDATABLE = ("customer", "kind", "site")
 

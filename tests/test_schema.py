@@ -1,5 +1,6 @@
 """Migrations and partition maintenance on the real (plain) PostgreSQL."""
 
+import re
 from datetime import UTC, date, datetime
 
 import core
@@ -81,3 +82,12 @@ def test_upgrade_keeps_the_accepted_batches_diagnostics_has_not_read_yet(new_dat
         assert found == [("EX-1", ts[0].timestamp()), ("EX-1", ts[1].timestamp()), ("EX-2", ts[2].timestamp())]
         assert conn.execute("SELECT column_name FROM information_schema.columns "
                             "WHERE table_name = 'accepted_batches' AND column_name = 'spans'").fetchone() is None
+
+
+def test_the_device_states_the_database_allows_are_the_registry_s(conn):
+    from devices.registry import DEVICE_STATES
+
+    checks = [row[0] for row in conn.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'devices'::regclass AND contype = 'c'")]
+    [allowed] = [check for check in checks if re.search(r"\(state = ANY", check)]
+    assert sorted(re.findall(r"'(\w+)'::text", allowed)) == sorted(DEVICE_STATES)

@@ -9,10 +9,11 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from core.device_messages import COMMAND_KINDS
 from devices.commands import FINAL_STATES, OPEN_STATES
+from devices.registry import DEVICE_STATES
 
 # --- device registry, presence, remote commands ---
 
-DeviceState = Literal["pending", "active", "revoked"]
+DeviceState = Literal[DEVICE_STATES]  # type: ignore[valid-type]
 CommandKind = Literal[COMMAND_KINDS]  # type: ignore[valid-type]
 CommandState = Literal[(*OPEN_STATES, *FINAL_STATES)]  # type: ignore[valid-type]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
