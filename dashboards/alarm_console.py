@@ -75,7 +75,7 @@ FROM alarms a
 JOIN equipment e ON e.id = a.equipment_id
 LEFT JOIN faults f ON f.id = a.last_fault_id
 WHERE a.state = 'active' AND {FILTER}
-ORDER BY {severity_rank('a.severity')}, a.raised_at""", width=24, height=12, columns=blocks.filterable_columns(),
+ORDER BY {severity_rank('a.severity')}, a.raised_at""", width=24, height=12, filterable=True,
         description="Every active alarm, worst and oldest first (click a column header to sort). Links: the "
                     "machine's drill-down, its alarms in the API, its work order, and the API form to open one.")
     ).override_by_name("age", [props.unit("s")])
@@ -91,7 +91,7 @@ JOIN equipment e ON e.id = a.equipment_id
 LEFT JOIN faults f ON f.id = a.last_fault_id
 WHERE $__timeFilter(a.raised_at) AND {FILTER}
 ORDER BY a.raised_at DESC
-LIMIT 1000""", width=24, height=10, columns=blocks.filterable_columns())
+LIMIT 1000""", width=24, height=10, filterable=True)
     ).override_by_name("cleared", [props.unit("dateTimeAsIso")]).override_by_name("lasted", [props.unit("s")])
 
 

@@ -11,9 +11,10 @@ stable uid. The SDK's builder flows panels left to right and wraps; IronSight's 
 panels beside a tall one, so ``make_dashboard`` places each panel itself and hands the SDK its
 position.
 
-Where the SDK's schema (the Grafana 10.1 series of grafana-foundation-sdk) cannot express what a
+Where the SDK's schema (the Grafana 11.6 series of grafana-foundation-sdk) cannot express what a
 panel needs, a short subclass of the SDK type adds it, and says why (``postgres.SQLQuery``,
-``postgres.SQLAnnotationTarget``, ``AutoCellOptions``).
+``postgres.SQLAnnotationTarget``); the few values it cannot write as IronSight would are said where
+they are set.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ from grafana_foundation_sdk.models import geomap as geomap_model
 from dashboards import postgres
 from dashboards.constants import GRID_COLUMNS, TAG, Json
 
-# Grafana migrates older dashboard JSON on load; 39 is understood by Grafana 10.4 and later. (The
-# SDK's model defaults to 36, its Grafana 10.1 schema, and its builder has no setter for it.)
-SCHEMA_VERSION = 39
 REFRESH_INTERVALS = ["10s", "30s", "1m", "5m", "15m"]
 
 PanelItem = cogbuilder.Builder[dashboard_model.Panel] | dashboard.Row
@@ -80,14 +78,13 @@ def make_dashboard(uid: str, title: str, description: str, panels: Sequence[Pane
         .link(dashboard.DashboardLink("IronSight").type(dashboard_model.DashboardLinkType.DASHBOARDS)
               .tags([TAG]).as_dropdown(True).include_vars(False).keep_time(True).target_blank(False)
               .icon("external link").tooltip("").url(""))
-        # Always a list (an empty one too): the checks read templating.list and annotations.list.
+        # Always a list (an empty one too): the checks read templating.list.
         .variables(list(variables))
-        .annotations(list(annotations))
+        .annotations([built_in_annotations(), *annotations])
     )
     _place(board, panels)
-    built = board.build()
-    built.schema_version = SCHEMA_VERSION
-    return built
+    # schemaVersion is the SDK's (41, its Grafana 11.6 schema): the JSON is written in that schema.
+    return board.build()
 
 
 def _place(board: dashboard.Dashboard, items: Sequence[PanelItem]) -> None:
@@ -121,9 +118,6 @@ def to_json(board: dashboard_model.Dashboard) -> Json:
 
 
 # --- variables ---
-# Each variable's id is its name (Grafana's own default): the SDK's model gives every variable the
-# same placeholder id (00000000-…), and Grafana's pre-Scenes variable state keys a variable by the
-# id its JSON gives, so variables sharing one would overwrite each other.
 
 
 def query_variable(name: str, label: str, query: str, *, include_all: bool = False, multi: bool = False,
@@ -135,13 +129,13 @@ def query_variable(name: str, label: str, query: str, *, include_all: bool = Fal
     ``'__all'`` and filters with ``('__all' IN ($v) OR col IN ($v))``, which stays valid SQL when
     the variable has no options and does not expand "All" into a list of every value.
 
-    (The SDK's schema has no ``definition``, the copy of the query Grafana keeps for its list of
-    variables; the variable runs ``query`` either way.)
+    (The SDK's schema has no ``definition``, the copy of the query Grafana's editor keeps for its
+    list of variables, so the JSON has none; the variable runs ``query`` either way.)
     """
     variable = (
         dashboard.QueryVariable(name)
-        .id(name)
         .label(label)
+        .hide(dashboard_model.VariableHide.DONT_HIDE)
         .description(description)
         .datasource(postgres.datasource())
         .query(postgres.sql(query))
@@ -154,6 +148,8 @@ def query_variable(name: str, label: str, query: str, *, include_all: bool = Fal
     )
     if include_all:
         variable.current(_all(multi))
+    # Otherwise no current (Grafana selects the first option on load): the SDK's option always has a
+    # text and a value, where an empty {} would say "none chosen".
     if all_value is not None:
         variable.all_value(all_value)
     return variable
@@ -167,8 +163,8 @@ def custom_variable(name: str, label: str, values: Sequence[str], *, include_all
         options.insert(0, dashboard_model.VariableOption(selected=True, text="All", value="$__all"))
     variable = (
         dashboard.CustomVariable(name)
-        .id(name)
         .label(label)
+        .hide(dashboard_model.VariableHide.DONT_HIDE)
         .description(description)
         .values(",".join(values))
         .include_all(include_all)
@@ -184,8 +180,8 @@ def custom_variable(name: str, label: str, values: Sequence[str], *, include_all
 def textbox_variable(name: str, label: str, default: str, *, description: str = "") -> dashboard.TextBoxVariable:
     return (
         dashboard.TextBoxVariable(name)
-        .id(name)
         .label(label)
+        .hide(dashboard_model.VariableHide.DONT_HIDE)
         .description(description)
         .default_value(default)
         .current(dashboard_model.VariableOption(text=default, value=default))
@@ -194,9 +190,13 @@ def textbox_variable(name: str, label: str, default: str, *, description: str = 
 
 
 def constant_variable(name: str, value: str, *, description: str = "") -> dashboard.ConstantVariable:
-    """A hidden value the queries share (Grafana does not show constants on the dashboard). The SDK's
-    constant builder writes no ``current``/``options``; Grafana takes both from the value."""
-    return dashboard.ConstantVariable(name).id(name).label(name).description(description).value(value)
+    """A hidden value the queries share (Grafana does not show constants on the dashboard)."""
+    variable = dashboard.ConstantVariable(name).label(name).description(description).value(value)
+    # The constant builder has no setters for current and options; the SDK's variable model has both.
+    model = variable.build()
+    model.current = dashboard_model.VariableOption(text=value, value=value)
+    model.options = [dashboard_model.VariableOption(selected=True, text=value, value=value)]
+    return variable
 
 
 def _all(multi: bool) -> dashboard_model.VariableOption:
@@ -208,12 +208,24 @@ def _all(multi: bool) -> dashboard_model.VariableOption:
 # --- annotations ---
 
 
-def annotation(name: str, query: str, color: str) -> dashboard.AnnotationQuery:
-    """Events drawn on every time series panel: the query returns ``time``, ``timeend``, ``text``, ``tags``.
+def built_in_annotations() -> dashboard.AnnotationQuery:
+    """Grafana's own "Annotations & Alerts" entry (annotations saved in Grafana, alert state changes),
+    first on every dashboard and hidden from its controls, as Grafana writes it."""
+    return (
+        dashboard.AnnotationQuery()
+        .name("Annotations & Alerts")
+        .built_in(1)
+        .datasource(dashboard_model.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
+        .enable(True)
+        .hide(True)
+        .icon_color("rgba(0, 211, 255, 1)")
+        .type("dashboard")
+        .target(dashboard.AnnotationTarget().limit(100).match_any(False).tags([]).type("dashboard"))
+    )
 
-    Grafana adds its built-in "Annotations & Alerts" entry itself to a dashboard that lacks one (the
-    SDK's annotation type has no ``builtIn`` flag to write it).
-    """
+
+def annotation(name: str, query: str, color: str) -> dashboard.AnnotationQuery:
+    """Events drawn on every time series panel: the query returns ``time``, ``timeend``, ``text``, ``tags``."""
     return (
         dashboard.AnnotationQuery()
         .name(name)
@@ -257,23 +269,6 @@ def link(title: str, url: str, *, new_tab: bool = False) -> dashboard.DashboardL
     """A data link. (The SDK's schema types field links as dashboard links, so the JSON also carries a
     dashboard link's other fields, at their defaults; Grafana reads title, url and targetBlank.)"""
     return dashboard.DashboardLink(title).url(url).target_blank(new_tab)
-
-
-class AutoCellOptions(common_model.TableAutoCellOptions):
-    """Auto table cells, optionally wrapping their text: ``wrapText`` is newer than the SDK's schema
-    (Grafana 10.1), which knows auto cells without options."""
-
-    wrap_text: bool | None
-
-    def __init__(self, wrap_text: bool | None = None) -> None:
-        super().__init__()
-        self.wrap_text = wrap_text
-
-    def to_json(self) -> dict[str, object]:
-        payload = super().to_json()
-        if self.wrap_text is not None:
-            payload["wrapText"] = self.wrap_text
-        return payload
 
 
 # --- panels ---
@@ -331,12 +326,7 @@ def stat_panel(title: str, query: str, *, width: int, height: int, description: 
                color_mode: common_model.BigValueColorMode = common_model.BigValueColorMode.BACKGROUND,
                text_mode: common_model.BigValueTextMode = common_model.BigValueTextMode.VALUE_AND_NAME,
                orientation: common_model.VizOrientation = common_model.VizOrientation.AUTO) -> stat.Panel:
-    """The last value of each column (``fields``: a regex of the columns to show; default all numbers).
-
-    The stat options ``wideLayout`` and ``showPercentChange`` are newer than the SDK's schema (Grafana
-    10.1); IronSight set them to their defaults (true, false), which is what Grafana assumes without
-    them.
-    """
+    """The last value of each column (``fields``: a regex of the columns to show; default all numbers)."""
     return (
         stat.Panel()
         .title(title)
@@ -350,13 +340,20 @@ def stat_panel(title: str, query: str, *, width: int, height: int, description: 
         .graph_mode(common_model.BigValueGraphMode.NONE)
         .justify_mode(common_model.BigValueJustifyMode.AUTO)
         .text_mode(text_mode)
+        .wide_layout(True)
+        .show_percent_change(False)
         .orientation(orientation)
     )
 
 
 def table_panel(title: str, query: str, *, width: int, height: int, description: str = "",
-                columns: common_model.TableFieldOptions | None = None) -> table.Panel:
-    """Rows as they come (the query orders them); ``columns``: options of every column."""
+                filterable: bool = False) -> table.Panel:
+    """Rows as they come (the query orders them); ``filterable``: every column can be filtered by value
+    from its header.
+
+    The footer (hidden) has no ``fields``: the SDK's schema types it as a list of field names, where
+    Grafana saves ``""`` (all numeric fields); hidden, it is not used either way.
+    """
     panel = (
         table.Panel()
         .title(title)
@@ -369,16 +366,11 @@ def table_panel(title: str, query: str, *, width: int, height: int, description:
         .cell_height(common_model.TableCellHeight.SM)
         .footer(common.TableFooterOptions().show(False).reducer(["sum"]).count_rows(False))
     )
-    if columns is not None:
-        # The SDK's table builder (10.1) has no setters for the columns' options: set them on its model.
-        panel.build().field_config.defaults.custom = columns
+    if filterable:
+        panel.align(common_model.FieldTextAlignment.AUTO)
+        panel.cell_options(common_model.TableAutoCellOptions())
+        panel.filterable(True)
     return panel
-
-
-def filterable_columns() -> common_model.TableFieldOptions:
-    """Every column can be filtered by value from its header."""
-    return common_model.TableFieldOptions(align=common_model.FieldTextAlignment.AUTO, filterable=True,
-                                          cell_options=common_model.TableAutoCellOptions())
 
 
 def barchart_panel(title: str, query: str, *, x_field: str, stacking: common_model.StackingMode, width: int,

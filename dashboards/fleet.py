@@ -112,7 +112,7 @@ SELECT equipment_id, state, worst_severity AS "worst alarm", active_alarms AS "a
 FROM fleet
 ORDER BY CASE state WHEN 'in alarm' THEN 0 WHEN 'offline' THEN 1 ELSE 2 END,
          {severity_rank('worst_severity')} NULLS LAST, equipment_id""",
-                           width=24, height=10, columns=blocks.filterable_columns(),
+                           width=24, height=10, filterable=True,
                            description="The fleet register with each machine's latest reading; machines in alarm "
                                        "first.")
         .override_by_name("equipment_id", [props.links(machine_link()), props.display_name("machine")])

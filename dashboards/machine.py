@@ -145,10 +145,10 @@ ORDER BY {severity_rank('f.severity')}, f.started_at DESC, f.id, c.rank""",
                            description="Each open fault with its probable causes, most probable first, the evidence "
                                        "for each, and the remedy steps to walk the customer through. 'remote fix': "
                                        "the cause is usually solved without a visit; otherwise the spare part the "
-                                       "engineer should bring.",
-                           columns=common_model.TableFieldOptions(
-                               align=common_model.FieldTextAlignment.AUTO,
-                               cell_options=blocks.AutoCellOptions(wrap_text=True), inspect=True))
+                                       "engineer should bring.")
+        .align(common_model.FieldTextAlignment.AUTO)
+        .cell_options(common_model.TableAutoCellOptions(wrap_text=True))
+        .inspect(True)
         .override_by_name("since", [props.unit("dateTimeAsIso"), props.width(150)])
         .override_by_name("severity", [props.value_colors(SEVERITY_COLORS), props.color_text(), props.width(80)])
         .override_by_name("rank", [props.width(50)])

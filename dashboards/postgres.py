@@ -79,7 +79,7 @@ class Query(cogbuilder.Builder[SQLQuery]):
 
 
 class SQLAnnotationTarget(dashboard.AnnotationTarget):
-    """An annotation's SQL query. The SDK's schema (Grafana 10.1) types an annotation's target as the
+    """An annotation's SQL query. The SDK's schema (Grafana 11.6) types an annotation's target as the
     built-in Grafana data source's (limit, tags, type) only; a PostgreSQL annotation's target is a
     query of that data source, so this subclass writes the query instead."""
 

@@ -109,7 +109,7 @@ SELECT t.id AS "ticket", t.created_at AS "opened", extract(epoch FROM now() - t.
 FROM tickets t
 JOIN equipment e ON e.id = t.equipment_id
 WHERE {OPEN_TICKET} AND {FILTER}
-ORDER BY {severity_rank('t.priority')}, t.created_at""", width=24, height=12, columns=blocks.filterable_columns(),
+ORDER BY {severity_rank('t.priority')}, t.created_at""", width=24, height=12, filterable=True,
                            description="Every open work order, highest priority and oldest first: the machine, who "
                                        "holds it, the time left to its next limit (negative: overdue), what the "
                                        "diagnosis suggests, and the spare part a visit would need.")

@@ -326,9 +326,9 @@ def _sql_texts(dashboard: dict) -> list[str]:
 @pytest.mark.parametrize("dashboard", render.dashboards(), ids=lambda d: d["uid"])
 def test_panels_use_the_data_source_and_only_variables_that_exist(dashboard):
     defined = [v["name"] for v in dashboard["templating"]["list"]]
-    # Ids are the names: Grafana keys a variable by the id its JSON gives (the SDK's default is one
-    # placeholder for all).
-    assert [v.get("id", v["name"]) for v in dashboard["templating"]["list"]] == defined
+    # No variable carries an id: Grafana keys each by its name (variables sharing an id would
+    # overwrite each other).
+    assert not [v for v in dashboard["templating"]["list"] if "id" in v]
     for text in _texts(dashboard):
         unknown = referenced_variables(text) - set(defined) - BUILT_IN_NAMES
         assert not unknown, f"{unknown} used in {text[:200]!r}"
@@ -337,7 +337,11 @@ def test_panels_use_the_data_source_and_only_variables_that_exist(dashboard):
         if variable["type"] == "query":
             assert variable["datasource"]["uid"] == DATASOURCE_UID
             assert referenced_variables(variable["query"]) - BUILT_IN_NAMES <= set(defined[:index])
-    for annotation in (a for a in dashboard["annotations"]["list"] if not a.get("builtIn")):
+    # Grafana's built-in "Annotations & Alerts" comes first, once; every other annotation reads IronSight.
+    built_in, *annotations = dashboard["annotations"]["list"]
+    assert built_in["builtIn"] == 1 and built_in["datasource"] == {"type": "grafana", "uid": "-- Grafana --"}
+    for annotation in annotations:
+        assert not annotation.get("builtIn")
         assert annotation["datasource"] == {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
