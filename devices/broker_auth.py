@@ -26,6 +26,7 @@ from pathlib import Path
 import psycopg
 
 from core import topics
+from core.positions import position_subscription
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,9 @@ def render(root: str, devices: list[tuple[str, str]], service_hashes: dict[str, 
                 f"topic read {root}/{v}/+/{topics.ACK}",
                 f"topic write {root}/{v}/+/{topics.COMMAND}",
                 f"topic read {root}/{topics.PROVISIONING}/+/request",
-                f"topic write {root}/{topics.PROVISIONING}/+/response", ""]
+                f"topic write {root}/{topics.PROVISIONING}/+/response",
+                # The tracking worker follows the service vans on the same account.
+                f"topic read {position_subscription(root)}", ""]
     for equipment_id, _ in devices:
         acl += [f"user {equipment_id}"]
         acl += [f"topic write {topics.device_topic(root, equipment_id, kind)}" for kind in topics.DEVICE_UPLINK_KINDS]

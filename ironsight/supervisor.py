@@ -43,6 +43,9 @@ STOP_GRACE_S = 10.0
 RESTART_BACKOFF_MAX_S = 30.0
 # The first simulated machines answer remote commands (lock, snapshot …) for a demo through the API.
 DEMO_FULL_CONTROLLERS = 5
+# What ``ironsight run`` starts besides the services: the simulated fleet and service crews. A
+# deployment runs the services only (deploy/docker-compose.yml; a test holds the two together).
+SIMULATORS = ("crew", "sim")
 # New alarms printed per status line at most; the API lists them all.
 ANNOUNCE_MAX_ALARMS = 10
 
@@ -102,24 +105,7 @@ class Supervisor:
                    # Vans drive (and engineers collect parts) `speed` times faster: ETAs are computed so too.
                    "IRONSIGHT_DISPATCH_SPEED_KMH": str(settings.dispatch_speed_kmh * self.speed),
                    "IRONSIGHT_DISPATCH_PICKUP_MIN": str(settings.dispatch_pickup_min / self.speed)}
-            python = [sys.executable, "-m", "ironsight"]
-            self.workers = [
-                Worker("api", [*python, "api", "--port", str(settings.api_port)], logs / "api.log"),
-                Worker("ingest", [*python, "ingest"], logs / "ingest.log"),
-                Worker("devices", [*python, "devices"], logs / "devices.log"),
-                # Each its own process, restarted on its own: the others take over its shards meanwhile.
-                *[Worker(f"diagnostics-{i}", [*python, "diagnostics", "--name", f"diagnostics-{i}"],
-                         logs / f"diagnostics-{i}.log") for i in range(1, self.diagnostics_workers + 1)],
-                Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
-                Worker("sla", [*python, "sla"], logs / "sla.log"),
-                Worker("tracking", [*python, "tracking"], logs / "tracking.log"),
-                Worker("crew", [*python, "crew", "--speed", str(self.speed)], logs / "crew.log"),
-                Worker("sim", [*python, "sim", "--controllers", str(self.controllers),
-                               "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
-                               "--interval", str(self.interval_s),
-                               "--full-controllers", str(min(DEMO_FULL_CONTROLLERS, self.controllers))],
-                       logs / "sim.log"),
-            ]
+            self.workers = self.plan(logs)
             for worker in self.workers:
                 self._start(worker, env)
             base = f"http://{settings.api_host}:{settings.api_port}"
@@ -135,6 +121,28 @@ class Supervisor:
             return 0
         finally:
             self._shutdown()
+
+    def plan(self, logs: Path) -> list[Worker]:
+        """Every process ``ironsight run`` starts: the services of SERVICES, then the simulated world."""
+        python = [sys.executable, "-m", "ironsight"]
+        settings = self.settings
+        return [
+            Worker("api", [*python, "api", "--port", str(settings.api_port)], logs / "api.log"),
+            Worker("ingest", [*python, "ingest"], logs / "ingest.log"),
+            Worker("devices", [*python, "devices"], logs / "devices.log"),
+            # Each its own process, restarted on its own: the others take over its shards meanwhile.
+            *[Worker(f"diagnostics-{i}", [*python, "diagnostics", "--name", f"diagnostics-{i}"],
+                     logs / f"diagnostics-{i}.log") for i in range(1, self.diagnostics_workers + 1)],
+            Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
+            Worker("sla", [*python, "sla"], logs / "sla.log"),
+            Worker("tracking", [*python, "tracking"], logs / "tracking.log"),
+            Worker("crew", [*python, "crew", "--speed", str(self.speed)], logs / "crew.log"),
+            Worker("sim", [*python, "sim", "--controllers", str(self.controllers),
+                           "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
+                           "--interval", str(self.interval_s),
+                           "--full-controllers", str(min(DEMO_FULL_CONTROLLERS, self.controllers))],
+                   logs / "sim.log"),
+        ]
 
     def _credentials(self, data_dir: Path) -> tuple[str, str, Path | None]:
         """The bootstrap admin's password and the alarms worker's key: the configured ones, else ones
