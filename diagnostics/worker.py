@@ -26,7 +26,8 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -156,6 +157,7 @@ class DiagnosticsWorker:
         self.machines: dict[int, set[str]] = defaultdict(set)  # by shard
         self._contexts: dict[str, tuple[float, EquipmentContext]] = {}
         self._backend_pid: int | None = None
+        self._columnar_scan: str | None = None
         self._offline_checked_at = 0.0
         self._round_was_full = False
         self._behind = True
@@ -208,6 +210,7 @@ class DiagnosticsWorker:
         # and every span is looked up once, so caching lookups (memoize) only costs.
         conn.execute("SET work_mem = '64MB'")
         conn.execute("SET enable_memoize = off")
+        self._columnar_scan = _columnar_scan_setting(conn)
         self.leases.join(conn)
         conn.commit()
 
@@ -273,7 +276,7 @@ class DiagnosticsWorker:
             batches = _first_readings(batches, READINGS_PER_ROUND)
             self._round_was_full = fetched == BATCHES_PER_ROUND or len(batches) < fetched
             shards = sorted(self.cursors)
-            with conn.cursor() as cur:
+            with conn.cursor() as cur, _without(conn, self._columnar_scan):
                 # Planned for its arguments each time: a generic plan (psycopg prepares a statement
                 # run often) cannot prune the readings partitions or size the spans, and was
                 # measured 10-40x slower once the readings table grew.
@@ -431,3 +434,30 @@ def _fault_row(equipment_id: str, raised: FaultChange, *, ended_at: datetime | N
     return (equipment_id, raised.fault_code, raised.severity, raised.rule, raised.rule_version, raised.at, ended_at,
             Jsonb(raised.evidence), diagnosis.get("title"), Jsonb(diagnosis), diagnosis.get("remote_resolvable"),
             ended_at is not None)
+
+
+# TimescaleDB's scan of compressed chunks refuses system columns other than tableoid, and a batch's
+# readings are found by xmin. They are never in a chunk's compressed part (an insert into a
+# compressed chunk lands in its uncompressed part until the policy compresses it again, long after
+# diagnostics has read it), so that scan is switched off around that one query. Its name depends
+# on the TimescaleDB release.
+_COLUMNAR_SCAN_SETTINGS = ("timescaledb.enable_columnarscan", "timescaledb.enable_transparent_decompression")
+
+
+def _columnar_scan_setting(conn: psycopg.Connection) -> str | None:
+    row = conn.execute("SELECT name FROM pg_settings WHERE name = ANY(%s) ORDER BY name LIMIT 1",
+                       (list(_COLUMNAR_SCAN_SETTINGS),)).fetchone()
+    return None if row is None else str(row[0])
+
+
+@contextmanager
+def _without(conn: psycopg.Connection, setting: str | None) -> Iterator[None]:
+    """Run the block with ``setting`` off (nothing to do on plain PostgreSQL: ``setting`` is None)."""
+    if setting is None:
+        yield
+        return
+    conn.execute(f"SET LOCAL {setting} = off")
+    try:
+        yield
+    finally:
+        conn.execute(f"SET LOCAL {setting} = on")

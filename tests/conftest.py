@@ -147,3 +147,36 @@ def background() -> Iterator[Background]:
     bg = Background()
     yield bg
     bg.close()
+
+
+# --- TimescaleDB (tests/test_timescaledb.py) ---
+
+TIMESCALEDB_SKIP_REASON = (
+    "IRONSIGHT_TEST_TIMESCALEDB_URL is not set: no TimescaleDB server to try the TimescaleDB path on "
+    "(docs/timescaledb.md says how to start one)")
+
+
+@pytest.fixture(scope="session")
+def new_timescaledb_database() -> Iterator[Callable[[str], str]]:
+    """Databases named for this run on the TimescaleDB server ``IRONSIGHT_TEST_TIMESCALEDB_URL``
+    names, like ``new_database`` on the plain one; all are dropped at the end. Skips without the
+    variable (CI has no TimescaleDB); a server named there that lacks the extension is an error."""
+    server_url = os.environ.get("IRONSIGHT_TEST_TIMESCALEDB_URL")
+    if not server_url:
+        pytest.skip(TIMESCALEDB_SKIP_REASON)
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone():
+            pytest.fail("IRONSIGHT_TEST_TIMESCALEDB_URL names a server without the timescaledb extension")
+    created: list[str] = []
+
+    def create(label: str) -> str:
+        name = f"ironsight_test_{RUN_ID}_tsdb_{label}"
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return database_url_for(server_url, name)
+
+    yield create
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        for name in created:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
