@@ -53,8 +53,10 @@ def _measured(ts: datetime | None, **values: Any) -> dict[str, Any] | None:
 
 def equipment_snapshot(machine: dict[str, Any], totals: dict[str, Any] | None, fuel_last24_pct: float | None,
                        *, oem_name: str, tank_litres: float) -> dict[str, Any]:
-    """One ``Equipment`` element of the snapshot; elements without data are left out, as the standard allows."""
+    """One ``Equipment`` element of the snapshot; elements without data are left out, as the standard allows.
+    The running totals (ingest.queries.usage_totals) carry the time of the newest reading they count."""
     ts = machine["last_ts"]
+    counted = totals["through_ts"] if totals else None
 
     def litres(pct: float) -> float:
         return round(pct / 100.0 * tank_litres, 1)
@@ -65,9 +67,8 @@ def equipment_snapshot(machine: dict[str, Any], totals: dict[str, Any] | None, f
     optional = {
         "Location": _measured(ts, Latitude=machine["lat"], Longitude=machine["lon"]),
         "CumulativeOperatingHours": _measured(ts, Hour=_round(machine["engine_hours"])),
-        "CumulativeIdleHours": _measured(totals and totals["through_ts"],
-                                         Hour=_round(totals["idle_s"] / 3600.0) if totals else None),
-        "FuelUsed": _measured(totals and totals["through_ts"], FuelUnits=FUEL_UNITS,
+        "CumulativeIdleHours": _measured(counted, Hour=_round(totals["idle_s"] / 3600.0) if totals else None),
+        "FuelUsed": _measured(counted, FuelUnits=FUEL_UNITS,
                               FuelConsumed=litres(totals["fuel_used_pct"]) if totals else None),
         "FuelUsedLast24": _measured(ts, FuelUnits=FUEL_UNITS,
                                     FuelConsumed=None if fuel_last24_pct is None else litres(fuel_last24_pct)),
@@ -83,43 +84,11 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 2)
 
 
-def refresh_totals(conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Bring the running totals of these machines up to their newest stored reading and return them.
-
-    Each machine's row is locked while it is caught up, so concurrent snapshots never count a
-    reading twice. Readings that arrive later for a period already counted are not added.
-    """
-    totals: dict[str, dict[str, Any]] = {}
-    for equipment_id in sorted(equipment_ids):
-        with conn.transaction():
-            conn.execute("INSERT INTO usage_totals (equipment_id) VALUES (%s) ON CONFLICT (equipment_id) DO NOTHING",
-                         (equipment_id,))
-            row = conn.execute(
-                "SELECT through_ts, idle_s, fuel_used_pct, last_rpm, last_speed_kmh, last_fuel_pct FROM usage_totals "
-                "WHERE equipment_id = %s FOR UPDATE", (equipment_id,)).fetchone()
-            through, idle_s, fuel_pct, rpm, speed, fuel = row
-            since = through
-            added = queries.usage_since(conn, equipment_id, since,
-                                        {"engine_rpm": rpm, "speed_kmh": speed, "fuel_level_pct": fuel})
-            if added["through_ts"] is not None and (since is None or added["through_ts"] > since):
-                idle_s += added["idle_s"]
-                fuel_pct += added["fuel_used_pct"]
-                through = added["through_ts"]
-                conn.execute(
-                    "UPDATE usage_totals SET through_ts = %s, idle_s = %s, fuel_used_pct = %s, last_rpm = %s, "
-                    "last_speed_kmh = %s, last_fuel_pct = %s, updated_at = now() WHERE equipment_id = %s",
-                    (through, idle_s, fuel_pct, added["last_rpm"], added["last_speed_kmh"], added["last_fuel_pct"],
-                     equipment_id))
-            if since is None and added["through_ts"] is None:
-                continue  # no readings yet: nothing to report
-            totals[equipment_id] = {"through_ts": through, "idle_s": idle_s, "fuel_used_pct": fuel_pct}
-    return totals
-
-
 def fleet_document(conn: psycopg.Connection, machines: list[dict[str, Any]], total: int, page: int, base: str,
                    now: datetime, *, oem_name: str, tank_litres: float) -> dict[str, Any]:
-    ids = [m["id"] for m in machines]
-    totals = refresh_totals(conn, ids)
+    """The snapshot document: a pure read. The running totals are ingest's, kept by the writer as it
+    stores readings (ingest.queries.usage_totals), each through its machine's newest reading."""
+    totals = queries.usage_totals(conn, [m["id"] for m in machines])
     day_ago = now - timedelta(hours=24)
     equipment = [
         equipment_snapshot(m, totals.get(m["id"]),

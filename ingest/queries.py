@@ -10,10 +10,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from core.db import where_equal
+from core.db import one, where_equal
 from core.telemetry import CHANNELS
 from core.vocabulary import ENGINE_ON_RPM, MOVING_KMH, WORKING_RPM
-from ingest.writer import AVERAGED, HAS_POSITION
+from ingest.writer import AVERAGED, HAS_POSITION, USAGE_MAX_GAP_S
 
 _EQUIPMENT = """
 SELECT e.id, e.serial, e.model, e.kind, e.customer, e.site,
@@ -32,7 +32,7 @@ def list_equipment(conn: psycopg.Connection, *, offline_after_s: float, customer
                    limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
     where, params = where_equal(customer=customer)
     with conn.cursor(row_factory=dict_row) as cur:
-        count = cur.execute(f"SELECT count(*) AS n FROM equipment {where}", params).fetchone()["n"]
+        count = one(cur.execute(f"SELECT count(*) AS n FROM equipment {where}", params))["n"]
         rows = cur.execute(
             f"SELECT * FROM ({_EQUIPMENT}) AS q {where} ORDER BY id LIMIT %s OFFSET %s",
             [offline_after_s, *params, limit, offset],
@@ -46,10 +46,10 @@ def get_equipment(conn: psycopg.Connection, equipment_id: str, *, offline_after_
 
 
 def count_online(conn: psycopg.Connection, *, offline_after_s: float) -> int:
-    return conn.execute(
+    return one(conn.execute(
         "SELECT count(*) FROM equipment_state WHERE last_received_at > now() - make_interval(secs => %s)",
         (offline_after_s,),
-    ).fetchone()[0]
+    ))[0]
 
 
 HOUR = timedelta(hours=1)
@@ -94,10 +94,10 @@ def readings(conn: psycopg.Connection, equipment_id: str, start: datetime, end: 
     first_hour = _floor_hour(start) + (HOUR if _floor_hour(start) < start else timedelta(0))
     last_hour = _floor_hour(end)
     if rollups and bucket is not None and bucket % HOUR == timedelta(0) and first_hour < last_hour:
-        params = {"id": equipment_id, "start": start, "end": end, "first_hour": first_hour, "last_hour": last_hour,
-                  "bucket": bucket, "limit": limit}
+        named = {"id": equipment_id, "start": start, "end": end, "first_hour": first_hour, "last_hour": last_hour,
+                 "bucket": bucket, "limit": limit}
         with conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute(_FROM_ROLLUPS, params).fetchall()
+            return cur.execute(_FROM_ROLLUPS, named).fetchall()
     if bucket is None:
         query = sql.SQL(
             "SELECT ts, {channels}, fault_codes FROM readings "
@@ -121,7 +121,7 @@ def readings(conn: psycopg.Connection, equipment_id: str, start: datetime, end: 
 
 
 def readings_stored_total(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT coalesce(sum(readings_stored), 0)::bigint FROM ingest_stats").fetchone()[0]
+    return one(conn.execute("SELECT coalesce(sum(readings_stored), 0)::bigint FROM ingest_stats"))[0]
 
 
 def track(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime,
@@ -140,9 +140,6 @@ def track(conn: psycopg.Connection, equipment_id: str, start: datetime, end: dat
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchall()
 
-
-# A gap between two readings longer than this is a gap in the data, not hours of the state before it.
-USAGE_MAX_GAP_S = 300.0
 
 _DAILY_USAGE = """
 WITH r AS (
@@ -178,10 +175,10 @@ def daily_usage(conn: psycopg.Connection, equipment_id: str, start: datetime, en
 
 def fuel_used_pct(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime) -> float | None:
     """Fuel used in [start, end), in percent of the tank: the sum of the level's drops."""
-    row = conn.execute(
+    row = one(conn.execute(
         "SELECT sum(d) FILTER (WHERE d > 0), count(d) FROM (SELECT fuel_level_pct - lead(fuel_level_pct) "
         "OVER (ORDER BY ts) AS d FROM readings WHERE equipment_id = %s AND ts >= %s AND ts < %s "
-        "AND fuel_level_pct IS NOT NULL) q", (equipment_id, start, end)).fetchone()
+        "AND fuel_level_pct IS NOT NULL) q", (equipment_id, start, end)))
     return None if not row[1] else float(row[0] or 0.0)
 
 
@@ -202,46 +199,16 @@ def last_service_hours(conn: psycopg.Connection, equipment_ids: list[str]) -> di
                              (equipment_ids,)).fetchall())
 
 
-_USAGE_SINCE = """
-WITH seed AS (
-    SELECT %(since)s::timestamptz AS ts, %(rpm)s::real AS engine_rpm, %(speed)s::real AS speed_kmh,
-           %(fuel)s::real AS fuel_level_pct
-    WHERE %(since)s::timestamptz IS NOT NULL
-), r AS (
-    SELECT ts, engine_rpm, speed_kmh, fuel_level_pct FROM seed
-    UNION ALL
-    SELECT ts, engine_rpm, speed_kmh, fuel_level_pct FROM readings
-    WHERE equipment_id = %(id)s AND ts > coalesce(%(since)s::timestamptz, '-infinity')
-      AND (%(until)s::timestamptz IS NULL OR ts <= %(until)s)
-), d AS (
-    SELECT ts, engine_rpm, speed_kmh, fuel_level_pct,
-           CASE WHEN lead(ts) OVER w IS NOT NULL
-                THEN least(extract(epoch FROM lead(ts) OVER w - ts), %(max_gap)s) END AS span_s,
-           fuel_level_pct - lead(fuel_level_pct) OVER w AS fuel_drop,
-           row_number() OVER (ORDER BY ts DESC) AS newest
-    FROM r WINDOW w AS (ORDER BY ts)
-)
-SELECT coalesce(sum(span_s) FILTER (WHERE engine_rpm >= %(on)s AND engine_rpm < %(working)s
-                                    AND coalesce(speed_kmh, 0) < %(moving)s), 0) AS idle_s,
-       coalesce(sum(fuel_drop) FILTER (WHERE fuel_drop > 0), 0) AS fuel_used_pct,
-       max(ts) AS through_ts,
-       (array_agg(engine_rpm) FILTER (WHERE newest = 1))[1] AS last_rpm,
-       (array_agg(speed_kmh) FILTER (WHERE newest = 1))[1] AS last_speed_kmh,
-       (array_agg(fuel_level_pct) FILTER (WHERE newest = 1))[1] AS last_fuel_pct
-FROM d
-"""
-
-
-def usage_since(conn: psycopg.Connection, equipment_id: str, since: datetime | None, last: dict[str, Any],
-                until: datetime | None = None) -> dict[str, Any]:
-    """Idle seconds and fuel used (percent of the tank) from the reading at ``since`` (whose values are
-    ``last``: engine_rpm, speed_kmh, fuel_level_pct) through ``until`` (None: all stored), with the newest
-    reading's values to continue from next time. Same definitions as daily_usage."""
-    params = {"id": equipment_id, "since": since, "until": until, "rpm": last.get("engine_rpm"),
-              "speed": last.get("speed_kmh"), "fuel": last.get("fuel_level_pct"), "max_gap": USAGE_MAX_GAP_S,
-              "on": ENGINE_ON_RPM, "working": WORKING_RPM, "moving": MOVING_KMH}
+def usage_totals(conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each machine's running usage totals as the writer keeps them: idle seconds and fuel used (percent
+    of the tank) over every reading counted, through ``through_ts``, its newest reading. Machines that
+    never reported are left out. Same definitions as daily_usage; a reading that arrived after a newer
+    one of its machine was stored is not counted."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(_USAGE_SINCE, params).fetchone()
+        rows = cur.execute(
+            "SELECT equipment_id, last_ts AS through_ts, idle_s, fuel_used_pct FROM equipment_state "
+            "WHERE equipment_id = ANY(%s)", (equipment_ids,)).fetchall()
+    return {row.pop("equipment_id"): row for row in rows}
 
 
 def readings_page(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime, columns: list[str],
@@ -251,7 +218,7 @@ def readings_page(conn: psycopg.Connection, equipment_id: str, start: datetime, 
         c=sql.Identifier(not_null))
     params = [equipment_id, start, end]
     with conn.cursor(row_factory=dict_row) as cur:
-        count = cur.execute(sql.SQL("SELECT count(*) AS n FROM readings ") + where, params).fetchone()["n"]
+        count = one(cur.execute(sql.SQL("SELECT count(*) AS n FROM readings ") + where, params))["n"]
         rows = cur.execute(
             sql.SQL("SELECT ts, {cols} FROM readings ").format(cols=sql.SQL(", ").join(map(sql.Identifier, columns)))
             + where + sql.SQL(" ORDER BY ts LIMIT %s OFFSET %s"), [*params, limit, offset]).fetchall()

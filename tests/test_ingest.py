@@ -1,8 +1,12 @@
 """Ingest against the real broker and database: good data stored once, bad data dead-lettered."""
 
 import json
+import struct
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
 from core import topics
@@ -39,6 +43,7 @@ def test_bad_payloads_become_dead_letters_and_good_readings_in_between_are_all_s
     topic = topics.telemetry_topic(settings.topic_root, "EX-1")
     now = datetime.now(UTC).replace(microsecond=0)
     future = (now + timedelta(days=2)).isoformat()
+    # (Oversized payloads are the broker's to refuse, message_size_limit: tests/test_hostile_payloads.py.)
     hostile = [
         (topic, b"this is not json", "not_json"),
         (topic, b"\x00\x01\x02\xff", "not_json"),
@@ -53,7 +58,6 @@ def test_bad_payloads_become_dead_letters_and_good_readings_in_between_are_all_s
          "bad_type"),
         (topic, json.dumps({"v": 1, "seq": 1, "readings": [{"ts": now.isoformat(), "engine_rpm": -5}]}).encode(),
          "out_of_range"),
-        (topic, b'{"v":1,"seq":1,"readings":[' + b'{"ts":"x"},' * 30000 + b'{}]}', "payload_too_large"),
         (topics.telemetry_topic(settings.topic_root, "NOBODY-9"), encode_message(1, [reading(now)]),
          "unknown_equipment"),
         (f"{settings.topic_root}/v1/bad id/telemetry", encode_message(1, [reading(now)]), "bad_topic"),
@@ -182,3 +186,182 @@ def test_both_codecs_arrive_through_the_fallback_broker_too(database_url, conn, 
         wait_for(lambda: count(conn, "SELECT count(*) FROM readings") == 2, timeout_s=20, what="both readings")
     finally:
         broker.stop()
+
+
+# --- Running usage totals (idle time, fuel used), kept by the writer in each batch's transaction ---
+
+HOUR0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+
+
+def usage_reading(ts: datetime, rpm: float | None, fuel: float | None, speed: float | None = 0.0) -> Reading:
+    return Reading(ts=ts, engine_rpm=rpm, fuel_level_pct=fuel, speed_kmh=speed)
+
+
+def as_stored(value: float) -> float:
+    """A channel as the readings table keeps it (float4)."""
+    return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def expected_usage(batches: list[list[Reading]]) -> tuple[float, float, datetime]:
+    """docs/iso15143.md, batch by batch in commit order: idle seconds, fuel used (% of the tank) and
+    the newest reading counted. A reading not newer than the newest one stored before its batch is late."""
+    idle = fuel = 0.0
+    last: Reading | None = None
+    for batch in batches:
+        for r in sorted((r for r in batch if last is None or r.ts > last.ts), key=lambda r: r.ts):
+            if last is not None:
+                if last.engine_rpm is not None and 300 <= last.engine_rpm < 1200 and (last.speed_kmh or 0) < 1:
+                    idle += min((r.ts - last.ts).total_seconds(), 300.0)
+                if last.fuel_level_pct is not None and r.fuel_level_pct is not None:
+                    fuel += max(as_stored(last.fuel_level_pct) - as_stored(r.fuel_level_pct), 0.0)
+            last = r
+    assert last is not None
+    return idle, fuel, last.ts
+
+
+def stored_usage(conn, equipment_id: str) -> tuple[float, float, datetime]:
+    from ingest import queries
+
+    totals = queries.usage_totals(conn, [equipment_id])[equipment_id]
+    conn.commit()
+    return totals["idle_s"], totals["fuel_used_pct"], totals["through_ts"]
+
+
+def assert_usage(actual: tuple[float, float, datetime], expected: tuple[float, float, datetime]) -> None:
+    """The same idle seconds and fuel used (to float precision), through the same reading."""
+    assert actual[2] == expected[2]
+    assert actual[:2] == pytest.approx(expected[:2], rel=1e-9, abs=1e-9)
+
+
+def write(writer, equipment_id: str, readings: list[Reading], seq: int) -> None:
+    from ingest.writer import Batch
+
+    writer.write(Batch(messages=1, readings=[(equipment_id, r) for r in readings], last_seq={equipment_id: seq}))
+
+
+def test_usage_totals_are_exact_across_batch_boundaries_and_a_late_reading_is_not_added(conn):
+    from ingest.writer import BatchWriter
+
+    register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme"),
+                              EquipmentRecord("EX-2", "S-2", "EX210", "excavator", "acme")])
+    # A minute apart: idling (800 rpm) for 10 minutes, working (1800 rpm) for 10, at idle speed but
+    # moving (so working) for 5, idling, with a 20-minute gap after the 28th reading; the tank drops
+    # 0.2 % a minute and is refilled once (not subtracted); one reading carries no fuel level.
+    day: list[Reading] = []
+    for i in range(30):
+        rpm = 800.0 if i < 10 else 1800.0 if i < 20 else 800.0
+        speed = 3.0 if 20 <= i < 25 else 0.0
+        fuel = None if i == 12 else 60.0 - 0.2 * i + (30.0 if i >= 15 else 0.0)
+        day.append(usage_reading(HOUR0 + timedelta(minutes=i if i < 28 else i + 20), rpm, fuel, speed))
+    writer = BatchWriter(conn, "usage", datetime.now(UTC))
+    # The same readings in one batch (EX-2) and in four, split anywhere (EX-1): the same totals.
+    write(writer, "EX-2", day, 1)
+    for seq, part in enumerate((day[:1], day[1:11], day[11:12], day[12:]), start=1):
+        write(writer, "EX-1", part, seq)
+    idle, fuel, through = stored_usage(conn, "EX-1")
+    assert_usage((idle, fuel, through), stored_usage(conn, "EX-2"))
+    # Idle: the first ten readings' ten minutes, none while working or moving, then a minute each for
+    # readings 26, 27 and 29, and the gap after reading 28 capped at five minutes.
+    assert idle == pytest.approx((10 + 3 + 5) * 60.0)
+    # Fuel: 29 steps of 0.2 % but for the two next to the reading without a level and the refill.
+    assert fuel == pytest.approx(0.2 * 26, abs=1e-4)
+    assert_usage((idle, fuel, through), expected_usage([day]))
+
+    # A late reading (older than the newest stored) is stored but not added, alone or beside new ones.
+    late = usage_reading(HOUR0 + timedelta(minutes=3, seconds=30), 800.0, 10.0)
+    write(writer, "EX-1", [late], 5)
+    assert stored_usage(conn, "EX-1") == (idle, fuel, through)
+    mixed = [usage_reading(HOUR0 + timedelta(minutes=5, seconds=30), 800.0, 5.0),
+             usage_reading(through + timedelta(minutes=1), 800.0, 42.0),
+             usage_reading(through + timedelta(minutes=2), 800.0, 41.0)]
+    write(writer, "EX-1", mixed, 6)
+    assert_usage(stored_usage(conn, "EX-1"), expected_usage([day, [late], mixed]))
+    # The newest stored reading idled on until the first new one, which idled on until the next.
+    assert stored_usage(conn, "EX-1")[0] == pytest.approx(idle + 2 * 60.0)
+    assert count(conn, "SELECT count(*) FROM readings WHERE equipment_id = 'EX-1'") == len(day) + 4
+
+
+def test_a_redelivered_batch_adds_only_the_readings_it_stores(conn):
+    from ingest.writer import BatchWriter
+
+    register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
+    writer = BatchWriter(conn, "usage", datetime.now(UTC))
+    first = [usage_reading(HOUR0 + timedelta(minutes=i), 800.0, 50.0 - i) for i in range(5)]
+    write(writer, "EX-1", first, 1)
+    # Redelivered with one new reading, which repeats itself inside the batch with another level: the
+    # batch is written with ON CONFLICT, and only the reading stored counts, with its stored values.
+    again = [*first, usage_reading(HOUR0 + timedelta(minutes=5), 800.0, 44.0),
+             usage_reading(HOUR0 + timedelta(minutes=5), 800.0, 30.0)]
+    write(writer, "EX-1", again, 2)
+    stored_fuel = count(conn, "SELECT fuel_level_pct FROM readings WHERE equipment_id = 'EX-1' AND ts = %s",
+                        HOUR0 + timedelta(minutes=5))
+    assert_usage(stored_usage(conn, "EX-1"), (5 * 60.0, 4.0 + (46.0 - stored_fuel), HOUR0 + timedelta(minutes=5)))
+    assert count(conn, "SELECT readings_duplicate FROM ingest_stats WHERE worker = 'usage'") == 6
+
+
+class HeldCommitConnection(psycopg.Connection):
+    """A connection whose commit waits while ``held`` is set: a batch written up to its commit keeps
+    its transaction, and its locks, open."""
+
+    held: threading.Event | None = None
+    reached: threading.Event | None = None
+
+    def commit(self) -> None:
+        if self.held is not None and self.reached is not None and self.held.is_set():
+            self.reached.set()
+            while self.held.is_set():
+                time.sleep(0.01)
+        super().commit()
+
+
+def _waiting_on_a_lock(conn, pid: int) -> bool:
+    return count(conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", pid) == 1
+
+
+@pytest.mark.parametrize("first_readings", [False, True], ids=["stored_machine", "first_readings"])
+def test_concurrent_writers_never_count_a_stretch_twice(database_url, conn, first_readings):
+    """Writer A's batch is written but not yet committed when writer B's batch for the same machine
+    reaches the state: B waits for A's row and continues from A's newest reading, so that B's reading
+    older than it is late. For a machine's first readings B finds no row, meets A's insert, and writes
+    its batch again."""
+    from ingest.writer import BatchWriter
+
+    register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
+    conn.commit()
+    earlier = [] if first_readings else [usage_reading(HOUR0 + timedelta(minutes=i), 800.0, 80.0 - i)
+                                         for i in range(10)]
+    # Each batch in hours of its own, so that B meets A only at the machine's state row.
+    a_batch = [usage_reading(HOUR0 + timedelta(hours=2, minutes=i), 800.0, 60.0 - i) for i in range(10)]
+    b_batch = [usage_reading(HOUR0 + timedelta(hours=1, minutes=30), 800.0, 70.0),  # late once A committed
+               *(usage_reading(HOUR0 + timedelta(hours=3, minutes=i), 800.0, 40.0 - i) for i in range(5))]
+    with HeldCommitConnection.connect(database_url) as conn_a, psycopg.connect(database_url) as conn_b:
+        writer_a = BatchWriter(conn_a, "a", datetime.now(UTC))
+        writer_b = BatchWriter(conn_b, "b", datetime.now(UTC))
+        if earlier:
+            write(writer_a, "EX-1", earlier, 1)
+        conn_a.held, conn_a.reached = threading.Event(), threading.Event()
+        conn_a.held.set()
+        errors: list[BaseException] = []
+
+        def run(writer, readings, seq):
+            try:
+                write(writer, "EX-1", readings, seq)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+
+        thread_a = threading.Thread(target=run, args=(writer_a, a_batch, 2))
+        thread_a.start()
+        assert conn_a.reached.wait(10)
+        thread_b = threading.Thread(target=run, args=(writer_b, b_batch, 3))
+        thread_b.start()
+        wait_for(lambda: _waiting_on_a_lock(conn, conn_b.info.backend_pid), timeout_s=10, what="B waiting for A")
+        conn_a.held.clear()
+        thread_a.join(10)
+        thread_b.join(10)
+        assert not errors
+    assert_usage(stored_usage(conn, "EX-1"), expected_usage([earlier, a_batch, b_batch]))
+    # A's newest reading idled on until B's first new one, the gap capped at five minutes.
+    assert stored_usage(conn, "EX-1")[0] == pytest.approx(
+        ((len(earlier) - 1) * 60.0 + 300.0 if earlier else 0.0) + 9 * 60.0 + 300.0 + 4 * 60.0)
+    assert count(conn, "SELECT count(*) FROM readings WHERE equipment_id = 'EX-1'") == (
+        len(earlier) + len(a_batch) + len(b_batch))

@@ -148,3 +148,99 @@ def test_content_is_negotiated_by_accept(iso):
         "application/json")
     xml_first = client.get("/iso15143/Fleet/1", headers={"Accept": "application/xml, application/json;q=0.9"})
     assert xml_first.headers["content-type"].startswith("application/xml")
+
+
+def table_versions(conn) -> dict[str, str]:
+    """Every table's rows with their physical place and inserting transaction: an insert, a delete or
+    an update, even to the same values, changes them."""
+    tables = [row[0] for row in conn.execute(
+        "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind = 'r'")]
+    versions = {table: conn.execute(
+        f"SELECT md5(coalesce(string_agg(ctid::text || ' ' || xmin::text || ' ' || t::text, '|' ORDER BY ctid), '')) "
+        f"FROM {table} t").fetchone()[0] for table in tables}
+    conn.commit()
+    return versions
+
+
+def test_the_fleet_snapshot_is_a_pure_read(iso, conn):
+    """No table changes however often the snapshot is asked for, and the document is made in a read-only
+    transaction; the running totals' time is the newest reading's."""
+    from api import iso15143
+    from ingest import queries
+
+    server, client, alpha = iso
+    before = table_versions(conn)
+    for accept in ("application/json", "application/xml", "application/json"):
+        assert client.get("/iso15143/Fleet/1", headers={"Accept": accept}).status_code == 200
+    assert table_versions(conn) == before
+
+    machines, total = queries.list_equipment(conn, offline_after_s=60, customer="alpha-corp", limit=100, offset=0)
+    conn.commit()
+    conn.read_only = True
+    try:
+        document = iso15143.fleet_document(conn, machines, total, 1, "http://iso.test/Fleet", datetime.now(UTC),
+                                           oem_name="IronSight", tank_litres=400.0)
+    finally:
+        conn.rollback()
+        conn.read_only = False
+    [machine] = document["Equipment"]
+    assert machine["FuelUsed"]["FuelConsumed"] == pytest.approx(47.6, abs=0.05)
+    newest = conn.execute("SELECT max(ts) FROM readings WHERE equipment_id = 'ALPHA-1'").fetchone()[0]
+    conn.commit()
+    assert machine["CumulativeIdleHours"]["datetime"] == machine["FuelUsed"]["datetime"] == iso15143.stamp(newest)
+
+
+def usage(totals: dict) -> tuple:
+    return totals["through_ts"], [totals["idle_s"], totals["fuel_used_pct"]]
+
+
+def test_an_upgraded_database_keeps_the_totals_it_had_counted(new_database, monkeypatch):
+    """ingest's migration seeds the totals from api's usage_totals (through its newest reading counted)
+    plus the readings stored since; a machine no snapshot had counted yet gets its whole history; api's
+    migration then drops usage_totals."""
+    import api
+    import ingest
+    from core import migrations
+    from core.db import connect
+    from ingest import queries
+    from ironsight.schema import SCHEMA_PACKAGES
+
+    moved = {(ingest.__name__, "0006_usage_totals"), (api.__name__, "0004_drop_usage_totals")}
+    discover_all = migrations.discover
+    monkeypatch.setattr(migrations, "discover", lambda package, *, timescaledb: [
+        m for m in discover_all(package, timescaledb=timescaledb) if (m.package, m.name) not in moved])
+    t0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+    with connect(new_database("iso_upgrade")) as conn:
+        migrations.apply_migrations(conn, SCHEMA_PACKAGES)
+        register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme"),
+                                  EquipmentRecord("EX-2", "S-2", "EX210", "excavator", "acme")])
+        # What the old writer stored: readings a minute apart, idling, the tank dropping 1 % a minute,
+        # and the latest state.
+        for equipment_id, minutes, full in (("EX-1", 10, 50.0), ("EX-2", 5, 20.0)):
+            for i in range(minutes):
+                conn.execute("INSERT INTO readings (equipment_id, ts, engine_rpm, speed_kmh, fuel_level_pct) "
+                             "VALUES (%s, %s, 800, 0, %s)", (equipment_id, t0 + timedelta(minutes=i), full - i))
+            conn.execute("INSERT INTO equipment_state (equipment_id, last_ts, last_received_at, engine_rpm, "
+                         "speed_kmh, fuel_level_pct) VALUES (%s, %s, now(), 800, 0, %s)",
+                         (equipment_id, t0 + timedelta(minutes=minutes - 1), full - minutes + 1))
+        # A snapshot had counted EX-1 through minute 5, with history its readings no longer hold.
+        conn.execute("INSERT INTO usage_totals (equipment_id, through_ts, idle_s, fuel_used_pct, last_rpm, "
+                     "last_speed_kmh, last_fuel_pct) VALUES ('EX-1', %s, 5000, 7.5, 800, 0, 45)",
+                     (t0 + timedelta(minutes=5),))
+        conn.commit()
+
+        monkeypatch.undo()
+        assert migrations.apply_migrations(conn, SCHEMA_PACKAGES) == ["ingest/0006_usage_totals",
+                                                                      "api/0004_drop_usage_totals"]
+        totals = queries.usage_totals(conn, ["EX-1", "EX-2"])
+        assert usage(totals["EX-1"]) == (t0 + timedelta(minutes=9), pytest.approx([5000 + 4 * 60.0, 7.5 + 4.0]))
+        assert usage(totals["EX-2"]) == (t0 + timedelta(minutes=4), pytest.approx([4 * 60.0, 4.0]))
+        assert conn.execute("SELECT to_regclass('usage_totals')").fetchone()[0] is None
+        conn.commit()
+        # The writer continues from there.
+        BatchWriter(conn, "upgraded", datetime.now(UTC)).write(Batch(messages=1, readings=[
+            ("EX-1", Reading(ts=t0 + timedelta(minutes=10), engine_rpm=800.0, speed_kmh=0.0, fuel_level_pct=40.5))],
+            last_seq={"EX-1": 1}))
+        assert usage(queries.usage_totals(conn, ["EX-1"])["EX-1"]) == (
+            t0 + timedelta(minutes=10), pytest.approx([5000 + 5 * 60.0, 7.5 + 4.5]))

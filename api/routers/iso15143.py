@@ -4,15 +4,16 @@ XML by the Accept header, paged by ``Links``. A customer's token sees its own fl
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from api import iso15143
 from api.auth import Reader
 from api.deps import MAX_RANGE, DbConn, SettingsDep, period
-from api.tenancy import ensure_visible
+from api.tenancy import ensure_visible, not_found
 from ingest import queries
 
 router = APIRouter(prefix="/iso15143", tags=["iso15143"])
@@ -22,8 +23,9 @@ XML_TYPES = ("application/xml", "text/xml")
 _DOCUMENT = {"description": "the ISO 15143-3 document", "content": {
     "application/json": {"schema": {"type": "object"}},
     "application/xml": {"schema": {"type": "string"}}}}
-_RESPONSES = {200: _DOCUMENT, 404: {"description": "no such page, or no such equipment (of the caller's)"},
-              406: {"description": "Accept names neither JSON nor XML"}}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _DOCUMENT, 404: {"description": "no such page, or no such equipment (of the caller's)"},
+    406: {"description": "Accept names neither JSON nor XML"}}
 
 Page = Annotated[int, Path(ge=1, le=1_000_000, description="page number, from 1")]
 Element = Literal["Locations", "CumulativeOperatingHours", "FuelRemaining", "EngineCondition", "FaultCodes"]
@@ -63,12 +65,20 @@ def _base(request: Request, path: str) -> str:
     return str(request.base_url).rstrip("/") + path
 
 
+def _read_only(conn: psycopg.Connection) -> None:
+    """The documents are pure reads: the database refuses any write for the rest of the request's
+    transaction (setting read-only is allowed at any point of a transaction)."""
+    conn.execute("SET TRANSACTION READ ONLY")
+
+
 @router.get("/Fleet/{page}", responses=_RESPONSES, response_class=Response)
 def fleet_snapshot(page: Page, caller: Reader, conn: DbConn,
                    settings: SettingsDep, request: Request) -> Response:
     """The fleet snapshot, 100 machines a page: header, location, operating and idle hours, fuel used
-    (total and last 24 h), fuel remaining, engine status."""
+    (total and last 24 h), fuel remaining, engine status. Reads only: the running totals are kept by
+    ingest's writer."""
     wants_xml(request.headers.get("accept"))
+    _read_only(conn)
     offset = (page - 1) * iso15143.PAGE_SIZE
     machines, total = queries.list_equipment(conn, offline_after_s=settings.offline_after_s, customer=caller.scope,
                                              limit=iso15143.PAGE_SIZE, offset=offset)
@@ -88,8 +98,11 @@ def equipment_time_series(equipment_id: str, element: Element, start: datetime, 
     """One machine's readings of one data element in [start, end) (UTC; at most 400 days), 100 a page."""
     wants_xml(request.headers.get("accept"))
     start, end = period(start, end, default=MAX_RANGE)
+    _read_only(conn)
     ensure_visible(conn, caller, "equipment", equipment_id)
     machine = queries.get_equipment(conn, equipment_id, offline_after_s=settings.offline_after_s)
+    if machine is None:
+        raise not_found("equipment", equipment_id)
     base = _base(request, f"/api/v1/iso15143/Fleet/Equipment/ID/{equipment_id}/{element}/"
                           f"{iso15143.stamp(start)}/{iso15143.stamp(end)}")
     document = iso15143.time_series_document(conn, machine, element, start, end, page, base,
