@@ -20,3 +20,12 @@ def test_compose_runs_every_service_the_supervisor_runs():
     run_by_compose = {service["command"][0] for service in compose["services"].values()
                       if service.get("image", "").startswith("ironsight:")} - {"migrate"}
     assert run_by_compose == run_by_supervisor
+
+
+def test_the_image_holds_every_package():
+    import tomllib
+
+    packages = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    copied = {line.split()[1] for line in (DEPLOY / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ") and len(line.split()) == 3}
+    assert {pattern.rstrip("*") for pattern in packages["include"]} <= copied
