@@ -198,8 +198,16 @@ def get_alarm_with_history(conn: psycopg.Connection, alarm_id: int) -> dict[str,
     return alarm
 
 
+def _acting_for(detail: dict[str, Any] | None, on_behalf_of: str | None) -> dict[str, Any] | None:
+    """An operator action's event detail with the person the actor acted for, if any: the actor is the
+    account that did it; ``on_behalf_of`` is whom it says it acted for, kept beside, never instead."""
+    if on_behalf_of is None:
+        return detail
+    return {**(detail or {}), "on_behalf_of": on_behalf_of}
+
+
 def acknowledge(conn: psycopg.Connection, alarm_id: int, actor: str, *, note: str | None = None,
-                now: datetime | None = None) -> tuple[dict[str, Any], bool]:
+                on_behalf_of: str | None = None, now: datetime | None = None) -> tuple[dict[str, Any], bool]:
     """Acknowledge the alarm (active or cleared). Return (alarm, whether this call acknowledged it):
     acknowledging an acknowledged alarm changes nothing and keeps who acknowledged it first."""
     with conn.transaction():
@@ -209,33 +217,36 @@ def acknowledge(conn: psycopg.Connection, alarm_id: int, actor: str, *, note: st
             (now, actor, alarm_id),
         ).fetchone()
         if row:
-            record_event(conn, alarm_id, "acknowledged", actor, at=row[0], detail={"note": note} if note else None)
+            record_event(conn, alarm_id, "acknowledged", actor, at=row[0],
+                         detail=_acting_for({"note": note} if note else None, on_behalf_of))
         return get_alarm(conn, alarm_id), row is not None
 
 
 def add_comment(conn: psycopg.Connection, alarm_id: int, actor: str, text: str,
-                *, now: datetime | None = None) -> dict[str, Any]:
+                *, on_behalf_of: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     with conn.transaction():
         get_alarm(conn, alarm_id)
-        event_id = record_event(conn, alarm_id, "commented", actor, at=now, detail={"text": text})
+        event_id = record_event(conn, alarm_id, "commented", actor, at=now,
+                                detail=_acting_for({"text": text}, on_behalf_of))
         with conn.cursor(row_factory=dict_row) as cur:
             return one(cur.execute("SELECT id, at, kind, actor, detail FROM alarm_events WHERE id = %s",
                                          (event_id,)))
 
 
 def assign(conn: psycopg.Connection, alarm_id: int, actor: str, assignee: str | None,
-           *, now: datetime | None = None) -> dict[str, Any]:
+           *, on_behalf_of: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Set (or with None, remove) the assignee; assigning the current assignee again records nothing."""
     with conn.transaction():
         previous = get_alarm(conn, alarm_id, lock=True)["assignee"]
         if previous != assignee:
             conn.execute("UPDATE alarms SET assignee = %s WHERE id = %s", (assignee, alarm_id))
-            record_event(conn, alarm_id, "assigned", actor, at=now, detail={"assignee": assignee, "previous": previous})
+            record_event(conn, alarm_id, "assigned", actor, at=now,
+                         detail=_acting_for({"assignee": assignee, "previous": previous}, on_behalf_of))
         return get_alarm(conn, alarm_id)
 
 
 def shelve(conn: psycopg.Connection, alarm_id: int, actor: str, minutes: int, *, reason: str | None = None,
-           now: datetime | None = None) -> dict[str, Any]:
+           on_behalf_of: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """Shelve for ``minutes`` from now (shelving a shelved alarm sets a new end)."""
     if not 1 <= minutes <= SHELVE_MAX_MINUTES:
         raise ValueError(f"minutes must be between 1 and {SHELVE_MAX_MINUTES}")
@@ -247,11 +258,13 @@ def shelve(conn: psycopg.Connection, alarm_id: int, actor: str, minutes: int, *,
             (now, minutes, actor, alarm_id),
         ))[0]
         record_event(conn, alarm_id, "shelved", actor, at=now,
-                     detail={"minutes": minutes, "until": until.isoformat(), "reason": reason})
+                     detail=_acting_for({"minutes": minutes, "until": until.isoformat(), "reason": reason},
+                                        on_behalf_of))
         return get_alarm(conn, alarm_id)
 
 
-def unshelve(conn: psycopg.Connection, alarm_id: int, actor: str, *, now: datetime | None = None) -> dict[str, Any]:
+def unshelve(conn: psycopg.Connection, alarm_id: int, actor: str, *, on_behalf_of: str | None = None,
+             now: datetime | None = None) -> dict[str, Any]:
     """Unshelve before the period ends; an alarm that is not shelved is left as it is."""
     with conn.transaction():
         get_alarm(conn, alarm_id, lock=True)
@@ -261,7 +274,7 @@ def unshelve(conn: psycopg.Connection, alarm_id: int, actor: str, *, now: dateti
             (alarm_id, now),
         ).fetchone()
         if row:
-            record_event(conn, alarm_id, "unshelved", actor, at=now, detail={"early": True})
+            record_event(conn, alarm_id, "unshelved", actor, at=now, detail=_acting_for({"early": True}, on_behalf_of))
         return get_alarm(conn, alarm_id)
 
 

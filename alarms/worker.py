@@ -26,7 +26,7 @@ from alarms.escalation import deliver_escalations, schedule_escalations
 from alarms.lifecycle import SYSTEM_ACTOR, clear_alarm, raise_or_reopen, record_event, unshelve_expired
 from alarms.policy import AlarmPolicy
 from alarms.tickets_client import TicketRequest, TicketsClient
-from core import outbox
+from core import metrics, outbox
 from core.db import poll_until_stopped
 from core.shards import SHARD_COUNT, ShardLeases
 
@@ -44,7 +44,7 @@ REBALANCE_EVERY_S = 1.0
 TIMERS_SHARD = 0
 
 _FAULTS = f"""
-SELECT id, equipment_id, fault_code, severity, equipment_shard(equipment_id, {SHARD_COUNT})
+SELECT id, equipment_id, fault_code, severity, equipment_shard(equipment_id, {SHARD_COUNT}), created_at
 FROM faults WHERE id = ANY(%s)
 """
 
@@ -79,6 +79,7 @@ class AlarmsWorker:
         self.policy = policy
         self.webhook = httpx.Client(timeout=10.0)
         self.leases = ShardLeases(CONSUMER)
+        self.metrics = metrics.AlarmsMetrics(CONSUMER, self.leases)
         self.cursors: dict[int, tuple[str, int]] = {}
         self._backend_pid: int | None = None
         self._rebalanced_at = 0.0
@@ -147,11 +148,12 @@ class AlarmsWorker:
             events = outbox.fetch_after(conn, "fault_events", oldest, limit=EVENTS_PER_ROUND,
                                         columns=("kind", "at", "fault_id"))
             if not events:
+                self.metrics.caught_up()
                 return 0
             faults = {row[0]: row[1:] for row in conn.execute(_FAULTS, ([e["fault_id"] for e in events],))}
             for event in events:
                 kind, at, fault_id = event["kind"], event["at"], event["fault_id"]
-                equipment_id, fault_code, severity, shard = faults[fault_id]
+                equipment_id, fault_code, severity, shard, _ = faults[fault_id]
                 cursor = self.cursors.get(shard)
                 if cursor is None or outbox.cursor_key((event["cursor_xid"], event["id"])) <= outbox.cursor_key(cursor):
                     continue  # another worker's machine, or one this shard has already seen
@@ -159,15 +161,19 @@ class AlarmsWorker:
                     result = raise_or_reopen(conn, equipment_id, fault_code, severity, at, fault_id,
                                              flap_window_s=self.policy.flap_window_s,
                                              flap_threshold=self.policy.flap_threshold)
+                    self.metrics.alarm(result.outcome)
                     if result.outcome != "occurrence":
                         log.info("alarm %d %s: %s on %s (%s)%s", result.alarm_id, result.outcome, fault_code,
                                  equipment_id, severity, " — flapping" if result.flapping else "")
                 else:
                     alarm_id = clear_alarm(conn, equipment_id, fault_code, at)
                     if alarm_id:
+                        self.metrics.alarm("cleared")
                         log.info("alarm %d cleared: %s on %s", alarm_id, fault_code, equipment_id)
             last = (events[-1]["cursor_xid"], events[-1]["id"])
             outbox.save_cursors(conn, CONSUMER, outbox.advance(self.cursors, last), last)
+            # The last event's fault was stored (raised) or cleared (reading time) at least this long ago.
+            self.metrics.consumed_up_to(max(faults[events[-1]["fault_id"]][4], events[-1]["at"]))
         return len(events)
 
     def open_pending_tickets(self, conn: psycopg.Connection) -> int:
@@ -188,9 +194,12 @@ class AlarmsWorker:
             request = TicketRequest(alarm_id, equipment_id, fault_code, severity,
                                     title=f"{title or fault_code} on {equipment_id}",
                                     description=describe(diagnosis), diagnosis=diagnosis)
+            if attempts:
+                self.metrics.ticket_retries.inc()
             try:
                 ticket_id = self.tickets.open_ticket(request)
             except httpx.HTTPError as exc:
+                self.metrics.ticket("failed")
                 backoff_s = min(2.0 ** attempts, TICKET_RETRY_MAX_S)
                 log.warning("opening a ticket for alarm %d failed (%s); retry in %.0fs", alarm_id, exc, backoff_s)
                 with conn.transaction():
@@ -210,6 +219,7 @@ class AlarmsWorker:
                 if not conn.execute("SELECT 1 FROM alarm_events WHERE alarm_id = %s AND kind = 'ticket_opened' "
                                     "AND detail ->> 'ticket_id' = %s", (alarm_id, str(ticket_id))).fetchone():
                     record_event(conn, alarm_id, "ticket_opened", SYSTEM_ACTOR, detail={"ticket_id": ticket_id})
+            self.metrics.ticket("opened")
             log.info("alarm %d opened ticket %d", alarm_id, ticket_id)
             opened += 1
         return opened

@@ -33,6 +33,11 @@ def current_principal(request: Request, conn: DbConn, token: str | None = Depend
     if principal is None:
         raise _unauthorized("invalid, expired or revoked token")
     request.state.principal = principal
+    # From now on the rate limit charges this token's requests to its account (api.limits.RateLimit).
+    owners = getattr(request.app.state, "token_owners", None)
+    authorization = request.headers.get("authorization")
+    if owners is not None and authorization is not None:
+        owners.remember(authorization, principal.user_id)
     return principal
 
 

@@ -1,12 +1,15 @@
 """Every error answer has one JSON shape: ``{"detail": message, "status": code}``, plus ``errors``
 (each with ``loc``, ``msg``, ``type``) when the request did not validate.
 
-The rejected input is never echoed back: it may be a password.
+The rejected input is never echoed back: it may be a password. Nor is what the database said about
+it: a database error is answered with a generic message and a request id (also in ``X-Request-ID``),
+and logged under that id with the database's own text.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 import psycopg
@@ -56,11 +59,43 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return error_response(422, summary or "invalid request", errors=issues)
 
 
+def request_id() -> str:
+    """A short random id tying an error answer to its log line."""
+    return secrets.token_hex(6)
+
+
+def _db_error(request: Request, exc: psycopg.Error, status: int, message: str,
+              level: int = logging.WARNING) -> JSONResponse:
+    rid = request_id()
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    log.log(level, "request %s: %s %s: database %s (sqlstate %s): %s", rid, request.method, request.url.path,
+            type(exc).__name__, getattr(exc, "sqlstate", None), first_line[:500])
+    return error_response(status, f"{message} (request id {rid})", headers={"X-Request-ID": rid})
+
+
 async def _bad_value(request: Request, exc: psycopg.DataError) -> JSONResponse:
     # Input the models let through but the database cannot hold or compare (a NUL character in a
-    # text, a number beyond bigint): the caller's mistake, so 422, with PostgreSQL's first line.
-    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return error_response(422, f"invalid value: {first_line}")
+    # text, a number beyond bigint): the caller's mistake, so 422; what exactly is logged, not sent.
+    return _db_error(request, exc, 422, "invalid value: the database cannot store or compare a value of this request",
+                     logging.INFO)
+
+
+async def _conflict(request: Request, exc: psycopg.IntegrityError) -> JSONResponse:
+    # A constraint the route did not check first (usually a race with another request).
+    return _db_error(request, exc, 409, "the request conflicts with the stored data; reload and try again")
+
+
+async def _unavailable(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+    # The database is gone, restarting, overloaded or cancelled the statement (and pool timeouts).
+    response = _db_error(request, exc, 503, "the database is unavailable; try again shortly")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+async def _database(request: Request, exc: psycopg.Error) -> JSONResponse:
+    rid = request_id()
+    log.error("request %s: %s %s: database error", rid, request.method, request.url.path, exc_info=exc)
+    return error_response(500, f"internal error (request id {rid})", headers={"X-Request-ID": rid})
 
 
 async def _out_of_range(request: Request, exc: OverflowError) -> JSONResponse:
@@ -69,8 +104,9 @@ async def _out_of_range(request: Request, exc: OverflowError) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal error")
+    rid = request_id()
+    log.error("request %s: unexpected error on %s %s", rid, request.method, request.url.path, exc_info=exc)
+    return error_response(500, f"internal error (request id {rid})", headers={"X-Request-ID": rid})
 
 
 def install(app: FastAPI) -> None:
@@ -79,6 +115,9 @@ def install(app: FastAPI) -> None:
     app.exception_handler(StarletteHTTPException)(_http_error)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(psycopg.DataError)(_bad_value)
+    app.exception_handler(psycopg.IntegrityError)(_conflict)
+    app.exception_handler(psycopg.OperationalError)(_unavailable)
+    app.exception_handler(psycopg.Error)(_database)
     app.exception_handler(OverflowError)(_out_of_range)
     app.exception_handler(Exception)(_unexpected)
 

@@ -1,4 +1,5 @@
-"""ASGI middleware: security headers, a request body cap, and rate limiting per token.
+"""ASGI middleware: security headers, a request body cap, the client's address behind trusted proxies,
+and rate limiting per account (per client address for requests that are not signed in).
 
 They are plain ASGI (not ``BaseHTTPMiddleware``) so that streamed responses stay streamed.
 """
@@ -6,10 +7,11 @@ They are plain ASGI (not ``BaseHTTPMiddleware``) so that streamed responses stay
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -67,6 +69,10 @@ class SecurityHeaders:
 
 
 class BodySizeLimit:
+    """413 for a body over ``max_bytes``: at once when Content-Length says so, else (a chunked body) as
+    soon as that many bytes arrived. The application is then told the client went away, and whatever
+    it answers to that is dropped: the client gets the 413."""
+
     def __init__(self, app: App, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -88,40 +94,165 @@ class BodySizeLimit:
                 await _send_error(send, 413, too_large)
                 return
         received = 0
+        refused = False
+        started = False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge
+                    refused = True
+                    if not started:
+                        await _send_error(send, 413, too_large)
+                    # Not an exception: the framework would turn it into its own 400 for an unreadable body.
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counted, guarded)
+
+
+# ---- the client's address ------------------------------------------------------------------------------
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str | Iterable[str]) -> tuple[Network, ...]:
+    """Addresses or networks, comma-separated (``10.0.0.5, 10.1.0.0/16, ::1``); ValueError for anything else."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    networks = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
         try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            await _send_error(send, 413, too_large)
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {item!r}") from None
+    return tuple(networks)
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address of one X-Forwarded-For hop (``1.2.3.4``, ``1.2.3.4:5678``, ``[::1]:5678``, ``::1``)."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:text.find("]")] if "]" in text else text[1:]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+class TrustedProxies:
+    """Which peers may say, in X-Forwarded-For, whom they forward for."""
+
+    def __init__(self, networks: Iterable[Network]) -> None:
+        self.networks = tuple(networks)
+
+    def trusts(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        if address is None or not self.networks:
+            return False
+        ip = _address(address) if isinstance(address, str) else address
+        return ip is not None and any(ip in network for network in self.networks)
+
+    def client_of(self, peer: str, forwarded_for: Sequence[bytes]) -> str:
+        """The client's address: the peer's own, unless the peer is a trusted proxy; then the nearest
+        hop of X-Forwarded-For that is not a trusted proxy (each proxy appends the address it saw, so
+        hops further left are whatever the client wrote and are never believed)."""
+        if not self.trusts(peer) or not forwarded_for:
+            return peer
+        hops = [hop for value in forwarded_for for hop in value.decode("latin-1").split(",") if hop.strip()]
+        for hop in reversed(hops):
+            address = _address(hop)
+            if address is None:
+                return peer  # a proxy we trust wrote garbage: believe only what we saw
+            if not self.trusts(address):
+                return str(address)
+        return peer
+
+
+class ProxyHeaders:
+    """Behind trusted proxies, take the client's address (and scheme) from X-Forwarded-For (and
+    X-Forwarded-Proto); from any other peer, ignore both. With no trusted proxies (the default)
+    the address is the TCP peer's, which the client cannot choose."""
+
+    def __init__(self, app: App, *, proxies: TrustedProxies) -> None:
+        self.app = app
+        self.proxies = proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            peer = client[0] if client else None
+            if peer is not None and self.proxies.trusts(peer):
+                headers = scope.get("headers", [])
+                forwarded = [value for name, value in headers if name == b"x-forwarded-for"]
+                address = self.proxies.client_of(peer, forwarded)
+                if address != peer:
+                    scope["client"] = (address, 0)
+                proto = next((value for name, value in headers if name == b"x-forwarded-proto"), None)
+                if proto is not None and proto.decode("latin-1").strip() in ("http", "https"):
+                    scope["scheme"] = proto.decode("latin-1").strip()
+        await self.app(scope, receive, send)
+
+
+class TokenOwners:
+    """Which account a bearer token belongs to, learnt when the token authenticated (api.auth), so that
+    the rate limit charges a signed-in caller's requests to its account. Only digests are kept; a
+    token that never authenticated is unknown, and its requests count against the client address."""
+
+    def __init__(self, *, idle_s: float = BUCKET_IDLE_S, prune_at: int = BUCKETS_PRUNE_AT) -> None:
+        self.idle_s = idle_s
+        self.prune_at = prune_at
+        self.owners: dict[str, tuple[int, float]] = {}
+
+    @staticmethod
+    def digest(authorization: bytes | str) -> str:
+        value = authorization.encode("latin-1") if isinstance(authorization, str) else authorization
+        return hashlib.sha256(value).hexdigest()
+
+    def remember(self, authorization: bytes | str, user_id: int) -> None:
+        now = time.monotonic()
+        if len(self.owners) >= self.prune_at:
+            self.owners = {k: v for k, v in self.owners.items() if now - v[1] < self.idle_s}
+        self.owners[self.digest(authorization)] = (user_id, now)
+
+    def owner(self, authorization: bytes) -> int | None:
+        known = self.owners.get(self.digest(authorization))
+        return known[0] if known is not None else None
 
 
 class RateLimit:
-    """A token bucket per bearer token (per client address for requests without one)."""
+    """A token bucket per account for requests whose token authenticated before, and per client
+    address for every other request (no token, or one never seen to be valid): a made-up
+    Authorization header or X-Forwarded-For header never earns a fresh bucket."""
 
-    def __init__(self, app: App, *, per_min: float, burst: int) -> None:
+    def __init__(self, app: App, *, per_min: float, burst: int, owners: TokenOwners | None = None) -> None:
         self.app = app
         self.rate_per_s = per_min / 60.0
         self.burst = float(burst)
         self.buckets: dict[str, tuple[float, float]] = {}
+        self.owners = owners or TokenOwners()
 
     def _key(self, scope: Scope) -> str:
         for name, value in scope.get("headers", []):
             if name == b"authorization":
-                # Only a digest is kept in memory, never the token itself.
-                return "t:" + hashlib.sha256(value).hexdigest()
+                owner = self.owners.owner(value)
+                if owner is not None:
+                    return f"u:{owner}"
+                break
         client = scope.get("client")
         return "a:" + (client[0] if client else "?")
 

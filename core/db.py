@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from core import metrics
+
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAY_MIN_S = 0.5
@@ -94,6 +96,7 @@ def poll_until_stopped(database_url: str, name: str, round_: Callable[[psycopg.C
                 if on_stop is not None:
                     on_stop(conn)
         except psycopg.OperationalError as exc:
+            metrics.db_connection_error(name)
             log.warning("%s lost the database (%s); retrying in %.1fs", name, exc, delay)
             stop.wait(delay)
             delay = min(delay * 2, RECONNECT_DELAY_MAX_S)

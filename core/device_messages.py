@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
+import orjson
+
 from core.errors import InvalidTelemetry
+from core.inbound import check_json_payload, is_version
 from core.topics import EQUIPMENT_ID_PATTERN
 
 MESSAGE_VERSION = 1
@@ -45,21 +48,20 @@ def _parse_ts(raw: Any, what: str) -> datetime:
 
 
 def _load(payload: bytes) -> dict[str, Any]:
-    if len(payload) > MAX_DEVICE_MESSAGE_BYTES:
-        raise InvalidTelemetry("payload_too_large", f"{len(payload)} bytes")
+    """The message's JSON object. Size and nesting depth are refused before parsing
+    (``payload_too_large``, ``too_deep``): the standard library's parser, which this used, raised
+    RecursionError on a few KB of brackets, which no caller expected. orjson reads strict JSON only
+    (UTF-8; no NaN or Infinity; no lone surrogate in a string)."""
+    check_json_payload(payload, max_bytes=MAX_DEVICE_MESSAGE_BYTES)
     try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
         raise InvalidTelemetry("not_json", str(exc)[:200]) from None
     if not isinstance(data, dict):
         raise InvalidTelemetry("not_an_object", type(data).__name__)
-    if data.get("v") != MESSAGE_VERSION or isinstance(data.get("v"), bool):
+    if not is_version(data.get("v"), MESSAGE_VERSION):
         raise InvalidTelemetry("unsupported_version", repr(data.get("v"))[:40])
     return data
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _dump(data: dict[str, Any]) -> bytes:
@@ -74,8 +76,8 @@ def _text(data: dict[str, Any], key: str, *, required: bool = False) -> str | No
     value = data.get(key)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_TEXT_CHARS:
-        raise InvalidTelemetry("bad_field", f"{key} must be a string of 1-{MAX_TEXT_CHARS} characters")
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT_CHARS or "\x00" in value:
+        raise InvalidTelemetry("bad_field", f"{key} must be a string of 1-{MAX_TEXT_CHARS} characters, without NUL")
     return value
 
 

@@ -28,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from core import metrics
 from core.inbound import BadInputLog, InboundMessage
 from core.paho_fast import new_client
 
@@ -117,6 +118,7 @@ class Session:
         on_published: PublishHandler | None = None,
         will: Will | None = None,
         max_inflight: int | None = None,
+        metrics_label: str | None = None,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -126,8 +128,12 @@ class Session:
         self.ready = threading.Event()
         self.refused = threading.Event()  # the broker refused the last connection attempt
         self.connect_failures = 0
-        self.dropped = BadInputLog(log, f"{name}: dropped")
-        self.handler_errors = BadInputLog(log, f"{name}: message handler failed")
+        # With ``metrics_label`` (a worker's own sessions; never one per controller): core.metrics counts.
+        self._metrics = (metrics.SessionMetrics(metrics_label, self.inbox.qsize, self.ready.is_set)
+                         if metrics_label else None)
+        self.dropped = BadInputLog(log, f"{name}: dropped", on_record=self._metrics.dropped if self._metrics else None)
+        self.handler_errors = BadInputLog(log, f"{name}: message handler failed",
+                                          on_record=self._metrics.handler_errors if self._metrics else None)
         self._subscriptions: list[str] = list(subscriptions)
         self._on_message_handler = on_message
         self._on_ready = on_ready
@@ -148,11 +154,13 @@ class Session:
         if on_published is not None:
             self._client.on_publish = self._on_publish
         self._pending_subscribe: int | None = None
+        self._stopping = False
 
     # --- lifecycle (the owner's thread) ---
 
     def start(self) -> Session:
         """Connect in the background and run paho's network thread; it reconnects by itself."""
+        self._stopping = False
         if self.address.username:
             self._client.username_pw_set(self.address.username, self.address.password)
         properties = Properties(PacketTypes.CONNECT)
@@ -168,6 +176,7 @@ class Session:
 
     def stop(self) -> None:
         """Disconnect cleanly (the broker discards the will) and end the network thread."""
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self.ready.clear()
@@ -231,9 +240,13 @@ class Session:
         if reason_code.is_failure:
             self.connect_failures += 1
             self.refused.set()
+            if self._metrics:
+                self._metrics.refusals.inc()
             log.error("%s: broker %s refused the connection: %s", self.name, self.address.url, reason_code)
             return
         self.refused.clear()
+        if self._metrics:
+            self._metrics.connects.inc()
         with self._lock:
             subscriptions = list(self._subscriptions)
         log.info("%s connected to %s (session present: %s)", self.name, self.address.url, flags.session_present)
@@ -264,7 +277,9 @@ class Session:
                        reason_code: ReasonCode, properties: Properties | None) -> None:
         was_ready = self.ready.is_set()
         self.ready.clear()
-        if was_ready:
+        if self._metrics:
+            self._metrics.disconnects.inc()
+        if was_ready and not self._stopping:
             log.warning("%s disconnected from %s: %s", self.name, self.address.url, reason_code)
 
     def _on_paho_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeGuard
 
+import orjson
+
 from core.errors import InvalidTelemetry
+from core.inbound import check_json_payload, is_version
 from core.telemetry import format_ts, parse_ts
 from core.topics import EQUIPMENT_ID_PATTERN, PROTOCOL_VERSION
 
@@ -53,13 +56,14 @@ def encode_position(position: Position) -> bytes:
 
 
 def decode_position(payload: bytes, *, now: datetime, future_tolerance_s: float) -> Position:
-    if len(payload) > MAX_POSITION_BYTES:
-        raise InvalidTelemetry("payload_too_large", f"{len(payload)} bytes")
+    # Size and nesting depth before parsing (core.inbound.check_json_payload); then strict JSON
+    # (orjson: UTF-8 only, no NaN or Infinity, no lone surrogates).
+    check_json_payload(payload, max_bytes=MAX_POSITION_BYTES)
     try:
-        body = json.loads(payload)
-    except (ValueError, RecursionError):
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
         raise InvalidTelemetry("bad_json", payload[:50].decode("utf-8", "replace")) from None
-    if not isinstance(body, dict) or body.get("v") != 1:
+    if not isinstance(body, dict) or not is_version(body.get("v"), 1):
         raise InvalidTelemetry("bad_version", repr(body)[:50])
     ts = parse_ts(body.get("ts"), now + timedelta(seconds=future_tolerance_s))
     lat, lon, speed = body.get("lat"), body.get("lon"), body.get("speed_kmh")

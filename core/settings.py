@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     command_timeout_s: float = 60.0
     command_tick_s: float = 0.5
 
+    # Dead letters (refused device input) are deleted once older than this many days (0: kept forever), by
+    # the ingest workers in small batches every dead_letter_purge_every_s (ingest.dead_letters).
+    dead_letter_retention_days: float = 14.0
+    dead_letter_purge_every_s: float = 600.0
+
     # Broker security (Mosquitto): where the devices worker writes the password and ACL files
     # generated from the device registry (unset: not managed), the broker's pid file to signal it
     # to reload them, and the passwords of IronSight's own accounts (unset: account not granted).
@@ -73,6 +78,9 @@ class Settings(BaseSettings):
     # Whether a controller whose serial nobody pre-registered may register itself (as a machine of its
     # own, customer "unassigned", for an administrator to complete); off: only pre-registered serials.
     provisioning_open: bool = False
+    # `ironsight run` only: let its embedded broker accept anonymous clients, with no password or ACL
+    # (`--insecure-broker`). Off: every client authenticates and is confined to its own topics.
+    insecure_broker: bool = False
 
     # Bootstrap accounts, created by the API at start when missing. Unset means none: there is no default
     # password. The alarms worker sends alarms_api_key; the API registers it for the service account.
@@ -89,11 +97,26 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 120
     # Request bodies larger than this are refused with 413 before they are read.
     max_body_bytes: int = 1_048_576
+    # Credential hardening (api.accounts, api.limits; docs/api.md). Logins per username: after
+    # login_failures_before_lockout failures in a row the username is locked for login_lockout_s, doubled
+    # with each further failure up to login_lockout_max_s; a successful login clears it. Proxies whose
+    # X-Forwarded-For is believed (addresses or networks, comma-separated; none by default). Active API
+    # keys one account may hold.
+    login_failures_before_lockout: int = 5
+    login_lockout_s: float = 30.0
+    login_lockout_max_s: float = 900.0
+    trusted_proxies: str = ""
+    api_keys_per_user_max: int = 20
 
     # ISO 15143-3 documents: the OEM name in every equipment header, and the tank size that turns the
     # reported fuel level (percent) into the litres the standard counts in.
     iso_oem_name: str = "IronSight"
     fuel_tank_litres: float = 400.0
+
+    # Prometheus metrics of a worker process (core.metrics): served on this port of metrics_host; unset or 0:
+    # none. `ironsight run` gives each service its own port from this base (9400 when unset; 0: none).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     log_level: str = "INFO"
 

@@ -39,6 +39,12 @@ def _lock_space(consumer: str, purpose: str) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
+def lock_class(consumer: str, purpose: str) -> int:
+    """``pg_locks.classid`` (as a signed integer) of ``consumer``'s advisory locks: ``member`` (one per
+    live member) or ``shard`` (one per owned shard); ``objid`` is the pid or the shard. Monitoring reads them."""
+    return _lock_space(consumer, purpose)
+
+
 class ShardLeases:
     """The shards this session owns for ``consumer``, and the moves towards its fair share.
 

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, TypeGuard
 import orjson
 
 from core.errors import InvalidTelemetry
+from core.inbound import check_json_payload, is_version
 
 MESSAGE_VERSION = 1
 # A store-and-forward upload after a long GPRS outage is split by the controller into messages
@@ -115,23 +116,27 @@ def _reject_nan_constant(name: str) -> float:
 def _parse_json(payload: bytes) -> Any:
     """orjson first: several times faster on these small documents. What it refuses is read again
     by the standard library, which decides: a number too large for a double, which orjson refuses
-    outright, is then one out-of-range reading and the message's other readings are kept."""
+    outright, is then one out-of-range reading and the message's other readings are kept. The
+    standard library gets text decoded as UTF-8: given bytes, it would also read UTF-16 and UTF-32,
+    which the depth check (on the raw bytes) does not see through."""
     try:
         return orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return json.loads(payload, parse_constant=_reject_nan_constant)
+        return json.loads(payload.decode("utf-8"), parse_constant=_reject_nan_constant)
 
 
 def decode_message(payload: bytes, *, now: datetime, future_tolerance_s: float) -> DecodedMessage:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise InvalidTelemetry("payload_too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    # Size and nesting depth before any parser sees it (core.inbound.check_json_payload).
+    check_json_payload(payload, max_bytes=MAX_PAYLOAD_BYTES)
     try:
         body = _parse_json(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
+    except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidTelemetry("not_json", str(exc)[:200] or type(exc).__name__) from None
+    except RecursionError:  # cannot happen after the depth check; kept as the last line of defence
+        raise InvalidTelemetry("too_deep", "nesting beyond the interpreter's recursion limit") from None
     if not isinstance(body, dict):
         raise InvalidTelemetry("not_an_object", type(body).__name__)
-    if body.get("v") != MESSAGE_VERSION:
+    if not is_version(body.get("v"), MESSAGE_VERSION):
         raise InvalidTelemetry("unsupported_version", repr(body.get("v"))[:50])
     seq = body.get("seq")
     if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
@@ -209,10 +214,17 @@ def _raise_for_first_bad_value(values: list[float | None]) -> None:
 
 def check_time(ts: datetime, latest_allowed: datetime) -> datetime:
     if ts > latest_allowed:
-        raise InvalidTelemetry("ts_in_future", format_ts(ts))
+        raise InvalidTelemetry("ts_in_future", _describe(ts))
     if ts < EARLIEST_VALID_TS:
-        raise InvalidTelemetry("ts_too_old", format_ts(ts))
+        raise InvalidTelemetry("ts_too_old", _describe(ts))
     return ts
+
+
+def _describe(ts: datetime) -> str:
+    try:
+        return format_ts(ts)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is after the last instant UTC can write
+        return ts.isoformat()
 
 
 def parse_ts(raw_ts: Any, latest_allowed: datetime) -> datetime:

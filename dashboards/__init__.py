@@ -1,4 +1,5 @@
-"""Grafana dashboards as code: fleet overview, machine drill-down, alarm console, work orders.
+"""Grafana dashboards as code: fleet overview, machine drill-down, alarm console, work orders, and
+IronSight's own health.
 
 Typed Python on grafana-foundation-sdk, Grafana's dashboard builders (dashboards.blocks holds
 IronSight's shared pieces), rendered to deterministic JSON in dashboards/json/ for Grafana's file

@@ -12,6 +12,7 @@ FLEET_UID = "ironsight-fleet"
 MACHINE_UID = "ironsight-machine"
 ALARMS_UID = "ironsight-alarms"
 WORK_ORDERS_UID = "ironsight-work-orders"
+HEALTH_UID = "ironsight-health"
 
 DEFAULT_API_URL = "http://localhost:8000"
 

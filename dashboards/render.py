@@ -12,15 +12,15 @@ from pathlib import Path
 
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from dashboards import alarm_console, fleet, machine, work_orders
+from dashboards import alarm_console, fleet, health, machine, work_orders
 from dashboards.blocks import to_json
 from dashboards.constants import Json
 
 JSON_DIR = Path(__file__).parent / "json"
 
-# In the order a dispatcher meets them.
+# In the order a dispatcher meets them; then IronSight's own health, for whoever runs it.
 BUILDERS: tuple[Callable[[], Dashboard], ...] = (
-    fleet.dashboard, machine.dashboard, alarm_console.dashboard, work_orders.dashboard)
+    fleet.dashboard, machine.dashboard, alarm_console.dashboard, work_orders.dashboard, health.dashboard)
 
 
 def dashboards() -> list[Json]:

@@ -4,16 +4,23 @@ a retained status with a last will, telemetry at its reporting interval, and rem
 Commands are executed once per id: a repeated command (redelivered, or sent again after a
 reconnect) is answered with the first answer again and not executed a second time. A locked
 machine's engine stops (RPM 0) and cannot start until it is unlocked. ``provision`` is the first
-contact of a new controller: it asks with the shared provisioning credential for its own.
+contact of a new controller: it asks with the shared provisioning credential for its own, which a
+controller keeps in non-volatile memory (``CredentialStore``: a file readable by its owner only).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import threading
+import time
 from collections import Counter, OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from core import mqtt, topics
 from core.device_messages import (
@@ -94,6 +101,11 @@ class SimulatedController:
                                          encode_status(Status(False, reason="clean")), qos=1, retain=True)
             info.wait_for_publish(timeout=5)
         self._session.stop()
+
+    def repair(self) -> None:
+        """The machine was fixed (a simulated engineer says so): its fault is gone."""
+        with self._lock:
+            self.machine.repair()
 
     def kill(self) -> None:
         """An unclean end (power cut, lost cell): the connection drops without DISCONNECT, so the
@@ -186,8 +198,11 @@ class SimulatedController:
 
 
 def provision(mqtt_url: str, *, topic_root: str, serial: str, model: str, username: str, password: str,
-              firmware: str | None = DEFAULT_FIRMWARE, timeout_s: float = 10.0) -> ProvisioningResponse:
-    """Ask for a credential with the shared provisioning one; the client id is the serial.
+              firmware: str | None = DEFAULT_FIRMWARE, timeout_s: float = 10.0,
+              ask_again_s: float | None = None) -> ProvisioningResponse:
+    """Ask for a credential with the shared provisioning one; the client id is the serial. With
+    ``ask_again_s``, ask again each time that long passes without an answer (a request nobody was
+    subscribed to yet is lost; a repeated one is answered ``already_provisioned`` after the first).
 
     Raises TimeoutError when no answer comes (e.g. the broker refused the provisioning credential).
     """
@@ -211,9 +226,69 @@ def provision(mqtt_url: str, *, topic_root: str, serial: str, model: str, userna
                            subscriptions=[topics.provisioning_topic(topic_root, serial, "response")],
                            on_message=on_message, on_ready=ask)
     session.start()
+    deadline = time.monotonic() + timeout_s
     try:
-        if not done.wait(timeout_s):
-            raise TimeoutError(f"no provisioning answer for {serial} within {timeout_s}s")
+        while not done.wait(max(0.0, min(ask_again_s or timeout_s, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no provisioning answer for {serial} within {timeout_s}s")
+            if session.ready.is_set():
+                ask()
         return answer[0]
     finally:
         session.stop()
+
+
+def provision_many(mqtt_url: str, requests: Iterable[tuple[str, str]], *, topic_root: str, username: str,
+                   password: str, firmware: str | None = DEFAULT_FIRMWARE, timeout_s: float = 10.0,
+                   ask_again_s: float | None = None, parallel: int = 16, stop: threading.Event | None = None
+                   ) -> dict[str, ProvisioningResponse | None]:
+    """``provision`` for many (serial, model) at once, ``parallel`` at a time: serial → the answer,
+    or None when none came (broker or IronSight unreachable; ask again later)."""
+
+    def ask(serial: str, model: str) -> ProvisioningResponse | None:
+        if stop is not None and stop.is_set():
+            return None
+        try:
+            return provision(mqtt_url, topic_root=topic_root, serial=serial, model=model, username=username,
+                             password=password, firmware=firmware, timeout_s=timeout_s, ask_again_s=ask_again_s)
+        except TimeoutError:
+            return None
+
+    pending = list(requests)
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="provision") as pool:
+        answers = list(pool.map(lambda request: ask(*request), pending))
+    return {serial: answer for (serial, _), answer in zip(pending, answers, strict=True)}
+
+
+class CredentialStore:
+    """Simulated controllers' non-volatile memory for their credentials: a directory with a file per
+    controller (``<equipment id>.json``: username, password), written atomically and readable by its
+    owner only, so that several simulator processes share it without losing each other's writes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def _path(self, equipment_id: str) -> Path:
+        return self.directory / f"{equipment_id}.json"
+
+    def get(self, equipment_id: str) -> tuple[str, str] | None:
+        try:
+            entry = json.loads(self._path(equipment_id).read_text())
+            return entry["username"], entry["password"]
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable credential of %s in %s: forgotten", equipment_id, self.directory)
+            return None
+
+    def put(self, equipment_id: str, username: str, password: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(equipment_id)
+        temporary = path.with_name(path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump({"username": username, "password": password}, file)
+        os.replace(temporary, path)
+
+    def forget(self, equipment_id: str) -> None:
+        self._path(equipment_id).unlink(missing_ok=True)

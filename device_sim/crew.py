@@ -1,7 +1,9 @@
 """A simulated service organisation working the tickets through the real API and broker.
 
 The people act through ``/api/v1`` exactly as a control centre's users would, and the vans report
-their positions over MQTT like the controllers do:
+their positions over MQTT like the controllers do, each van's tracker on a connection of its own
+with the credential the dispatcher issued it through the API (``POST /vehicles/{id}/tracker-credential``),
+which lets it publish that van's position and nothing else:
 
 - the dispatcher accepts new tickets, tries remote diagnosis where the diagnosis says it may work
   (it does most of the time), and confirms the joint dispatch proposals for the rest;
@@ -18,7 +20,9 @@ road speed (run the tracking worker with the same factor on its travel model so 
 
 Everyone signs in as themselves: with an administrator's login the crew creates (once) an account
 per person — the dispatcher and the call centre as dispatchers, each engineer as an engineer — and
-acts with an API key of each, revoked when it stops; the work orders' history names them.
+acts with an API key of each, revoked when it stops; the work orders' history names them. The
+crew's own MQTT session (``mqtt_url``'s account) only tells the simulated fleet which machines were
+repaired.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ class ServiceCrew:
         self.due: dict[tuple[str, int], float] = {}      # (step, ticket) → when the person gets to it
         self.needs_visit: set[int] = set()
         self.vans: dict[str, Van] = {}
+        self.trackers: dict[str, mqtt.Session] = {}  # vehicle id → its tracker's own connection
+        self.tracker_credentials: dict[str, tuple[str, str]] = {}  # vehicle id → (username, password)
         self._session: mqtt.Session | None = None
 
     # --- plumbing -------------------------------------------------------------------------------
@@ -134,6 +140,22 @@ class ServiceCrew:
                 self.people[person] = httpx.Client(base_url=self.base_url, timeout=10,
                                                    headers={"Authorization": f"Bearer {key.json()['key']}"})
         self.api = self.people[DISPATCHER]
+        # The vans' trackers are fitted now, so that the broker has their credentials before they drive.
+        for vehicle in self.api.get("/vehicles").json():
+            if vehicle["engineer_id"]:
+                self._issue_tracker_credential(vehicle["id"])
+
+    def _issue_tracker_credential(self, vehicle_id: str) -> tuple[str, str] | None:
+        """The dispatcher gives the van's tracker its credential through the API, as an operator
+        fitting the tracker would (a new one each start: the old one stops working)."""
+        issued = self.api.post(f"/vehicles/{vehicle_id}/tracker-credential")
+        if issued.status_code != 201:
+            log.warning("crew: no tracker credential for %s: %s %s", vehicle_id, issued.status_code,
+                        issued.text[:200])
+            return None
+        credential = issued.json()
+        self.tracker_credentials[vehicle_id] = (credential["username"], credential["password"])
+        return self.tracker_credentials[vehicle_id]
 
     def sign_out(self) -> None:
         for key_id in self.keys:
@@ -174,6 +196,8 @@ class ServiceCrew:
                 last_tick = now
         finally:
             session.stop()
+            for tracker in self.trackers.values():
+                tracker.stop()
             self.sign_out()
 
     # --- one round of everyone's work -------------------------------------------------------------
@@ -181,7 +205,7 @@ class ServiceCrew:
     def round(self, session: mqtt.Session, dt_s: float) -> None:
         self._session = session
         self._dispatcher()
-        self._engineers(session, dt_s)
+        self._engineers(dt_s)
         self._call_centre()
 
     def _fixed(self, ticket: dict[str, Any]) -> None:
@@ -217,7 +241,7 @@ class ServiceCrew:
             self._act(waiting_ticket["id"], "dispatch", DISPATCHER, engineer=plan["engineer_id"],
                       warehouse=plan["warehouse_id"])
 
-    def _engineers(self, session: mqtt.Session, dt_s: float) -> None:
+    def _engineers(self, dt_s: float) -> None:
         for vehicle in self.api.get("/vehicles").json():
             van = self.vans.get(vehicle["id"])
             if van is None:
@@ -225,15 +249,28 @@ class ServiceCrew:
                     continue
                 station = (vehicle["lat"], vehicle["lon"])
                 van = self.vans[vehicle["id"]] = Van(vehicle["id"], vehicle["engineer_id"], *station, home=station)
-            self._work(van, vehicle.get("current_ticket_id"), session, dt_s)
+            self._tracker(van.vehicle_id)  # connected before its first drive
+            self._work(van, vehicle.get("current_ticket_id"), dt_s)
 
-    def _work(self, van: Van, ticket_id: int | None, session: mqtt.Session, dt_s: float) -> None:
+    def _tracker(self, vehicle_id: str) -> mqtt.Session | None:
+        """The van's tracker: a connection of its own, with its own credential."""
+        session = self.trackers.get(vehicle_id)
+        if session is None:
+            credential = self.tracker_credentials.get(vehicle_id) or self._issue_tracker_credential(vehicle_id)
+            if credential is None:
+                return None
+            session = mqtt.Session(self.broker.with_credentials(*credential), f"{self.topic_root}-van-{vehicle_id}",
+                                   name=f"van {vehicle_id}").start()
+            self.trackers[vehicle_id] = session
+        return session
+
+    def _work(self, van: Van, ticket_id: int | None, dt_s: float) -> None:
         if ticket_id is not None and ticket_id != van.ticket_id:
             van.ticket_id, van.waypoints = ticket_id, []
         if ticket_id is None:
             van.ticket_id = None
             if (van.lat, van.lon) != van.home:
-                self._drive(van, [("home", *van.home)], session, dt_s)
+                self._drive(van, [("home", *van.home)], dt_s)
             return
         ticket = self.api.get(f"/tickets/{ticket_id}").json()
         state = ticket["state"]
@@ -242,7 +279,7 @@ class ServiceCrew:
         elif state == "en_route":
             if not van.waypoints:
                 van.waypoints = self._route(ticket)
-            self._drive(van, van.waypoints, session, dt_s)
+            self._drive(van, van.waypoints, dt_s)
         elif state == "on_site" and self._ready("repair", ticket_id, REPAIR_MIN):
             part = ticket.get("required_part")
             # Not fixed the first time: the fault comes back and makes a new work order (a second visit).
@@ -262,8 +299,7 @@ class ServiceCrew:
             route.append(("site", machine["lat"], machine["lon"]))
         return route
 
-    def _drive(self, van: Van, waypoints: list[tuple[str, float, float]], session: mqtt.Session,
-               dt_s: float) -> None:
+    def _drive(self, van: Van, waypoints: list[tuple[str, float, float]], dt_s: float) -> None:
         now = time.monotonic()
         if now < van.paused_until or not waypoints:
             return
@@ -274,9 +310,10 @@ class ServiceCrew:
             waypoints.pop(0)
             if kind == "warehouse":
                 van.paused_until = now + PICKUP_MIN * 60 / self.speed
-        if reached or now - van.last_report >= self.report_every_s:
+        tracker = self._tracker(van.vehicle_id)
+        if tracker is not None and (reached or now - van.last_report >= self.report_every_s):
             moving = 0.0 if reached else self.crow_kmh * 1.3 / max(self.speed, 1e-9)
-            session.publish(position_topic(self.topic_root, van.vehicle_id),
+            tracker.publish(position_topic(self.topic_root, van.vehicle_id),
                             encode_position(Position(datetime.now(UTC), van.lat, van.lon, round(moving, 1))), qos=1)
             van.last_report = now
 

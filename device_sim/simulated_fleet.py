@@ -1,8 +1,12 @@
 """A fleet of simulated controllers publishing telemetry v1 over MQTT (QoS 1).
 
 Controllers share a few MQTT connections (each connection carries many equipment topics) so that
-one process can drive thousands; a controller that starts with ``backfill_s`` first uploads that
-much history in store-and-forward messages, as a real one does after a GPRS outage.
+one process can drive thousands, on a broker that lets one account publish for every machine.
+Given each controller's own credential, the fleet instead opens a connection per controller, as a
+broker with per-device ACL (IronSight's secured Mosquitto) requires: one ``core.mqtt.Session``
+each, while one thread still advances every machine. A controller that starts with ``backfill_s``
+first uploads that much history in store-and-forward messages, as a real one does after a GPRS
+outage.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +32,9 @@ CONTROLLERS_PER_CONNECTION = 250
 # Store-and-forward uploads are split into messages of this many readings.
 BACKLOG_READINGS_PER_MESSAGE = 100
 MAX_INFLIGHT_PER_CONNECTION = 1000
+# With a connection per controller: how long to wait for them all before reporting starts (those
+# not connected by then report once they are).
+OWN_CONNECTIONS_WAIT_S = 30.0
 
 SITE_RADIUS_M = 1000.0
 
@@ -133,10 +141,21 @@ class _Connection:
 
 
 class FleetRunner:
+    """``credentials`` (equipment id → (username, password)): each controller connects on a
+    connection of its own with its own credential, client id ``client_id_prefix`` + equipment id,
+    and a machine without a credential is left silent; ``mqtt_url``'s account then only hears which
+    machines were repaired. Without: controllers share connections on ``mqtt_url``'s account."""
+
     def __init__(self, specs: list[MachineSpec], mqtt_url: str, *, topic_root: str, interval_s: float = 1.0,
-                 readings_per_message: int = 1, backfill_s: float = 0.0, seed: int = 1) -> None:
+                 readings_per_message: int = 1, backfill_s: float = 0.0, seed: int = 1,
+                 credentials: Mapping[str, tuple[str, str]] | None = None,
+                 client_id_prefix: str | None = None, name: str | None = None) -> None:
         self.specs = specs
         self.address = mqtt.parse_mqtt_url(mqtt_url)
+        self.credentials = credentials
+        self.client_id_prefix = client_id_prefix if client_id_prefix is not None else f"{topic_root}-ctl-"
+        # The client id of its shared (or notices) connections: two fleets on one broker need their own.
+        self.name = name or f"{topic_root}-sim-{seed}"
         self.topic_root = topic_root
         self.interval_s = interval_s
         self.readings_per_message = readings_per_message
@@ -151,24 +170,64 @@ class FleetRunner:
             self._repaired.add(message.topic.split("/")[-2])
 
     def run(self, stop: threading.Event) -> None:
-        # The first connection also hears which machines were repaired.
-        connections = [
-            _Connection(f"{self.topic_root}-sim-{self.seed}-{i}", self.address, self.stats, self._lock,
-                        subscriptions=[repaired_topic(self.topic_root, "+")] if i == 0 else None,
-                        on_message=self._on_repaired if i == 0 else None)
-            for i in range(max(1, math.ceil(len(self.specs) / CONTROLLERS_PER_CONNECTION)))
-        ]
+        connections, owners = self._connect()
         try:
-            for connection in connections:
-                while not connection.connected.wait(0.5):
-                    if stop.is_set():
-                        return
-            self._run_connected(connections, stop)
+            if self.credentials is None:
+                for connection in connections:
+                    while not connection.connected.wait(0.5):
+                        if stop.is_set():
+                            return
+            elif not self._wait_for_own_connections(connections, stop):
+                return
+            self._run_connected(owners, stop)
         finally:
             for connection in connections:
                 connection.session.stop()
 
-    def _run_connected(self, connections: list[_Connection], stop: threading.Event) -> None:
+    def _connect(self) -> tuple[list[_Connection], list[_Connection | None]]:
+        """The connections, and each machine's (None: it has no credential and stays silent)."""
+        repaired = [repaired_topic(self.topic_root, "+")]
+        if self.credentials is None:
+            # The first connection also hears which machines were repaired.
+            shared = [
+                _Connection(f"{self.name}-{i}", self.address, self.stats, self._lock,
+                            subscriptions=repaired if i == 0 else None,
+                            on_message=self._on_repaired if i == 0 else None)
+                for i in range(max(1, math.ceil(len(self.specs) / CONTROLLERS_PER_CONNECTION)))
+            ]
+            return shared, [shared[i // CONTROLLERS_PER_CONNECTION] for i in range(len(self.specs))]
+        notices = _Connection(f"{self.name}-notices", self.address, self.stats, self._lock,
+                              subscriptions=repaired, on_message=self._on_repaired)
+        connections = [notices]
+        owners: list[_Connection | None] = []
+        for spec in self.specs:
+            credential = self.credentials.get(spec.equipment_id)
+            if credential is None:
+                owners.append(None)
+                continue
+            own = _Connection(self.client_id_prefix + spec.equipment_id, self.address.with_credentials(*credential),
+                              self.stats, self._lock)
+            connections.append(own)
+            owners.append(own)
+        silent = owners.count(None)
+        if silent:
+            log.warning("%d simulated machines have no credential and stay silent", silent)
+        return connections, owners
+
+    def _wait_for_own_connections(self, connections: list[_Connection], stop: threading.Event) -> bool:
+        deadline = time.monotonic() + OWN_CONNECTIONS_WAIT_S
+        while not all(c.connected.is_set() or c.session.refused.is_set() for c in connections):
+            if stop.wait(0.2):
+                return False
+            if time.monotonic() > deadline:
+                break
+        waiting = sum(not c.connected.is_set() for c in connections)
+        if waiting:
+            log.warning("%d of %d connections are not up yet (refused or still connecting); their machines "
+                        "report once they are", waiting, len(connections))
+        return True
+
+    def _run_connected(self, owners: list[_Connection | None], stop: threading.Event) -> None:
         now = datetime.now(UTC)
         start = now - timedelta(seconds=self.backfill_s)
         machines = [SimulatedMachine(spec, start, seed=self.seed * 1_000_003 + i) for i, spec in enumerate(self.specs)]
@@ -176,10 +235,16 @@ class FleetRunner:
         seqs = [0] * len(machines)
         pending: list[list[Reading]] = [[] for _ in machines]
 
+        own = self.credentials is not None
+
         def send(i: int, readings: list[Reading]) -> None:
+            connection = owners[i]
+            if connection is None or (own and not connection.connected.is_set()):
+                # A controller of its own that is not connected (yet, or refused) loses the message
+                # rather than piling it up in its session for a connection that may never come.
+                return
             seqs[i] += 1
-            connections[i // CONTROLLERS_PER_CONNECTION].publish(topics_by_machine[i],
-                                                                 encode_message(seqs[i], readings))
+            connection.publish(topics_by_machine[i], encode_message(seqs[i], readings))
             with self._lock:
                 self.stats.published += 1
                 self.stats.readings += len(readings)

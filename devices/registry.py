@@ -1,5 +1,6 @@
 """The device registry (table ``devices``): which controller is on which machine, its credential,
-and what it last said about itself (``device_presence``).
+and what it last said about itself (``device_presence``); and the service vans' position trackers
+(table ``vehicle_trackers``), each with a broker credential of its own.
 
 Changes that touch who may connect to the broker NOTIFY ``REGISTRY_CHANNEL`` in their transaction,
 so the devices worker rewrites the broker's password and ACL files right after the commit.
@@ -16,12 +17,15 @@ from psycopg.rows import dict_row
 from core.db import one
 from core.device_messages import Status
 from core.register import EquipmentRecord, register_equipment
-from devices.broker_auth import hash_password, new_password
+from core.topics import EQUIPMENT_ID_PATTERN
+from devices.broker_auth import hash_password, new_password, tracker_username
 
 REGISTRY_CHANNEL = "ironsight_registry"
 # A device is registered pending, active once it holds a credential, revoked when that is withdrawn
 # (the CHECK constraint of devices.state says the same).
 DEVICE_STATES = ("pending", "active", "revoked")
+# A van's tracker is active while it holds a credential, revoked once that is withdrawn.
+TRACKER_STATES = ("active", "revoked")
 UPDATABLE = ("firmware", "commissioned_on", "report_interval_s")
 EQUIPMENT_UPDATABLE = ("customer", "kind", "site")
 
@@ -196,3 +200,48 @@ def find_by_serial(conn: psycopg.Connection, serial: str) -> dict[str, Any] | No
 def presence(conn: psycopg.Connection, equipment_id: str, *, offline_after_s: float) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(_PRESENCE, {"after": offline_after_s, "id": equipment_id}).fetchone()
+
+
+# --- service vans' position trackers ---------------------------------------------------------------
+
+_TRACKER = "SELECT vehicle_id, state, issued_at, revoked_at FROM vehicle_trackers"
+
+
+def _tracker_row(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if row is None else {**row, "username": tracker_username(row["vehicle_id"])}
+
+
+def issue_tracker_credential(conn: psycopg.Connection, vehicle_id: str) -> str:
+    """A new broker password for the van's tracker (returned once, stored only as a hash), which may
+    then publish that van's positions and nothing else; an earlier password stops working, a revoked
+    tracker is reinstated. The caller checks that the vehicle exists (tickets.resources)."""
+    if not EQUIPMENT_ID_PATTERN.match(vehicle_id):
+        # The id is a topic level and part of the broker username.
+        raise RegistryError(422, f"vehicle id {vehicle_id[:80]!r} cannot have a tracker: use 1 to 64 of A-Z a-z "
+                                 "0-9 _ . -")
+    password = new_password()
+    with conn.transaction():
+        conn.execute(
+            """INSERT INTO vehicle_trackers (vehicle_id, password_hash, state, issued_at, revoked_at)
+               VALUES (%s, %s, 'active', now(), NULL)
+               ON CONFLICT (vehicle_id) DO UPDATE SET password_hash = EXCLUDED.password_hash, state = 'active',
+                   issued_at = now(), revoked_at = NULL""",
+            (vehicle_id, hash_password(password)))
+        conn.execute(f"NOTIFY {REGISTRY_CHANNEL}")
+    return password
+
+
+def revoke_tracker_credential(conn: psycopg.Connection, vehicle_id: str) -> dict[str, Any] | None:
+    """Withdraw the van's tracker credential (the broker drops and refuses it); None when it never had one."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            """UPDATE vehicle_trackers SET state = 'revoked', password_hash = NULL,
+                   revoked_at = coalesce(revoked_at, now())
+               WHERE vehicle_id = %s RETURNING vehicle_id, state, issued_at, revoked_at""", (vehicle_id,)).fetchone()
+        conn.execute(f"NOTIFY {REGISTRY_CHANNEL}")
+    return _tracker_row(row)
+
+
+def get_tracker(conn: psycopg.Connection, vehicle_id: str) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return _tracker_row(cur.execute(_TRACKER + " WHERE vehicle_id = %s", (vehicle_id,)).fetchone())

@@ -25,7 +25,7 @@ from functools import partial
 
 import psycopg
 
-from core import mqtt, topics
+from core import metrics, mqtt, topics
 from core.db import connect
 from core.device_messages import (
     ProvisioningResponse,
@@ -36,7 +36,7 @@ from core.device_messages import (
     encode_provisioning_response,
 )
 from core.errors import InvalidTelemetry
-from core.inbound import DEAD_LETTER_PAYLOAD_BYTES, BadInputLog, InboundMessage
+from core.inbound import DEAD_LETTER_PAYLOAD_BYTES, BadInputLog, InboundMessage, storable_text
 from core.settings import Settings
 from devices import commands, registry
 from devices.broker_auth import BrokerAuthSync, ServicePasswords
@@ -76,6 +76,7 @@ class DevicesWorker:
         self.address = mqtt.parse_mqtt_url(mqtt_url)
         self.name = name
         self.root = settings.topic_root
+        self.metrics = metrics.DevicesMetrics(name)
         self.session = mqtt.Session(
             self.address, f"{self.root}-{name}", name=f"devices worker {name}",
             subscriptions=[topics.device_subscription(self.root, topics.STATUS),
@@ -83,8 +84,16 @@ class DevicesWorker:
                            topics.provisioning_subscription(self.root)],
             on_ready=lambda: self.session.put(_Wake(commands.COMMANDS_CHANNEL)),
             on_published=lambda mid, failed: self.session.put(_Published(mid, failed)),
-            manual_ack=True, clean_start=False, session_expiry_s=SESSION_EXPIRY_S, inbox_size=INBOX_MAX_MESSAGES)
-        self.dead_letters = BadInputLog(log, f"devices worker {name}: dead letter")
+            manual_ack=True, clean_start=False, session_expiry_s=SESSION_EXPIRY_S, inbox_size=INBOX_MAX_MESSAGES,
+            metrics_label=name)
+        self.dead_letters = BadInputLog(log, f"devices worker {name}: dead letter", on_record=self.metrics.dead_letters)
+        # Unforeseen failures (defects) by exception type, logged with their traceback; the messages
+        # are dead-lettered. And messages whose dead letter could not be written either: dropped.
+        self.failures = BadInputLog(log, f"devices worker {name}: handling failed", on_record=self.metrics.failures)
+        self.unstorable = BadInputLog(log, f"devices worker {name}: message dropped",
+                                      on_record=self.metrics.unstorable)
+        # Messages handled and acknowledged, whatever became of them.
+        self.handled = 0
         self.sent_commands = 0
         self.auth_sync = BrokerAuthSync(
             settings.broker_auth_dir, self.root,
@@ -155,6 +164,7 @@ class DevicesWorker:
             try:
                 return connect(self.database_url, application_name=f"ironsight-{self.name}")
             except psycopg.OperationalError as exc:
+                self.metrics.db_error()
                 log.warning("devices worker cannot reach the database (%s); retrying in %.1fs", exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, DB_RETRY_MAX_S)
@@ -169,6 +179,7 @@ class DevicesWorker:
                 action(conn)
                 return conn
             except psycopg.OperationalError as exc:
+                self.metrics.db_error()
                 log.warning("devices worker lost the database (%s); reconnecting", exc)
                 conn.close()
                 new_conn = self._connect_db(stop)
@@ -194,23 +205,48 @@ class DevicesWorker:
     # --- handling ---
 
     def _handle(self, conn: psycopg.Connection, message: InboundMessage) -> None:
-        topic = message.topic
+        """Handle one message, then acknowledge it. Whatever goes wrong with it (the database
+        refusing its data, a defect of ours) makes it a dead letter: a message that fails is never
+        received again and again (it would be: it is acknowledged only after handling). Only a lost
+        database (OperationalError) propagates, and ``_with_db`` handles the message again once
+        reconnected."""
         try:
-            if (equipment_id := topics.parse_device_topic(self.root, topic, topics.STATUS)) is not None:
-                self._status(conn, equipment_id, message)
-            elif (equipment_id := topics.parse_device_topic(self.root, topic, topics.ACK)) is not None:
-                self._ack(conn, equipment_id, message)
-            elif (client_id := topics.parse_provisioning_topic(self.root, topic)) is not None:
-                self._provision(conn, client_id, message)
-            else:
-                self._dead(conn, message, None, "bad_topic", "")
+            self._route(conn, message)
         except psycopg.OperationalError:
             raise
-        except psycopg.DatabaseError as exc:
-            conn.rollback()
-            log.exception("database refused a device message on %s", topic[:120])
-            self._dead(conn, message, None, "refused_by_database", str(exc)[:500])
+        except Exception as exc:
+            self._failed(conn, message, exc)
         self.session.ack(message)
+        self.handled += 1
+        self.metrics.messages.inc()
+
+    def _route(self, conn: psycopg.Connection, message: InboundMessage) -> None:
+        topic = message.topic
+        if (equipment_id := topics.parse_device_topic(self.root, topic, topics.STATUS)) is not None:
+            self._status(conn, equipment_id, message)
+        elif (equipment_id := topics.parse_device_topic(self.root, topic, topics.ACK)) is not None:
+            self._ack(conn, equipment_id, message)
+        elif (client_id := topics.parse_provisioning_topic(self.root, topic)) is not None:
+            self._provision(conn, client_id, message)
+        else:
+            self._dead(conn, message, None, "bad_topic", "")
+
+    def _failed(self, conn: psycopg.Connection, message: InboundMessage, exc: Exception) -> None:
+        if isinstance(exc, psycopg.DatabaseError):  # counted and logged with its dead letter
+            reason, detail = "refused_by_database", str(exc)
+        else:
+            self.failures.record(type(exc).__name__, "on %s: %s", message.topic[:120], str(exc)[:200], exc_info=True)
+            reason, detail = "handler_error", f"{type(exc).__name__}: {exc}"
+        equipment_id = (topics.parse_device_topic(self.root, message.topic, topics.STATUS)
+                        or topics.parse_device_topic(self.root, message.topic, topics.ACK))
+        try:
+            conn.rollback()
+            self._dead(conn, message, equipment_id, reason, detail)
+        except psycopg.OperationalError:
+            raise
+        except Exception as dead_exc:
+            self.unstorable.record(reason, "%s on %s: its dead letter failed too (%s: %s)", detail[:200],
+                                   message.topic[:120], type(dead_exc).__name__, str(dead_exc)[:200], exc_info=True)
 
     def _status(self, conn: psycopg.Connection, equipment_id: str, message: InboundMessage) -> None:
         if not message.payload:
@@ -235,6 +271,7 @@ class DevicesWorker:
             return
         outcome = commands.apply_answer(conn, equipment_id, ack.command_id, ack.status, ack.detail, ack.result)
         if outcome.applied:
+            self.metrics.command(ack.status)
             log.info("command %s (%s) on %s: %s", ack.command_id, outcome.kind, equipment_id, ack.status)
         elif outcome.why == "stale_ack":
             # A repeated answer (the controller answers a repeated command again): expected, not bad input.
@@ -317,10 +354,12 @@ class DevicesWorker:
             return
         commands.mark_sent(conn, command_id)
         self.sent_commands += 1
+        self.metrics.command("sent")
 
     def _expire(self, conn: psycopg.Connection) -> None:
         for command_id in commands.expire_overdue(conn):
             self._refused.discard(command_id)
+            self.metrics.command("expired")
             log.info("command %s expired", command_id)
 
     def _dead(self, conn: psycopg.Connection, message: InboundMessage, equipment_id: str | None, reason: str,
@@ -329,7 +368,7 @@ class DevicesWorker:
             conn.execute(
                 """INSERT INTO dead_letters (topic, equipment_id, reason, detail, payload, payload_bytes)
                    VALUES (%s, %s, %s, %s, %s, %s)""",
-                (message.topic, equipment_id, reason, detail[:500], message.payload[:DEAD_LETTER_PAYLOAD_BYTES],
-                 len(message.payload)))
+                (storable_text(message.topic), equipment_id, reason, storable_text(detail[:500]),
+                 message.payload[:DEAD_LETTER_PAYLOAD_BYTES], len(message.payload)))
         self.dead_letters.record(reason, "equipment=%s topic=%s detail=%s payload=%r", equipment_id,
                                  message.topic[:120], detail[:200], message.payload[:200])

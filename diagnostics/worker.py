@@ -36,7 +36,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from core import outbox
+from core import metrics, outbox
 from core.db import one, poll_until_stopped
 from core.shards import SHARD_COUNT, ShardLeases, shard_of
 from core.telemetry import CHANNELS
@@ -149,6 +149,7 @@ class DiagnosticsWorker:
         self.late_readings = 0
         self.backfilled_faults = 0
         self.readings_diagnosed = 0
+        self.metrics = metrics.DiagnosticsMetrics(self.name, self.leases)
         self._reset()
 
     def _reset(self) -> None:
@@ -243,6 +244,7 @@ class DiagnosticsWorker:
                 ids = sorted(self.machines.get(shard, ()))
                 outbox.save_checkpoint(conn, CONSUMER, shard, self.cursors[shard],
                                        self.engine.export(ids) if ids else None, self.name)
+                self.metrics.checkpoints.inc()
         if shards is None:
             self._checkpointed_at = time.monotonic()
 
@@ -269,8 +271,9 @@ class DiagnosticsWorker:
         with conn.transaction():
             # After the owned shards' oldest cursor, in commit-safe order.
             batches = outbox.fetch_after(conn, "accepted_batches", oldest, limit=BATCHES_PER_ROUND,
-                                         columns=("readings",))
+                                         columns=("readings", "accepted_at"))
             if not batches:
+                self.metrics.caught_up()
                 return 0
             fetched = len(batches)
             batches = _first_readings(batches, READINGS_PER_ROUND)
@@ -289,6 +292,7 @@ class DiagnosticsWorker:
             last = (batches[-1]["cursor_xid"], batches[-1]["id"])
             outbox.save_progress(conn, CONSUMER, outbox.advance(self.cursors, last), last)
             self._checkpoint_changed(conn, changes)
+        self.metrics.round(time.monotonic() - began, batches[-1]["accepted_at"])
         if (ended := time.monotonic()) - began > SLOW_ROUND_S:
             log.warning("%s: slow round, %d batches, %d readings: %.0f ms reading them, %.0f ms diagnosing and "
                         "writing %d changes", self.name, len(batches), len(rows), (read - began) * 1000,
@@ -311,6 +315,7 @@ class DiagnosticsWorker:
         arrived_at = np.array(columns[3 + len(CHANNELS)], dtype=np.float64)
         changes, late = self.engine.feed(equipment_ids, ts, values, fault_codes, arrived_at)
         self.readings_diagnosed += len(rows) - len(late)
+        self.metrics.readings(len(rows) - len(late), len(late))
         self._record(conn, changes)
         if len(late):
             self.late_readings += len(late)
@@ -387,6 +392,7 @@ class DiagnosticsWorker:
             if known:
                 continue
             self.backfilled_faults += 1
+            self.metrics.fault_change("backfilled")
             conn.execute(_INSERT_FAULT, _fault_row(equipment_id, raised, ended_at=ended_at))
             log.info("backfilled fault %s on %s from %s to %s", raised.fault_code, equipment_id, raised.at, ended_at)
 
@@ -413,6 +419,7 @@ class DiagnosticsWorker:
             return
         with conn.pipeline(), conn.cursor() as cur:
             for equipment_id, change in changes:
+                self.metrics.fault_change(change.kind)
                 if change.kind == "raised":
                     cur.execute(_INSERT_FAULT, _fault_row(equipment_id, change))
                     log.info("fault %s raised on %s at %s", change.fault_code, equipment_id, change.at)

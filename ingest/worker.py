@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from core import mqtt, topics
+from core import metrics, mqtt, topics
 from core.db import connect
 from core.errors import InvalidTelemetry
-from core.inbound import BadInputLog, InboundMessage
+from core.inbound import BadInputLog, InboundMessage, storable_text
 from core.settings import Settings
-from core.telemetry import decode_message
+from core.telemetry import Reading, decode_message
 from core.telemetry_binary import decode_binary
+from ingest.dead_letters import DeadLetterRetention
 from ingest.partitions import ensure_partitions
 from ingest.writer import Batch, BatchWriter, DeadLetter, dead_letter_for_reading
 
@@ -76,9 +77,16 @@ class IngestWorker:
         self.database_url = database_url
         self.address = mqtt.parse_mqtt_url(mqtt_url)
         self.name = name
+        self.metrics = metrics.IngestMetrics(name)
         self.session = self._new_session()
-        self.dead_letters = BadInputLog(log, f"ingest {name}: dead letter")
+        self.dead_letters = BadInputLog(log, f"ingest {name}: dead letter", on_record=self.metrics.dead_letters)
+        # Unforeseen failures (defects) by exception type, logged with their traceback; the messages
+        # are dead-lettered. And messages whose dead letter could not be written either: dropped.
+        self.failures = BadInputLog(log, f"ingest {name}: handling failed", on_record=self.metrics.failures)
+        self.unstorable = BadInputLog(log, f"ingest {name}: message dropped", on_record=self.metrics.unstorable)
         self._equipment = KnownEquipment()
+        self.retention = DeadLetterRetention(database_url, settings.dead_letter_retention_days,
+                                             settings.dead_letter_purge_every_s, name=f"ingest {name}")
 
     def _new_session(self) -> mqtt.Session:
         # A share group per codec: rumqttd keys shared subscriptions by group name alone.
@@ -86,7 +94,7 @@ class IngestWorker:
                          for kind in topics.TELEMETRY_KINDS]
         return mqtt.Session(self.address, f"{self.settings.topic_root}-{self.name}", name=f"ingest {self.name}",
                             subscriptions=subscriptions, manual_ack=True, clean_start=False,
-                            session_expiry_s=SESSION_EXPIRY_S, inbox_size=INBOX_MAX_MESSAGES)
+                            session_expiry_s=SESSION_EXPIRY_S, inbox_size=INBOX_MAX_MESSAGES, metrics_label=self.name)
 
     @property
     def connected(self) -> threading.Event:
@@ -100,6 +108,7 @@ class IngestWorker:
         if writer is None:
             return
         self.session.start()
+        purge = self.retention.start(stop)
         partitions_checked_at = time.monotonic()
         try:
             while not stop.is_set():
@@ -118,6 +127,8 @@ class IngestWorker:
             self.session.stop()
             if writer is not None:
                 writer.conn.close()
+            if purge is not None:
+                purge.join(timeout=5)
 
     def _open_writer(self, stop: threading.Event, started_at: datetime) -> BatchWriter | None:
         delay = 0.5
@@ -128,6 +139,7 @@ class IngestWorker:
                 self._equipment.load(conn)
                 return BatchWriter(conn, self.name, started_at)
             except psycopg.OperationalError as exc:
+                self.metrics.db_error()
                 log.warning("ingest %s cannot reach the database (%s); retrying in %.1fs", self.name, exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, DB_RETRY_MAX_S)
@@ -135,30 +147,70 @@ class IngestWorker:
 
     def _store(self, writer: BatchWriter, messages: list[InboundMessage], stop: threading.Event,
                started_at: datetime) -> BatchWriter | None:
-        """Commit the messages as one batch; if the database refuses the batch's data, one by one.
+        """Commit the messages as one batch; if that fails for any reason but a lost database, one
+        by one.
 
-        A refused message (a value the schema cannot hold) becomes a dead letter, so one bad
-        message neither blocks the others nor comes back forever.
+        A message whose data the database refuses (a value the schema cannot hold) becomes a dead
+        letter ``refused_by_database``; one that fails in any other way, ``handler_error``. So one
+        bad message neither blocks the others nor comes back forever.
         """
-        batch = self._decode(messages, writer.conn)
+        decoded = self._decode_until_done(writer, messages, stop, started_at)
+        if decoded is None:
+            return None
+        writer, batch = decoded
         try:
             return self._commit_until_done(writer, batch, stop, started_at)
-        except psycopg.DatabaseError as exc:
-            log.warning("database refused a batch of %d messages (%s); writing them one by one", len(messages), exc)
+        except Exception as exc:  # psycopg.OperationalError is handled inside: the database is away
+            self.metrics.fallbacks.inc()
+            log.warning("ingest %s: a batch of %d messages failed (%s: %s); writing them one by one", self.name,
+                        len(messages), type(exc).__name__, str(exc)[:200])
         current: BatchWriter | None = writer
         for message in messages:
             if current is None:
                 return None
-            live = current
-            single = self._decode([message], live.conn)
-            try:
-                current = self._commit_until_done(live, single, stop, started_at)
-            except psycopg.DatabaseError as exc:
-                equipment_id = topics.equipment_id_from_topic(self.settings.topic_root, message.topic)
-                refused = Batch(messages=1, dead_letters=[
-                    DeadLetter(message.topic, equipment_id, "refused_by_database", str(exc)[:500], message.payload)])
-                current = self._commit_until_done(live, refused, stop, started_at)
+            current = self._store_one(current, message, stop, started_at)
         return current
+
+    def _store_one(self, writer: BatchWriter, message: InboundMessage, stop: threading.Event,
+                   started_at: datetime) -> BatchWriter | None:
+        decoded = self._decode_until_done(writer, [message], stop, started_at)
+        if decoded is None:
+            return None
+        writer, single = decoded
+        try:
+            return self._commit_until_done(writer, single, stop, started_at)
+        except psycopg.DatabaseError as exc:
+            reason, detail = "refused_by_database", str(exc)
+        except Exception as exc:
+            self.failures.record(type(exc).__name__, "storing a message on %s: %s", message.topic[:120],
+                                 str(exc)[:200], exc_info=True)
+            reason, detail = "handler_error", f"{type(exc).__name__}: {exc}"
+        equipment_id = topics.equipment_id_from_topic(self.settings.topic_root, message.topic)
+        refused = Batch(messages=1, dead_letters=[DeadLetter(storable_text(message.topic), equipment_id, reason,
+                                                             storable_text(detail[:500]), message.payload)])
+        try:
+            return self._commit_until_done(writer, refused, stop, started_at)
+        except Exception as exc:
+            # Not even its dead letter can be written: dropped, never retried forever.
+            self.unstorable.record(reason, "%s on %s: its dead letter failed too (%s: %s)", detail[:200],
+                                   message.topic[:120], type(exc).__name__, str(exc)[:200], exc_info=True)
+            return writer
+
+    def _decode_until_done(self, writer: BatchWriter, messages: list[InboundMessage], stop: threading.Event,
+                           started_at: datetime) -> tuple[BatchWriter, Batch] | None:
+        """Decode the messages (which may look up unknown equipment), reconnecting while the database
+        is away; None only when asked to stop."""
+        while True:
+            try:
+                return writer, self._decode(messages, writer.conn)
+            except psycopg.OperationalError as exc:
+                self.metrics.db_error()
+                log.warning("ingest %s lost the database while decoding (%s); reconnecting", self.name, exc)
+                writer.conn.close()
+                new_writer = self._open_writer(stop, started_at)
+                if new_writer is None:
+                    return None
+                writer = new_writer
 
     def _commit_until_done(
         self, writer: BatchWriter, batch: Batch, stop: threading.Event, started_at: datetime
@@ -169,8 +221,10 @@ class IngestWorker:
         """
         while True:
             try:
+                began = time.monotonic()
                 result = writer.write(batch)
             except psycopg.OperationalError as exc:
+                self.metrics.db_error()
                 log.warning("ingest %s lost the database while writing (%s); reconnecting", self.name, exc)
                 writer.conn.close()
                 new_writer = self._open_writer(stop, started_at)
@@ -180,6 +234,7 @@ class IngestWorker:
                 continue
             log.debug("batch: %d messages, %d stored, %d duplicate, %d dead letters",
                       batch.messages, result.stored, result.duplicate, result.dead_letters)
+            self.metrics.committed(batch.messages, result.stored, result.duplicate, time.monotonic() - began)
             for letter in batch.dead_letters:
                 self._count_dead(letter)
             return writer
@@ -205,40 +260,56 @@ class IngestWorker:
         return messages
 
     def _decode(self, messages: list[InboundMessage], conn: psycopg.Connection) -> Batch:
+        """Decode every message into one batch. Whatever fails in one message costs that message
+        (a dead letter), never the batch or the worker; only a lost database (OperationalError)
+        propagates."""
         batch = Batch(messages=len(messages))
         now = datetime.now(UTC)
-        root = self.settings.topic_root
         for message in messages:
-            parsed = topics.parse_telemetry_topic(root, message.topic)
-            equipment_id, kind = parsed if parsed else (None, None)
-            if equipment_id is None:
-                batch.dead_letters.append(DeadLetter(message.topic, None, "bad_topic", "", message.payload))
-                continue
-            if equipment_id not in self._equipment and not self._equipment.recheck(conn, equipment_id):
-                batch.dead_letters.append(
-                    DeadLetter(message.topic, equipment_id, "unknown_equipment", "", message.payload))
-                continue
             try:
-                decode = decode_binary if kind == topics.TELEMETRY_BINARY else decode_message
-                decoded = decode(message.payload, now=now, future_tolerance_s=self.settings.future_tolerance_s)
-            except InvalidTelemetry as exc:
-                batch.dead_letters.append(
-                    DeadLetter(message.topic, equipment_id, exc.reason, exc.detail, message.payload))
+                readings, dead_letters, seq = self._decode_one(message, conn, now)
+            except psycopg.OperationalError:
+                raise
+            except Exception as exc:  # a defect of ours must cost one message, never the worker
+                self.failures.record(type(exc).__name__, "handling a message on %s: %s", message.topic[:120],
+                                     str(exc)[:200], exc_info=True)
+                equipment_id = topics.equipment_id_from_topic(self.settings.topic_root, message.topic)
+                batch.dead_letters.append(DeadLetter(
+                    storable_text(message.topic), equipment_id, "handler_error",
+                    storable_text(f"{type(exc).__name__}: {exc}"[:500]), message.payload))
                 continue
-            except Exception as exc:  # a decoder bug must cost one message, never the worker
-                log.exception("decoding a message from %s failed unexpectedly", equipment_id)
-                batch.dead_letters.append(DeadLetter(message.topic, equipment_id, "undecodable", repr(exc)[:500],
-                                                     message.payload))
-                continue
-            for rejected in decoded.rejected:
-                batch.dead_letters.append(dead_letter_for_reading(
-                    message.topic, equipment_id, rejected.reason, f"reading {rejected.index}: {rejected.detail}",
-                    rejected.raw))
-            if decoded.readings:
-                batch.readings.extend((equipment_id, r) for r in decoded.readings)
-                if decoded.seq >= batch.last_seq.get(equipment_id, -1):
-                    batch.last_seq[equipment_id] = decoded.seq
+            batch.dead_letters.extend(dead_letters)
+            if readings:
+                equipment_id = readings[0][0]
+                batch.readings.extend(readings)
+                if seq is not None and seq >= batch.last_seq.get(equipment_id, -1):
+                    batch.last_seq[equipment_id] = seq
         return batch
+
+    def _decode_one(self, message: InboundMessage, conn: psycopg.Connection, now: datetime
+                    ) -> tuple[list[tuple[str, Reading]], list[DeadLetter], int | None]:
+        """One message's readings (with its equipment id), dead letters, and sequence number."""
+        parsed = topics.parse_telemetry_topic(self.settings.topic_root, message.topic)
+        equipment_id, kind = parsed if parsed else (None, None)
+        topic = storable_text(message.topic)
+        if equipment_id is None:
+            return [], [DeadLetter(topic, None, "bad_topic", "", message.payload)], None
+        if equipment_id not in self._equipment and not self._equipment.recheck(conn, equipment_id):
+            return [], [DeadLetter(topic, equipment_id, "unknown_equipment", "", message.payload)], None
+        try:
+            decode = decode_binary if kind == topics.TELEMETRY_BINARY else decode_message
+            decoded = decode(message.payload, now=now, future_tolerance_s=self.settings.future_tolerance_s)
+        except InvalidTelemetry as exc:
+            return [], [DeadLetter(topic, equipment_id, exc.reason, storable_text(exc.detail), message.payload)], None
+        except Exception as exc:  # a decoder defect: the message is kept as a dead letter
+            log.exception("decoding a message from %s failed unexpectedly", equipment_id)
+            return [], [DeadLetter(topic, equipment_id, "undecodable", storable_text(repr(exc)[:500]),
+                                   message.payload)], None
+        dead_letters = [
+            dead_letter_for_reading(topic, equipment_id, rejected.reason,
+                                    storable_text(f"reading {rejected.index}: {rejected.detail}"), rejected.raw)
+            for rejected in decoded.rejected]
+        return [(equipment_id, r) for r in decoded.readings], dead_letters, decoded.seq
 
     def _next_message(self, timeout: float) -> InboundMessage:
         """The next message of the inbox; queue.Empty after ``timeout``. Ingest puts no notices there."""

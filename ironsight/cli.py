@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from core import metrics
 from core.settings import Settings
 from device_sim.faults import COOLING_FAULTS, INJECTABLE_FAULTS
 
@@ -44,6 +45,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.api_port:
         settings.api_port = args.api_port
+    if args.insecure_broker:
+        settings.insecure_broker = True
     supervisor = Supervisor(settings, controllers=args.controllers, fault_share=args.fault_share,
                             faults=_fault_kinds(args.faults), interval_s=args.interval,
                             status_every_s=args.status_every, speed=args.speed,
@@ -80,6 +83,7 @@ def _run_processes(command: str, workers: int, name: str) -> int:
 
     def start(i: int) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "ironsight", command, "--name", f"{name}-{i + 1}"],
+                                env=metrics.numbered_env(i),  # its own metrics port: base + i
                                 preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
 
     stop = _stop_on_signals()
@@ -195,7 +199,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     port = args.port or settings.api_port
     app = create_app(settings, _require(settings.database_url, "IRONSIGHT_DATABASE_URL"))
-    uvicorn.run(app, host=settings.api_host, port=port, log_level="warning")
+    # Forwarded headers are believed only from IRONSIGHT_TRUSTED_PROXIES, by the app (api.limits).
+    uvicorn.run(app, host=settings.api_host, port=port, log_level="warning", proxy_headers=False)
     return 0
 
 
@@ -203,33 +208,70 @@ def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
     from core.db import connect
     from device_sim.controller import SimulatedController
     from device_sim.simulated_fleet import FleetRunner, build_fleet
+    from ironsight.commissioning import CREDENTIALS_DIR, commission
     from ironsight.schema import register_fleet
 
-    specs = build_fleet(args.controllers, fault_share=args.fault_share, seed=args.seed,
+    fleet = build_fleet(args.controllers, fault_share=args.fault_share, seed=args.seed,
                         faults=_fault_kinds(args.faults))
+    part, parts = _slice(args.slice)
+    # This process's share of the fleet: the same machines whichever process runs them.
+    size = -(-len(fleet) // parts)
+    first = (part - 1) * size
+    specs = fleet[first:first + size]
+    mqtt_url = _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL")
+    stop = _stop_on_signals()
+    if args.provision and not settings.database_url:
+        raise SystemExit("--provision registers the controllers in the device registry: set IRONSIGHT_DATABASE_URL")
+    credentials: dict[str, tuple[str, str]] | None = None
     if settings.database_url:
         # The register is the source of truth for which equipment may report; the simulated
         # fleet registers itself the way a commissioning engineer would.
         with connect(settings.database_url, application_name="ironsight-sim") as conn:
             register_fleet(conn, specs)
-    mqtt_url = _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL")
-    stop = _stop_on_signals()
-    # These machines run the whole device protocol, each on a connection of its own (last will,
-    # remote commands); the rest share connections and only report telemetry.
+            if args.provision:
+                credentials = commission(
+                    conn, specs, mqtt_url=mqtt_url, topic_root=settings.topic_root,
+                    provisioning_password=_require(settings.mqtt_provisioning_password,
+                                                   "IRONSIGHT_MQTT_PROVISIONING_PASSWORD"),
+                    store_dir=settings.data_dir / CREDENTIALS_DIR, stop=stop)
+    if stop.is_set():
+        return 0
+    # The fleet's first machines run the whole device protocol, each on a connection of its own (last
+    # will, remote commands); the rest only report telemetry, sharing connections, or each on a
+    # connection of its own with its own credential once provisioned.
     # Client ids carry the topic root: two deployments on one broker must not take each other's sessions.
-    full = [SimulatedController(spec, mqtt_url, topic_root=settings.topic_root, interval_s=args.interval,
-                                seed=args.seed * 7919 + i, client_id=f"{settings.topic_root}-ctl-{spec.equipment_id}"
-                                ).start()
-            for i, spec in enumerate(specs[:args.full_controllers])]
-    runner = FleetRunner(specs[args.full_controllers:], mqtt_url, topic_root=settings.topic_root,
+    full_count = max(0, min(args.full_controllers, len(fleet)) - first)
+    full: list[SimulatedController] = []
+    for i, spec in enumerate(specs[:full_count], start=first):
+        credential = credentials.get(spec.equipment_id) if credentials is not None else None
+        if credentials is not None and credential is None:
+            continue  # no credential of its own: silent
+        username, password = credential or (None, None)
+        full.append(SimulatedController(spec, mqtt_url, topic_root=settings.topic_root, interval_s=args.interval,
+                                        username=username, password=password, seed=args.seed * 7919 + i,
+                                        client_id=f"{settings.topic_root}-ctl-{spec.equipment_id}").start())
+    runner = FleetRunner(specs[full_count:], mqtt_url, topic_root=settings.topic_root,
                          interval_s=args.interval, readings_per_message=args.readings_per_message,
-                         backfill_s=args.backfill, seed=args.seed)
+                         backfill_s=args.backfill, seed=args.seed, credentials=credentials,
+                         client_id_prefix=f"{settings.topic_root}-ctl-",
+                         name=f"{settings.topic_root}-sim-{args.seed}" + (f"-{part}of{parts}" if parts > 1 else ""))
     try:
         runner.run(stop)
     finally:
         for controller in full:
             controller.stop()
     return 0
+
+
+def _slice(text: str) -> tuple[int, int]:
+    """``--slice K/N``: the K-th of N equal parts of the fleet (1-based)."""
+    try:
+        part, parts = (int(n) for n in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--slice wants K/N, e.g. 2/4, not {text!r}") from None
+    if not 1 <= part <= parts:
+        raise SystemExit(f"--slice {text}: K must be 1 to N")
+    return part, parts
 
 
 def _fault_kinds(text: str) -> tuple[str, ...]:
@@ -258,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speed", type=float, default=1.0,
                      help="the service crew acts and its vans drive this many times faster than real time "
                           "(default 1); telemetry and SLA clocks stay real")
+    run.add_argument("--insecure-broker", action="store_true",
+                     help="let the embedded broker accept anonymous clients (no passwords, no ACL): anyone "
+                          "who reaches it can publish and read every topic. Default: secured (Mosquitto)")
     run.set_defaults(handler=cmd_run)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(handler=cmd_migrate)
@@ -316,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--full-controllers", type=int, default=0,
                      help="how many of the machines (the first ones) run the whole device protocol: status with "
                           "last will, remote commands")
+    sim.add_argument("--slice", default="1/1",
+                     help="K/N: run only the K-th of N equal parts of the fleet (several processes share a fleet)")
+    sim.add_argument("--provision", action="store_true",
+                     help="register each controller in the device registry and let it provision with "
+                          "IRONSIGHT_MQTT_PROVISIONING_PASSWORD; each then connects with its own credential "
+                          "(kept in <data dir>/sim/credentials/), as a broker with per-device ACL requires")
     sim.set_defaults(handler=cmd_sim)
 
     from dashboards.cli import add_parser as add_dashboards_parser
@@ -328,4 +379,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     _configure_logging(settings)
+    metrics.start_exporter_for(args.command, port=settings.metrics_port, host=settings.metrics_host,
+                               name=getattr(args, "name", None), workers=getattr(args, "workers", 1))
     return args.handler(args, settings)

@@ -7,6 +7,7 @@ import psycopg
 import alarms
 import api
 import core
+import devices
 import diagnostics
 import ingest
 import tickets
@@ -17,7 +18,8 @@ from device_sim.machine import MachineSpec
 from device_sim.simulated_fleet import SITES
 from ingest.partitions import ensure_partitions
 
-SCHEMA_PACKAGES = [core, ingest, diagnostics, alarms, tickets, api]
+# devices after ingest: ingest's migration 0003 created the registry's first tables.
+SCHEMA_PACKAGES = [core, ingest, devices, diagnostics, alarms, tickets, api]
 
 
 def migrate(database_url: str) -> list[str]:

@@ -4,6 +4,15 @@ Each worker is its own OS process (``python -m ironsight <worker>``) in its own 
 Ctrl-C in the terminal reaches only this supervisor, which then stops everything in order: the
 fleet first (no new data), then the workers (ingest finishes its batch), then the broker and the
 database it started. A worker that dies is restarted with backoff.
+
+The embedded broker is secured unless asked otherwise (``--insecure-broker``): Mosquitto refuses
+anonymous clients and confines each account to its topics, with the password and ACL files the
+devices worker keeps equal to the device registry (SIGHUP on change), as in production. Each
+process gets the account it needs and nothing more: ingest ``ingest``, the devices and tracking
+workers ``backend``, the simulators ``simulator`` (the simulation-only repair notices) with the
+shared ``provisioning`` credential for the controllers, which then connect with their own; the
+other processes get no broker access at all. Passwords are generated at the first run and kept in
+the data directory like the admin's.
 """
 
 from __future__ import annotations
@@ -25,11 +34,23 @@ from typing import IO
 import psycopg
 
 from alarms.queries import alarms_after, count_active
+from core import metrics
 from core.db import connect
+from core.mqtt import parse_mqtt_url
 from core.outbox import lag_seconds
 from core.settings import Settings
+from device_sim.simulated_fleet import repaired_topic
+from devices.broker_auth import (
+    BACKEND_USER,
+    INGEST_USER,
+    PROVISIONING_USER,
+    BrokerAuthSync,
+    ServicePasswords,
+    write_static_account,
+)
 from ingest.queries import count_online, readings_stored_total
-from ironsight.embedded_broker import start_embedded_broker
+from ironsight.commissioning import SIM_CONTROLLERS_PER_PROCESS
+from ironsight.embedded_broker import PID_FILE, find_mosquitto, start_embedded_broker
 from ironsight.embedded_postgres import start_embedded_postgres
 from ironsight.processes import die_with_parent
 from ironsight.schema import migrate
@@ -48,6 +69,35 @@ DEMO_FULL_CONTROLLERS = 5
 SIMULATORS = ("crew", "sim")
 # New alarms printed per status line at most; the API lists them all.
 ANNOUNCE_MAX_ALARMS = 10
+# The simulators' own broker account (kept by hand beside the generated ones, devices.broker_auth):
+# only the simulation's repair notices, which the simulated crew sends and the simulated fleet hears.
+SIMULATOR_USER = "simulator"
+# What ``ironsight run`` generates once and keeps in <data dir>/credentials.json (mode 0600).
+KEPT_SECRETS = ("admin_password", "alarms_api_key", "mqtt_ingest_password", "mqtt_backend_password",
+                "mqtt_provisioning_password", "mqtt_simulator_password")
+ALL_WORKERS = "*"
+
+
+def raise_open_files_limit(wanted: int = 65536) -> None:
+    """Every simulated controller has a connection of its own on a secured broker: about three file
+    descriptors each in the simulator (paho's socket and wake-up pair) and one in the broker, more
+    than the soft limit of some systems (256 on macOS, 1024 on many Linux) at a few hundred machines.
+    Raise the soft limit towards the hard one; the child processes inherit it."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        for limit in (target, 10240):  # macOS caps the soft limit at kern.maxfilesperproc
+            if limit <= soft:
+                continue
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+                return
+            except (ValueError, OSError):
+                continue
 
 
 def cores_to_spare() -> int:
@@ -62,6 +112,8 @@ class Worker:
     argv: list[str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    # This process's own environment on top of the common one (its broker account).
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     restarts: int = 0
     next_start_at: float = 0.0
     log_file: IO[bytes] | None = field(default=None, repr=False)
@@ -83,31 +135,43 @@ class Supervisor:
         self.diagnostics_workers = diagnostics_workers or cores_to_spare()
         self.workers: list[Worker] = []
         self._services: list = []
+        # Whether the broker refuses anonymous clients and confines each account (the embedded Mosquitto).
+        self.secured_broker = False
 
     def run(self, stop: threading.Event) -> int:
         settings = self.settings
         data_dir = settings.data_dir.resolve()
         logs = data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        raise_open_files_limit()
         try:
             database_url = settings.database_url or self._embedded_database(data_dir)
-            mqtt_url = settings.mqtt_url or self._embedded_broker(data_dir)
             applied = migrate(database_url)
             with connect(database_url, application_name="ironsight-run") as conn:
                 seed_service_world(conn)
             self._say(f"database ready ({len(applied)} migrations applied; service stations, engineers, vans and "
                       "warehouses registered)")
             admin_password, alarms_key, kept_in = self._credentials(data_dir)
-            env = {**os.environ, "IRONSIGHT_DATABASE_URL": database_url, "IRONSIGHT_MQTT_URL": mqtt_url,
+            broker_access = self._broker(data_dir, database_url)
+            env = {**os.environ, "IRONSIGHT_DATABASE_URL": database_url, "IRONSIGHT_DATA_DIR": str(data_dir),
                    "IRONSIGHT_API_URL": settings.tickets_api_url(), "IRONSIGHT_API_PORT": str(settings.api_port),
                    "IRONSIGHT_TOPIC_ROOT": settings.topic_root, "IRONSIGHT_ADMIN_PASSWORD": admin_password,
                    "IRONSIGHT_ALARMS_API_KEY": alarms_key,
                    # Vans drive (and engineers collect parts) `speed` times faster: ETAs are computed so too.
                    "IRONSIGHT_DISPATCH_SPEED_KMH": str(settings.dispatch_speed_kmh * self.speed),
                    "IRONSIGHT_DISPATCH_PICKUP_MIN": str(settings.dispatch_pickup_min / self.speed)}
+            # Only the processes that talk MQTT get an account, each its own (see the module docstring).
+            env.pop("IRONSIGHT_MQTT_URL", None)
             self.workers = self.plan(logs)
+            # Each service serves its Prometheus metrics on a port of its own (core.metrics.run_ports).
+            ports = metrics.run_ports(settings.metrics_port, [w.name for w in self.workers])
             for worker in self.workers:
+                kind = worker.name.split("-")[0]
+                worker.env = {**broker_access.get(kind, broker_access.get(ALL_WORKERS, {})),
+                              **metrics.port_env(ports.get(worker.name))}
                 self._start(worker, env)
+            if ports:
+                self._say(metrics.describe_ports(ports, settings.metrics_host))
             base = f"http://{settings.api_host}:{settings.api_port}"
             self._say(f"API  {base}/api/v1   docs {base}/docs")
             if kept_in is not None:
@@ -126,6 +190,7 @@ class Supervisor:
         """Every process ``ironsight run`` starts: the services of SERVICES, then the simulated world."""
         python = [sys.executable, "-m", "ironsight"]
         settings = self.settings
+        parts = self._simulator_processes()
         return [
             Worker("api", [*python, "api", "--port", str(settings.api_port)], logs / "api.log"),
             Worker("ingest", [*python, "ingest"], logs / "ingest.log"),
@@ -137,28 +202,50 @@ class Supervisor:
             Worker("sla", [*python, "sla"], logs / "sla.log"),
             Worker("tracking", [*python, "tracking"], logs / "tracking.log"),
             Worker("crew", [*python, "crew", "--speed", str(self.speed)], logs / "crew.log"),
-            Worker("sim", [*python, "sim", "--controllers", str(self.controllers),
-                           "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
-                           "--interval", str(self.interval_s),
-                           "--full-controllers", str(min(DEMO_FULL_CONTROLLERS, self.controllers))],
-                   logs / "sim.log"),
+            *[Worker(name, [*python, "sim", "--controllers", str(self.controllers),
+                            "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
+                            "--interval", str(self.interval_s),
+                            "--full-controllers", str(min(DEMO_FULL_CONTROLLERS, self.controllers)),
+                            "--slice", f"{part}/{parts}",
+                            # Each controller provisions and connects with its own credential.
+                            *(["--provision"] if self.secured_broker else [])],
+                     logs / f"{name}.log")
+              for part, name in self._simulator_names(parts)],
         ]
 
-    def _credentials(self, data_dir: Path) -> tuple[str, str, Path | None]:
-        """The bootstrap admin's password and the alarms worker's key: the configured ones, else ones
-        generated at the first run and kept (readable by the owner only) in the data directory, so that
-        a second run over the same history logs in the same way. Returns where they are kept, if there."""
-        settings = self.settings
+    def _simulator_processes(self) -> int:
+        """One simulator process carries a few hundred controllers on connections of their own
+        (ironsight.commissioning); on shared connections, any number."""
+        if not self.secured_broker:
+            return 1
+        return max(1, -(-self.controllers // SIM_CONTROLLERS_PER_PROCESS))
+
+    @staticmethod
+    def _simulator_names(parts: int) -> list[tuple[int, str]]:
+        return [(1, "sim")] if parts == 1 else [(part, f"sim-{part}") for part in range(1, parts + 1)]
+
+    @staticmethod
+    def _kept_secrets(data_dir: Path) -> tuple[dict[str, str], Path]:
+        """KEPT_SECRETS, generated at the first run and kept (readable by the owner only) in the data
+        directory, so that a second run over the same history logs in the same way."""
         path = data_dir / "credentials.json"
-        kept: dict[str, str] = {}
-        if path.exists():
-            kept = json.loads(path.read_text())
-        generated = {"admin_password": kept.get("admin_password") or secrets.token_urlsafe(12),
-                     "alarms_api_key": kept.get("alarms_api_key") or "isk_" + secrets.token_urlsafe(32)}
+        kept: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        generated = dict(kept)
+        for name in KEPT_SECRETS:
+            if not generated.get(name):
+                generated[name] = ("isk_" + secrets.token_urlsafe(32) if name == "alarms_api_key"
+                                   else secrets.token_urlsafe(12 if name == "admin_password" else 24))
         if generated != kept:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as file:
                 json.dump(generated, file)
+        return generated, path
+
+    def _credentials(self, data_dir: Path) -> tuple[str, str, Path | None]:
+        """The bootstrap admin's password and the alarms worker's key: the configured ones, else the
+        kept ones. Returns where they are kept, if there."""
+        settings = self.settings
+        generated, path = self._kept_secrets(data_dir)
         admin = settings.admin_password.get_secret_value() if settings.admin_password else None
         key = settings.alarms_api_key.get_secret_value() if settings.alarms_api_key else None
         return (admin or generated["admin_password"], key or generated["alarms_api_key"],
@@ -170,17 +257,69 @@ class Supervisor:
         self._services.append(server)
         return server.url
 
-    def _embedded_broker(self, data_dir: Path) -> str:
-        broker = start_embedded_broker(data_dir)
+    def _broker(self, data_dir: Path, database_url: str) -> dict[str, dict[str, str]]:
+        """The configured broker, or an embedded one started now (secured unless told otherwise):
+        what each kind of process gets to reach it, worker name → environment (ALL_WORKERS: every one)."""
+        settings = self.settings
+        if settings.mqtt_url:
+            return {ALL_WORKERS: {"IRONSIGHT_MQTT_URL": settings.mqtt_url}}
+        if settings.insecure_broker or find_mosquitto() is None:
+            broker = start_embedded_broker(data_dir)
+            self._services.append(broker)
+            self._say(f"started embedded {broker.kind} broker at {broker.url}")
+            if settings.insecure_broker:
+                self._say(f"WARNING: --insecure-broker: the broker at {broker.url} accepts anonymous clients and "
+                          "has no ACL: anyone who can connect to it may publish telemetry, statuses, command "
+                          "answers and van positions for any machine or van, and read every topic")
+            else:
+                self._say(f"WARNING: mosquitto is not installed, so the embedded broker is rumqttd (iotcore), "
+                          "which cannot confine a client to its own topics (no ACL): it accepts anonymous "
+                          f"clients and is NOT secured. It listens on {broker.host} only (other machines "
+                          "cannot reach it; local users can). Install mosquitto for a secured broker.")
+            return {ALL_WORKERS: {"IRONSIGHT_MQTT_URL": broker.url}}
+        kept, kept_in = self._kept_secrets(data_dir)
+        passwords = {user: configured or kept[f"mqtt_{user}_password"] for user, configured in (
+            (INGEST_USER, settings.mqtt_ingest_password), (BACKEND_USER, settings.mqtt_backend_password),
+            (PROVISIONING_USER, settings.mqtt_provisioning_password), (SIMULATOR_USER, None))}
+        root = settings.topic_root
+        # The files exist before the broker starts (it refuses to start without them); from then on
+        # the devices worker keeps them equal to the registry.
+        auth_dir = data_dir / "mosquitto" / "auth"
+        write_static_account(auth_dir, SIMULATOR_USER, passwords[SIMULATOR_USER],
+                             [f"topic readwrite {repaired_topic(root, '+')}"])
+        service = ServicePasswords(passwords[INGEST_USER], passwords[BACKEND_USER], passwords[PROVISIONING_USER])
+        with connect(database_url, application_name="ironsight-run") as conn:
+            BrokerAuthSync(auth_dir, root, service, pid_file=None).sync(conn)
+        broker = start_embedded_broker(data_dir, prefer="mosquitto", auth_dir=auth_dir)
         self._services.append(broker)
-        self._say(f"started embedded {broker.kind} broker at {broker.url}")
-        return broker.url
+        self.secured_broker = True
+        self._say(f"started embedded mosquitto broker at {broker.url}, secured: no anonymous client, each account "
+                  "confined to its own topics; controllers provision their own credential, vans' trackers get "
+                  f"theirs through the API (service accounts' passwords in {kept_in})")
+        address = parse_mqtt_url(broker.url)
+
+        def url(user: str) -> str:
+            return f"mqtt://{user}:{passwords[user]}@{address.host}:{address.port}"
+
+        return {
+            "ingest": {"IRONSIGHT_MQTT_URL": url(INGEST_USER)},
+            "devices": {"IRONSIGHT_MQTT_URL": url(BACKEND_USER), "IRONSIGHT_BROKER_AUTH_DIR": str(auth_dir),
+                        "IRONSIGHT_BROKER_PID_FILE": str(auth_dir / PID_FILE),
+                        "IRONSIGHT_MQTT_INGEST_PASSWORD": passwords[INGEST_USER],
+                        "IRONSIGHT_MQTT_BACKEND_PASSWORD": passwords[BACKEND_USER],
+                        "IRONSIGHT_MQTT_PROVISIONING_PASSWORD": passwords[PROVISIONING_USER]},
+            "tracking": {"IRONSIGHT_MQTT_URL": url(BACKEND_USER)},
+            "sim": {"IRONSIGHT_MQTT_URL": url(SIMULATOR_USER),
+                    "IRONSIGHT_MQTT_PROVISIONING_PASSWORD": passwords[PROVISIONING_USER]},
+            "crew": {"IRONSIGHT_MQTT_URL": url(SIMULATOR_USER)},
+        }
 
     def _start(self, worker: Worker, env: dict[str, str]) -> None:
         if worker.log_file is None:
             worker.log_file = open(worker.log_path, "ab")  # noqa: SIM115 - closed in _shutdown
         worker.process = subprocess.Popen(
-            worker.argv, env=env, stdin=subprocess.DEVNULL, stdout=worker.log_file, stderr=subprocess.STDOUT,
+            worker.argv, env={**env, **worker.env}, stdin=subprocess.DEVNULL, stdout=worker.log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         log.info("started %s (pid %d)", worker.name, worker.process.pid)

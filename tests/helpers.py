@@ -98,7 +98,7 @@ class ApiServer:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         config = uvicorn.Config(create_app(self.settings, database_url), host="127.0.0.1", port=self.port,
-                                log_level="warning")
+                                log_level="warning", proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         self.thread.start()

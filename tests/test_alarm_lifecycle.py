@@ -59,20 +59,22 @@ def test_acknowledge_comment_assign_and_history(api, conn):
     listed = api.get("/alarms").json()["data"][0]
     assert listed["acknowledged_at"] is None and listed["state"] == "active" and listed["assignee"] is None
 
+    # The signed-in account (the admin) acts; the name in the body is whom it acted for.
     acked = api.post(f"/alarms/{alarm_id}/ack", json={"actor": "  Dispatcher Anna ", "note": "calling the site"})
     assert acked.status_code == 200
     body = acked.json()
-    assert body["acknowledged_by"] == "Dispatcher Anna" and body["acknowledged_at"] is not None
+    assert body["acknowledged_by"] == "admin" and body["acknowledged_at"] is not None
     assert body["state"] == "active"  # acknowledged and active are independent
     # Acknowledging again is idempotent: 200, and the first acknowledgement stands.
     again = api.post(f"/alarms/{alarm_id}/ack", json={"actor": "bob"})
     assert again.status_code == 200
-    assert again.json()["acknowledged_by"] == "Dispatcher Anna"
+    assert again.json()["acknowledged_by"] == "admin"
     assert again.json()["acknowledged_at"] == body["acknowledged_at"]
 
-    comment = api.post(f"/alarms/{alarm_id}/comments", json={"actor": "anna", "text": "customer reports smoke"})
+    comment = api.post(f"/alarms/{alarm_id}/comments", json={"on_behalf_of": "anna", "text": "customer reports smoke"})
     assert comment.status_code == 201
-    assert comment.json()["kind"] == "commented" and comment.json()["detail"] == {"text": "customer reports smoke"}
+    assert comment.json()["kind"] == "commented" and comment.json()["actor"] == "admin"
+    assert comment.json()["detail"] == {"text": "customer reports smoke", "on_behalf_of": "anna"}
 
     assigned = api.put(f"/alarms/{alarm_id}/assignee", json={"actor": "anna", "assignee": "engineer.karl"})
     assert assigned.status_code == 200 and assigned.json()["assignee"] == "engineer.karl"
@@ -83,12 +85,13 @@ def test_acknowledge_comment_assign_and_history(api, conn):
     with conn.transaction():
         clear_alarm(conn, "EX-1", "OIL_OVERHEAT", T0 + MIN)
     detail = api.get(f"/alarms/{alarm_id}").json()
-    assert detail["state"] == "cleared" and detail["acknowledged_by"] == "Dispatcher Anna"
+    assert detail["state"] == "cleared" and detail["acknowledged_by"] == "admin"
     history = detail["history"]
     # One 'assigned' for the change and one for the removal; the repeated assignment recorded nothing.
     assert [e["kind"] for e in history] == ["raised", "acknowledged", "commented", "assigned", "assigned", "cleared"]
-    assert history[1]["actor"] == "Dispatcher Anna" and history[1]["detail"] == {"note": "calling the site"}
-    assert history[3]["detail"] == {"assignee": "engineer.karl", "previous": None}
+    assert history[1]["actor"] == "admin"
+    assert history[1]["detail"] == {"note": "calling the site", "on_behalf_of": "Dispatcher Anna"}
+    assert history[3]["detail"] == {"assignee": "engineer.karl", "previous": None, "on_behalf_of": "anna"}
     assert history[0]["actor"] == "system" and history[-1]["at"].startswith((T0 + MIN).strftime("%Y-%m-%dT%H:%M"))
 
     assert api.get("/alarms", params={"acknowledged": "true"}).json()["count"] == 1
@@ -105,7 +108,8 @@ def test_actions_on_unknown_alarms_and_invalid_bodies_are_clear_errors(api, conn
         response = api.request(method, path, json=body)
         assert response.status_code == 404, path
         assert response.json() == {"detail": "no alarm 999", "status": 404}
-    for bad in ({}, {"actor": ""}, {"actor": "   "}, {"actor": "x" * 101}, {"actor": "<script>"}, {"actor": 5}):
+    for bad in ({"actor": ""}, {"actor": "   "}, {"actor": "x" * 101}, {"actor": "<script>"}, {"actor": 5},
+                {"on_behalf_of": "<script>"}, {"actor": "anna", "on_behalf_of": "bob"}):
         response = api.post(f"/alarms/{alarm_id}/ack", json=bad)
         assert response.status_code == 422, bad
         assert "detail" in response.json()
@@ -113,6 +117,31 @@ def test_actions_on_unknown_alarms_and_invalid_bodies_are_clear_errors(api, conn
     assert api.get("/alarms/not-a-number").status_code == 422
     # Nothing of that reached the alarm.
     assert kinds(conn, alarm_id) == ["raised"]
+
+
+def test_alarm_actions_record_the_signed_in_account_not_the_name_in_the_body(settings, fleet, conn):
+    """An engineer acknowledging "as admin" is recorded as the engineer, with "admin" kept beside as the
+    person it says it acted for; an empty body acts for oneself."""
+    server = ApiServer(settings, settings.database_url)
+    try:
+        engineer = server.user("engineer", username="eve.engineer")
+        alarm_id = new_alarm(conn)
+        acked = engineer.post(f"/alarms/{alarm_id}/ack", json={"actor": "admin"})
+        assert acked.status_code == 200 and acked.json()["acknowledged_by"] == "eve.engineer"
+        assert engineer.post(f"/alarms/{alarm_id}/comments", json={"text": "on it"}).status_code == 201
+        assert engineer.post(f"/alarms/{alarm_id}/shelve", json={"minutes": 5, "on_behalf_of": "eve.engineer"}) \
+            .json()["shelved_by"] == "eve.engineer"
+        assert engineer.post(f"/alarms/{alarm_id}/unshelve", json={}).status_code == 200
+        history = engineer.get(f"/alarms/{alarm_id}").json()["history"]
+        acted = [(e["kind"], e["actor"], e["detail"].get("on_behalf_of")) for e in history[1:]]
+        assert acted == [("acknowledged", "eve.engineer", "admin"), ("commented", "eve.engineer", None),
+                         ("shelved", "eve.engineer", None), ("unshelved", "eve.engineer", None)]
+        stored = conn.execute("SELECT DISTINCT actor FROM alarm_events WHERE alarm_id = %s AND kind <> 'raised'",
+                              (alarm_id,)).fetchall()
+        conn.commit()
+        assert stored == [("eve.engineer",)]
+    finally:
+        server.close()
 
 
 # ---- 2. flapping ---------------------------------------------------------------------------------
@@ -269,7 +298,8 @@ def test_shelving_hides_an_alarm_until_the_period_ends(api, conn):
     assert unshelve_expired(conn, now=datetime.now(UTC) + timedelta(minutes=31)) == 1
     assert api.get("/alarms", params={"state": "active"}).json()["count"] == 2
     history = api.get(f"/alarms/{shelved_id}").json()["history"]
-    assert [(e["kind"], e["actor"]) for e in history][1:] == [("shelved", "anna"), ("unshelved", "system")]
+    assert [(e["kind"], e["actor"]) for e in history][1:] == [("shelved", "admin"), ("unshelved", "system")]
+    assert history[1]["detail"]["on_behalf_of"] == "anna"
     assert history[1]["detail"]["reason"] == "known leak"
 
     # Unshelved early by hand; unshelving an alarm that is not shelved is harmless.

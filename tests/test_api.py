@@ -72,8 +72,11 @@ def test_readings_refuse_unbounded_requests(api, params, status):
     assert "detail" in response.json()
 
 
-def test_ticket_creation_is_idempotent_per_alarm_and_key(api):
-    body = {"equipment_id": "EX-1", "title": "OIL_OVERHEAT on EX-1", "priority": "major", "source_alarm_id": 41}
+def test_ticket_creation_is_idempotent_per_alarm_and_key(api, conn):
+    alarm_id = conn.execute("INSERT INTO alarms (equipment_id, fault_code, severity, raised_at, last_fault_id) "
+                            "VALUES ('EX-1', 'OIL_OVERHEAT', 'major', now(), 1) RETURNING id").fetchone()[0]
+    conn.commit()
+    body = {"equipment_id": "EX-1", "title": "OIL_OVERHEAT on EX-1", "priority": "major", "source_alarm_id": alarm_id}
     first = api.post("/tickets", json=body)
     again = api.post("/tickets", json=body)
     assert first.status_code == 201 and again.status_code == 200

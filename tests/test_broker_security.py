@@ -1,5 +1,6 @@
 """Broker security on a real Mosquitto run with deploy/mosquitto/mosquitto.conf: per-device
-credentials and ACL generated from the registry, revocation, and provisioning."""
+credentials and ACL generated from the registry, revocation, and provisioning; the service vans'
+trackers, each confined to its own position topic."""
 
 from __future__ import annotations
 
@@ -11,18 +12,29 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from core import topics
-from core.device_messages import Command, Status, encode_command, encode_status
+from core import mqtt, topics
+from core.device_messages import Ack, Command, Status, encode_ack, encode_command, encode_status
 from core.paho_fast import new_client
+from core.positions import Position, encode_position, position_subscription, position_topic
 from core.register import EquipmentRecord
 from core.telemetry import Reading, encode_message
 from device_sim.controller import SimulatedController, provision
 from device_sim.simulated_fleet import build_fleet
 from devices import registry
-from devices.broker_auth import BrokerAuthSync, ServicePasswords, hash_password, verify_password
+from devices.broker_auth import (
+    BrokerAuthSync,
+    ServicePasswords,
+    StaticAccounts,
+    hash_password,
+    render,
+    tracker_username,
+    verify_password,
+)
 from devices.worker import DevicesWorker
 from ingest.worker import IngestWorker
 from tests.helpers import ApiServer, SecuredMosquitto, start_paho, wait_for
+from tickets.resources import Station, Vehicle, upsert_station, upsert_vehicle
+from tickets.tracking import TrackingWorker
 
 PASSWORDS = ServicePasswords(ingest="ingest-secret", backend="backend-secret", provisioning="provisioning-secret")
 
@@ -39,6 +51,8 @@ class Client:
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
         self.client.on_subscribe = lambda c, u, mid, codes, p: self.subacks.append(codes)
+        self.pubacks: dict[int, object] = {}  # mid → the broker's reason code
+        self.client.on_publish = lambda c, u, mid, code, p: self.pubacks.__setitem__(mid, code)
         self.disconnected = threading.Event()
         self.client.on_disconnect = lambda *args: self.disconnected.set()
         start_paho(self.client, url, clean_start=True)
@@ -62,6 +76,12 @@ class Client:
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(timeout=5)
+
+    def refused(self, topic: str, payload: bytes) -> bool:
+        """Publish at QoS 1; whether the broker's PUBACK says "not authorized" (MQTT 5 reason 0x87)."""
+        info = self.client.publish(topic, payload, qos=1)
+        code = wait_for(lambda: self.pubacks.get(info.mid), timeout_s=5, interval_s=0.02, what=f"PUBACK on {topic}")
+        return code.is_failure
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -346,3 +366,192 @@ def test_files_are_rewritten_only_when_the_accounts_change(conn, fleet, tmp_path
     assert fleet[1].equipment_id not in acl  # pending: no credential, no account
     unwritable = BrokerAuthSync(tmp_path / "acl" / "below-a-file", "root", PASSWORDS, pid_file=None)
     assert unwritable.sync(conn) is False  # logged, not raised: the broker keeps its files
+
+
+# --- service vans' trackers ---
+
+def position_payload(lat: float, lon: float, at: datetime | None = None) -> bytes:
+    return encode_position(Position(at or datetime.now(UTC), lat, lon, 0.0))
+
+
+@pytest.fixture
+def vans(conn):
+    """Two vans at a station (48.0, 11.0) with no position reported yet."""
+    upsert_station(conn, Station("ST-SEC", "secured station", 48.0, 11.0))
+    for vehicle_id in ("VAN-A", "VAN-B"):
+        upsert_vehicle(conn, Vehicle(vehicle_id, "ST-SEC", None), at=datetime.now(UTC))
+    conn.commit()
+    return "VAN-A", "VAN-B"
+
+
+def issue_tracker(conn, worker, vehicle_id: str) -> str:
+    """A tracker credential, once the devices worker has put it into the broker's files."""
+    reloads = worker.auth_sync.reloads
+    password = registry.issue_tracker_credential(conn, vehicle_id)
+    conn.commit()
+    wait_for(lambda: worker.auth_sync.reloads > reloads, timeout_s=10, what="the files rewritten")
+    return password
+
+
+def test_the_tracker_username_never_names_a_controller_and_gets_only_its_position():
+    username = tracker_username("VAN-1")
+    assert username == "vehicle~VAN-1" and ":" not in username
+    assert not topics.EQUIPMENT_ID_PATTERN.match(username)
+    files = render("root", [("VAN-1", "$7$d"), ("backend", "$7$x")], {"backend": "$7$b"},
+                   trackers=[("VAN-1", "$7$v")],
+                   static=StaticAccounts(("simulator:$7$s",), "user simulator\ntopic readwrite root/sim/+/repaired"))
+    assert files.passwd.splitlines() == ["backend:$7$b", "simulator:$7$s", "VAN-1:$7$d", "vehicle~VAN-1:$7$v"]
+    # A machine named like a service account never gets that account (nor its ACL).
+    assert files.acl.count("user backend\n") == 1
+    assert "user vehicle~VAN-1\ntopic write root/v1/vehicles/VAN-1/position\n\n" in files.acl
+    assert "user simulator\ntopic readwrite root/sim/+/repaired\n" in files.acl
+    # Hand-kept ACL lines that do not begin with their user would extend the account above: left out.
+    loose = render("root", [], {"backend": "$7$b"}, static=StaticAccounts(("x:$7$s",), "topic readwrite #"))
+    assert "readwrite #" not in loose.acl
+
+
+def test_a_van_publishes_only_its_own_position_and_tracking_reads_it_on_the_backend_account(
+        secured, broker, conn, vans, background):
+    settings, credentials, worker = secured
+    root = settings.topic_root
+    mine, other = vans
+    password = issue_tracker(conn, worker, mine)
+    tracking = TrackingWorker(settings.database_url, broker.url("backend", PASSWORDS.backend), topic_root=root,
+                              client_id=f"tracking-{uuid.uuid4().hex[:8]}")
+    background.start(tracking.run, "tracking")
+    assert tracking.subscribed.wait(10), broker.log_text()[-2000:]
+    van = Client(broker.url(tracker_username(mine), password), "van-a")
+    device = Client(broker.url("SEC-00001", credentials["SEC-00001"]), "dev-a-van")
+    try:
+        assert van.accepted
+        # Another van's position (a van "moved to another city"), a machine's telemetry, status or
+        # answer: refused. A controller cannot move a van either.
+        assert van.refused(position_topic(root, other), position_payload(45.76, 4.84))
+        assert van.refused(topics.telemetry_topic(root, "SEC-00001"), reading_payload(1))
+        assert van.refused(topics.device_topic(root, "SEC-00001", topics.STATUS),
+                           encode_status(Status(False, reason="lost")))
+        assert van.refused(topics.device_topic(root, "SEC-00001", topics.ACK),
+                           encode_ack(Ack(str(uuid.uuid4()), "executed")))
+        assert device.refused(position_topic(root, other), position_payload(45.76, 4.84))
+        # It reads nothing, not even positions (the broker grants the subscription and delivers nothing).
+        van.subscribe(position_subscription(root))
+        # Its own position is taken, and moves the van.
+        assert not van.refused(position_topic(root, mine), position_payload(48.2, 11.3))
+
+        def moved():
+            row = conn.execute("SELECT lat, lon FROM vehicles WHERE id = %s", (mine,)).fetchone()
+            conn.rollback()
+            return row == (48.2, 11.3)
+
+        wait_for(moved, timeout_s=10, what="the van moved by its own position")
+        assert conn.execute("SELECT reported_at FROM vehicles WHERE id = %s", (other,)).fetchone() == (None,)
+        assert van.messages == []  # not even its own position came back to it
+        assert tracking.stats.positions == 1 and tracking.stats.unknown_vehicle == 0
+    finally:
+        van.close()
+        device.close()
+
+
+def test_a_revoked_van_tracker_is_dropped_and_refused(secured, broker, conn, vans):
+    settings, _, worker = secured
+    mine, _ = vans
+    password = issue_tracker(conn, worker, mine)
+    address = mqtt.parse_mqtt_url(broker.url()).with_credentials(tracker_username(mine), password)
+    tracker = mqtt.Session(address, "van-revoked", name="van tracker").start()
+    try:
+        assert tracker.ready.wait(10), broker.log_text()[-2000:]
+        reloads = worker.auth_sync.reloads
+        revoked = registry.revoke_tracker_credential(conn, mine)
+        conn.commit()
+        assert revoked["state"] == "revoked" and revoked["revoked_at"] is not None
+        wait_for(lambda: worker.auth_sync.reloads > reloads, timeout_s=10, what="the files rewritten")
+        assert tracker_username(mine) not in (broker.auth_dir / "passwd").read_text()
+        wait_for(lambda: not tracker.ready.is_set(), timeout_s=10, what="the revoked tracker dropped")
+        wait_for(lambda: tracker.refused.is_set(), timeout_s=15, what="its reconnection refused")
+    finally:
+        tracker.kill()
+    again = Client(broker.url(tracker_username(mine), password), "van-revoked-2")
+    try:
+        assert not again.accepted
+    finally:
+        again.close()
+
+
+def test_tracker_credentials_through_the_api(settings, conn, vans):
+    mine, other = vans
+    api = ApiServer(settings, settings.database_url)
+    try:
+        admin = api.client()
+        assert admin.post("/vehicles/VAN-NOBODY/tracker-credential").status_code == 404
+        assert admin.delete(f"/vehicles/{other}/tracker-credential").status_code == 404  # never had one
+        assert api.user("engineer").post(f"/vehicles/{mine}/tracker-credential").status_code == 403
+        issued = api.user("dispatcher").post(f"/vehicles/{mine}/tracker-credential")
+        assert issued.status_code == 201, issued.text
+        body = issued.json()
+        assert body["username"] == f"vehicle~{mine}" and body["topic"] == position_topic(settings.topic_root, mine)
+
+        def stored_hash():
+            row = conn.execute("SELECT password_hash FROM vehicle_trackers WHERE vehicle_id = %s", (mine,)).fetchone()
+            conn.rollback()
+            return row[0]
+
+        assert verify_password(body["password"], stored_hash())
+        again = admin.post(f"/vehicles/{mine}/tracker-credential").json()
+        assert not verify_password(body["password"], stored_hash()) and verify_password(again["password"],
+                                                                                       stored_hash())
+        assert admin.delete(f"/vehicles/{mine}/tracker-credential").status_code == 204
+        assert stored_hash() is None
+        assert registry.get_tracker(conn, mine)["state"] == "revoked"
+        conn.rollback()
+    finally:
+        api.close()
+
+
+def test_a_burst_of_reloads_ends_with_one_more_signal(tmp_path, monkeypatch):
+    """Mosquitto clears its reload flag after reloading, so a SIGHUP that arrives during a reload is
+    lost (seen with twelve van credentials issued at once): after a burst the broker hears once more."""
+    import os
+    import signal
+    import time
+
+    from devices import broker_auth
+
+    received: list[float] = []
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: received.append(time.monotonic()))
+    monkeypatch.setattr(broker_auth, "RELOAD_SETTLE_S", 0.2)
+    pid_file = tmp_path / "broker.pid"
+    pid_file.write_text(str(os.getpid()))
+    try:
+        sync = BrokerAuthSync(tmp_path, "root", PASSWORDS, pid_file)
+        sync._reload_broker()  # alone: one signal, nothing more
+        time.sleep(0.5)
+        assert len(received) == 1
+        for _ in range(3):  # a burst: three signals, then one more once it settled
+            sync._reload_broker()
+        wait_for(lambda: len(received) == 5, timeout_s=5, interval_s=0.05, what="the settling signal")
+        time.sleep(0.5)
+        assert len(received) == 5 and received[-1] - received[-2] >= 0.2
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_controller_asking_before_the_devices_worker_listens_asks_again(settings, broker, fleet, conn, background):
+    """A provisioning request nobody is subscribed to yet is lost (the worker's first start, as in
+    `ironsight run`): the controller asks again until it is answered."""
+    settings = settings.model_copy(update={
+        "mqtt_url": broker.url("backend", PASSWORDS.backend), "broker_auth_dir": broker.auth_dir,
+        "broker_pid_file": broker.pid_file, "mqtt_ingest_password": PASSWORDS.ingest,
+        "mqtt_backend_password": PASSWORDS.backend, "mqtt_provisioning_password": PASSWORDS.provisioning})
+    BrokerAuthSync(broker.auth_dir, settings.topic_root, PASSWORDS, broker.pid_file).sync(conn)
+    wait_for(lambda: "provisioning" in (broker.auth_dir / "passwd").read_text(), timeout_s=5, what="password file")
+    spec = fleet[0]
+    answers: list = []
+    asking = threading.Thread(target=lambda: answers.append(provision(
+        broker.url(), topic_root=settings.topic_root, serial=f"CTL-{spec.equipment_id}", model=spec.model,
+        username="provisioning", password=PASSWORDS.provisioning, timeout_s=20, ask_again_s=1.0)))
+    asking.start()
+    threading.Event().wait(2.0)  # its first request is gone by now
+    worker = DevicesWorker(settings, settings.database_url, settings.mqtt_url, name="devices-late")
+    background.start(worker.run, "devices")
+    asking.join(25)
+    assert answers and answers[0].accepted and answers[0].username == spec.equipment_id

@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 import dashboards.render as render
-from dashboards import limits, sql
-from dashboards.common import MACHINE_UID
+from core.shards import SHARD_COUNT
+from dashboards import health, limits, sql
+from dashboards.common import HEALTH_UID, MACHINE_UID
 from dashboards.constants import DATASOURCE_TYPE, DATASOURCE_UID, FOLDER_UID, GRID_COLUMNS, MIN_INTERVAL
 from dashboards.grafana_macros import (
     BUILT_IN_NAMES,
@@ -266,6 +267,45 @@ def test_the_machine_dashboard_shows_the_diagnosis_and_the_model_limit(seeded):
     assert max(temperature.column("oil (max)")) > limits.BY_MODEL.get(model, limits.DEFAULT).oil_temp_c
 
 
+
+def test_the_health_dashboard_shows_the_pipeline_of_the_seeded_fleet(seeded):
+    with psycopg.connect(seeded.url) as conn:
+        results = check_dashboards(conn, [d for d in render.dashboards() if d["uid"] == HEALTH_UID],
+                                   TimeRange.last(timedelta(hours=6)), role=READER)
+        stored = conn.execute("SELECT sum(readings) FROM accepted_batches").fetchone()[0]
+    assert not _failures(results), _failures(results)
+    consumers = next(r for r in results if r.where == "panel 'Sharded consumers' A")
+    by_consumer = {row[0]: dict(zip(consumers.columns, row, strict=True)) for row in consumers.rows}
+    assert set(by_consumer) == {"diagnostics", "alarms"}
+    # The seeding worker diagnosed everything and checkpointed every shard; it has stopped, so no
+    # worker holds a shard now.
+    diagnostics = by_consumer["diagnostics"]
+    assert diagnostics["shards checkpointed"] == SHARD_COUNT
+    assert (diagnostics["waiting"], diagnostics["lag"], diagnostics["workers"], diagnostics["shards held"]) == (
+        0, 0, 0, 0)
+    reasons = next(r for r in results if r.where == "panel 'Refused input by reason' A")
+    assert dict(zip(reasons.column("reason"), reasons.column("dead letters"), strict=True)) == {
+        "malformed": 2, "unknown_equipment": 1}
+    accepted = next(r for r in results if r.where == "panel 'Readings accepted per second' A")
+    interval_s = 20  # the 6-hour range's $__interval
+    assert round(sum(accepted.column("readings/s")) * interval_s) == stored
+    workers = next(r for r in results if r.where == "panel 'Ingest workers' A")
+    assert workers.column("worker") == ["ingest-test"]
+
+
+def test_the_health_dashboard_follows_the_code_it_watches():
+    from alarms.worker import CONSUMER as ALARMS
+    from alarms.worker import TICKET_SEVERITIES
+    from devices.commands import FINAL_STATES, OPEN_STATES
+    from devices.registry import DEVICE_STATES
+    from diagnostics.worker import CONSUMER as DIAGNOSTICS
+
+    assert health.CONSUMERS == ((DIAGNOSTICS, "accepted_batches"), (ALARMS, "fault_events"))
+    assert health.TICKETED_SEVERITIES == TICKET_SEVERITIES
+    assert health.COMMAND_STATES == OPEN_STATES + FINAL_STATES
+    assert health.DEVICE_STATES == DEVICE_STATES
+
+
 # --- the read-only role ---
 
 
@@ -301,7 +341,7 @@ def test_the_committed_json_is_what_the_code_renders():
 
 def test_rendering_is_deterministic_with_stable_uids():
     assert render.rendered_files() == render.rendered_files()
-    assert sorted(render.rendered_files()) == ["ironsight-alarms.json", "ironsight-fleet.json",
+    assert sorted(render.rendered_files()) == ["ironsight-alarms.json", "ironsight-fleet.json", "ironsight-health.json",
                                                "ironsight-machine.json", "ironsight-work-orders.json"]
 
 

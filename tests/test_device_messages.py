@@ -57,6 +57,10 @@ def test_round_trips():
     (b'{"v":1,"id":"a","status":"executed","result":[1]}', "bad_field"),
     (b'{"v":1,"id":"a","status":"executed","detail":"' + b"x" * 300 + b'"}', "bad_field"),
     (b'{"v":1,"id":"a","status":"executed","detail":"' + b"x" * 5000 + b'"}', "payload_too_large"),
+    (b'{"v":1.0,"id":"a","status":"executed"}', "unsupported_version"),
+    (b'{"v":1,"id":"a","status":"executed","result":' + b"[" * 2000 + b"]" * 2000 + b"}", "too_deep"),
+    (b'{"v":1,"id":"a","status":"executed","detail":"\\u0000"}', "bad_field"),
+    (b'{"v":1,"id":"\\ud800","status":"executed"}', "not_json"),
 ])
 def test_malformed_acks(payload, reason):
     with pytest.raises(InvalidTelemetry) as refused:
@@ -93,3 +97,9 @@ def test_provisioning_request_serial_must_be_a_safe_identifier():
         decode_provisioning_request(b'{"v":1,"serial":"a/b","model":"EX210"}')
     with pytest.raises(InvalidTelemetry):
         decode_provisioning_request(b'{"v":1,"serial":"CTL-1"}')
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    firmware = "[" * 100 + '\\"{' * 30
+    status = Status(True, None, firmware[:200], -71.0, 1.0, False)
+    assert decode_status(encode_status(status)) == status

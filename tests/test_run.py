@@ -15,6 +15,7 @@ import pytest
 
 from ironsight.processes import free_tcp_port
 from tests.helpers import wait_for
+from tests.test_metrics import free_ports, scrape, value
 
 LOGIN = re.compile(r"^login (\S+) / (\S+)")
 STATUS = re.compile(r"readings/s\s+([\d.]+)\s+diagnosis lag\s+([\d.]+) s\s+online\s+(\d+)\s+active alarms\s+(\d+)\s+"
@@ -24,7 +25,10 @@ STATUS = re.compile(r"readings/s\s+([\d.]+)\s+diagnosis lag\s+([\d.]+) s\s+onlin
 @pytest.mark.parametrize("services", ["configured", "embedded"])
 def test_run_shows_live_status_and_ctrl_c_stops_every_process(services, new_database, mqtt_url, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("IRONSIGHT_")}
-    env.update(IRONSIGHT_DATA_DIR=str(tmp_path / "data"), IRONSIGHT_TOPIC_ROOT=f"run-{uuid.uuid4().hex[:8]}")
+    # Every service serves its metrics on a port of its own from this base (core.metrics.run_ports).
+    metrics_base = free_ports(8 + (os.cpu_count() or 1))
+    env.update(IRONSIGHT_DATA_DIR=str(tmp_path / "data"), IRONSIGHT_TOPIC_ROOT=f"run-{uuid.uuid4().hex[:8]}",
+               IRONSIGHT_METRICS_PORT=str(metrics_base))
     if services == "configured":
         env.update(IRONSIGHT_DATABASE_URL=new_database(f"run_{uuid.uuid4().hex[:6]}"), IRONSIGHT_MQTT_URL=mqtt_url)
     port = free_tcp_port()
@@ -52,6 +56,13 @@ def test_run_shows_live_status_and_ctrl_c_stops_every_process(services, new_data
                 return False  # the API process may still be starting on a busy machine
 
         wait_for(healthy, timeout_s=30, what="the API's health")
+        # Where the metrics are is said, and each service serves its own.
+        assert any(line.startswith("metrics http://127.0.0.1:<port>/metrics") and f"api :{metrics_base}" in line
+                   and f"ingest :{metrics_base + 1}" in line for line in seen)
+        assert value(scrape(metrics_base), "ironsight_api_requests_total", route="/api/v1/health",
+                     status_class="2xx") >= 1
+        wait_for(lambda: value(scrape(metrics_base + 1), "ironsight_ingest_messages_total", worker="ingest-1") > 0,
+                 timeout_s=30, what="ingest's metrics counting messages")
         # No password is configured: one was generated, printed, and kept for the next run.
         username, password = next(m.groups() for line in seen if (m := LOGIN.match(line)))
         assert password in (tmp_path / "data" / "credentials.json").read_text()

@@ -35,7 +35,11 @@ def test_round_trip_keeps_every_channel_and_fault_code():
     ({"v": 1, "seq": 1, "readings": [{"ts": "2026-11-23T11:59:00Z", "oil_temp_c": 1}] * 1001}, "too_many_readings"),
     (b'{"v":1,"seq":1,"readings":[{"ts":"2026-11-23T11:59:00Z","oil_temp_c":NaN}]}', "not_json"),
     (b"x" * (256 * 1024 + 1), "payload_too_large"),
-    (b"[" * 100_000 + b"]" * 100_000, "not_json"),
+    (b"[" * 100_000 + b"]" * 100_000, "too_deep"),
+    (b'{"v":1,"seq":1,"readings":[' + b"[" * 1000 + b"]" * 1000 + b"]}", "too_deep"),
+    ({"v": True, "seq": 1, "readings": [{"ts": "2026-11-23T11:59:00Z", "oil_temp_c": 80}]}, "unsupported_version"),
+    ({"v": 1.0, "seq": 1, "readings": [{"ts": "2026-11-23T11:59:00Z", "oil_temp_c": 80}]}, "unsupported_version"),
+    ("\ufeff{}".encode("utf-16"), "not_json"),
     ({"v": 1, "seq": 2**63, "readings": [{"ts": "2026-11-23T11:59:00Z", "oil_temp_c": 80}]}, "bad_seq"),
 ])
 def test_whole_message_refusals(payload, reason):
@@ -50,6 +54,9 @@ def test_whole_message_refusals(payload, reason):
     ({"ts": "2026-11-23T11:59:00", "oil_temp_c": 80}, "ts_without_timezone"),
     ({"ts": "2026-11-23T12:06:00Z", "oil_temp_c": 80}, "ts_in_future"),
     ({"ts": "1970-01-01T00:00:00Z", "oil_temp_c": 80}, "ts_too_old"),
+    # Instants UTC cannot write (an offset past year 9999 or before year 1) are refused, not raised.
+    ({"ts": "9999-12-31T23:59:59.999999-14:00", "oil_temp_c": 80}, "ts_in_future"),
+    ({"ts": "0001-01-01T00:00:00+14:00", "oil_temp_c": 80}, "ts_too_old"),
     ({"ts": "2026-11-23T11:59:00Z", "oil_temp_c": "hot"}, "bad_type"),
     ({"ts": "2026-11-23T11:59:00Z", "engine_rpm": False}, "bad_type"),
     ({"ts": "2026-11-23T11:59:00Z", "oil_temp_c": 1e9}, "out_of_range"),

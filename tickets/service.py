@@ -44,6 +44,10 @@ class TicketNotFound(IronSightError):
     pass
 
 
+class UnknownAlarm(IronSightError):
+    """The ticket names a source alarm that does not exist, or that is another machine's."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewTicket:
     equipment_id: str
@@ -66,18 +70,30 @@ _COLUMNS = ("id, equipment_id, title, description, priority, state, fault_code, 
             "required_part, part_picked_up_at, eta, eta_updated_at, late_warned_at")
 
 
-def create_ticket(conn: psycopg.Connection, new: NewTicket) -> tuple[dict[str, Any], bool]:
+def create_ticket(conn: psycopg.Connection, new: NewTicket, *,
+                  check_alarm: bool = False) -> tuple[dict[str, Any], bool]:
     """Return (ticket, created). A repeat with the same alarm or idempotency key returns the first
     ticket; an alarm for a machine whose ticket is still being worked on (``ACTIVE_STATES``) is
-    linked to that ticket. The response and resolution deadlines come from the customer's contract."""
-    ticket, created = _create_ticket(conn, new)
+    linked to that ticket. The response and resolution deadlines come from the customer's contract.
+
+    ``check_alarm``: refuse (UnknownAlarm) a ``source_alarm_id`` that is not an existing alarm of
+    the ticket's machine. Every caller but the alarms service asks for it: a ticket claiming an alarm
+    that does not exist yet would take that alarm's id, and the alarm's own ticket would then be
+    refused (another machine) or be that one (the same) on every retry."""
+    ticket, created = _create_ticket(conn, new, check_alarm=check_alarm)
     with conn.cursor(row_factory=dict_row) as cur:
         _attach_sla(cur, [ticket])
     return ticket, created
 
 
-def _create_ticket(conn: psycopg.Connection, new: NewTicket) -> tuple[dict[str, Any], bool]:
+def _create_ticket(conn: psycopg.Connection, new: NewTicket, *, check_alarm: bool) -> tuple[dict[str, Any], bool]:
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        if check_alarm and new.source_alarm_id is not None:
+            alarm = cur.execute("SELECT equipment_id FROM alarms WHERE id = %s", (new.source_alarm_id,)).fetchone()
+            if alarm is None:
+                raise UnknownAlarm(f"no alarm {new.source_alarm_id}")
+            if alarm["equipment_id"] != new.equipment_id:
+                raise UnknownAlarm(f"alarm {new.source_alarm_id} is not on equipment {new.equipment_id!r}")
         existing = _find_repeat(cur, new)
         if existing is not None:
             return existing, False

@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import DictRow, TupleRow
 
+from core import metrics
 from core.db import one, poll_until_stopped
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def run_sla_round(conn: psycopg.Connection, now: datetime | None = None, *,
                 for (ticket_id,) in rows:
                     log.info("ticket %d: SLA %s of the %s timer", ticket_id, kind, timer.name)
                 emitted += len(rows)
+                metrics.SLA_ALERTS.labels(timer=timer.name, kind=kind).inc(len(rows))
     return emitted
 
 

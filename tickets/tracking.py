@@ -30,7 +30,7 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
-from core import mqtt
+from core import metrics, mqtt
 from core.db import connect
 from core.errors import InvalidTelemetry
 from core.geo import distance_km
@@ -141,10 +141,12 @@ class TrackingWorker:
         self.future_tolerance_s = future_tolerance_s
         self.client_id = client_id
         self.stats = TrackingStats()
-        self.rejected = BadInputLog(log, "tracking: rejected position")
+        self.rejected = BadInputLog(log, "tracking: rejected position",
+                                    on_record=metrics.by_reason(metrics.TRACKING_REJECTED))
         self.session = mqtt.Session(self.broker, client_id, name="tracking",
                                     subscriptions=[position_subscription(topic_root)], clean_start=False,
-                                    session_expiry_s=SESSION_EXPIRY_S, inbox_size=INBOX_MAX_POSITIONS)
+                                    session_expiry_s=SESSION_EXPIRY_S, inbox_size=INBOX_MAX_POSITIONS,
+                                    metrics_label="tracking")
         self.subscribed = self.session.ready
 
     def run(self, stop: threading.Event) -> None:
@@ -156,6 +158,7 @@ class TrackingWorker:
                         while not stop.is_set():
                             self._drain(conn, stop)
                 except psycopg.OperationalError as exc:
+                    metrics.db_connection_error("tracking")
                     log.warning("tracking lost the database (%s); retrying", exc)
                     stop.wait(1.0)
         finally:
@@ -178,6 +181,19 @@ class TrackingWorker:
                 self.handle(conn, item.topic, item.payload, now)
 
     def handle(self, conn: psycopg.Connection, topic: str, payload: bytes, now: datetime) -> None:
+        """Apply one position. Whatever goes wrong with it is counted and logged (``handler_error``
+        for a defect of ours) and costs that position only; a lost database (OperationalError)
+        propagates to the reconnect in ``run``."""
+        try:
+            self._handle(conn, topic, payload, now)
+        except psycopg.OperationalError:
+            raise
+        except Exception as exc:
+            self.stats.rejected += 1
+            self.rejected.record("handler_error", "%s on %s: %s", type(exc).__name__, topic[:100], str(exc)[:200],
+                                 exc_info=True)
+
+    def _handle(self, conn: psycopg.Connection, topic: str, payload: bytes, now: datetime) -> None:
         vehicle_id = vehicle_id_from_topic(self.topic_root, topic)
         try:
             if vehicle_id is None:
@@ -197,6 +213,7 @@ class TrackingWorker:
             return
         if known:
             self.stats.positions += 1
+            metrics.TRACKING_POSITIONS.inc()
         else:
             self.rejected.record("unknown_vehicle", "%s", vehicle_id)
 

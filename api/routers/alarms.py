@@ -5,11 +5,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, status
 
 from alarms import lifecycle, queries
-from api.auth import Reader, require
+from api.auth import Reader, Staff
 from api.deps import DbConn
-from api.roles import STAFF
+from api.roles import Principal
 from api.schemas.alarms import (
     AlarmAck,
+    AlarmActionBody,
     AlarmAssigneeUpdate,
     AlarmCommentCreate,
     AlarmDetailPublic,
@@ -24,6 +25,15 @@ from api.tenancy import ensure_visible
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such alarm"}}
+_ACTS = ("The signed-in account is recorded as the actor; `on_behalf_of` (or the deprecated `actor`, when it "
+         "names someone else) is kept beside it in the event's detail.")
+
+
+def _on_behalf_of(body: AlarmActionBody, caller: Principal) -> str | None:
+    try:
+        return body.on_behalf_of_for(caller.username)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.get("", response_model=AlarmsPublic)
@@ -49,50 +59,63 @@ def get_alarm(alarm_id: int, caller: Reader, conn: DbConn) -> AlarmDetailPublic:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("/{alarm_id}/ack", response_model=AlarmPublic, dependencies=[require(*STAFF)], responses=_NOT_FOUND)
-def acknowledge(alarm_id: int, body: AlarmAck, conn: DbConn) -> AlarmPublic:
-    """Acknowledge the alarm. Acknowledging it again is harmless: 200 with the first acknowledgement."""
+@router.post("/{alarm_id}/ack", response_model=AlarmPublic, responses=_NOT_FOUND)
+def acknowledge(alarm_id: int, body: AlarmAck, caller: Staff, conn: DbConn) -> AlarmPublic:
+    """Acknowledge the alarm. Acknowledging it again is harmless: 200 with the first acknowledgement.
+
+    The signed-in account is recorded as the actor (and as `acknowledged_by`); `on_behalf_of` (or the
+    deprecated `actor`, when it names someone else) is kept beside it in the event's detail."""
+    on_behalf_of = _on_behalf_of(body, caller)
     try:
-        alarm, _ = lifecycle.acknowledge(conn, alarm_id, body.actor, note=body.note)
+        alarm, _ = lifecycle.acknowledge(conn, alarm_id, caller.username, note=body.note, on_behalf_of=on_behalf_of)
     except lifecycle.AlarmNotFound as exc:
         raise HTTPException(404, str(exc)) from None
     return AlarmPublic(**alarm)
 
 
-@router.post("/{alarm_id}/comments", response_model=AlarmEventPublic, dependencies=[require(*STAFF)],
-             status_code=status.HTTP_201_CREATED,
-             responses=_NOT_FOUND)
-def add_comment(alarm_id: int, body: AlarmCommentCreate, conn: DbConn) -> AlarmEventPublic:
+@router.post("/{alarm_id}/comments", response_model=AlarmEventPublic, status_code=status.HTTP_201_CREATED,
+             responses=_NOT_FOUND, description=_ACTS)
+def add_comment(alarm_id: int, body: AlarmCommentCreate, caller: Staff, conn: DbConn) -> AlarmEventPublic:
+    on_behalf_of = _on_behalf_of(body, caller)
     try:
-        return AlarmEventPublic(**lifecycle.add_comment(conn, alarm_id, body.actor, body.text))
+        return AlarmEventPublic(**lifecycle.add_comment(conn, alarm_id, caller.username, body.text,
+                                                        on_behalf_of=on_behalf_of))
     except lifecycle.AlarmNotFound as exc:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.put("/{alarm_id}/assignee", response_model=AlarmPublic, dependencies=[require(*STAFF)], responses=_NOT_FOUND)
-def set_assignee(alarm_id: int, body: AlarmAssigneeUpdate, conn: DbConn) -> AlarmPublic:
+@router.put("/{alarm_id}/assignee", response_model=AlarmPublic, responses=_NOT_FOUND, description=_ACTS)
+def set_assignee(alarm_id: int, body: AlarmAssigneeUpdate, caller: Staff, conn: DbConn) -> AlarmPublic:
+    on_behalf_of = _on_behalf_of(body, caller)
     try:
-        return AlarmPublic(**lifecycle.assign(conn, alarm_id, body.actor, body.assignee))
+        return AlarmPublic(**lifecycle.assign(conn, alarm_id, caller.username, body.assignee,
+                                              on_behalf_of=on_behalf_of))
     except lifecycle.AlarmNotFound as exc:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("/{alarm_id}/shelve", response_model=AlarmPublic, dependencies=[require(*STAFF)],
+@router.post("/{alarm_id}/shelve", response_model=AlarmPublic,
              responses=_NOT_FOUND | {422: {"description": "minutes out of bounds or invalid body"}})
-def shelve(alarm_id: int, body: AlarmShelve, conn: DbConn) -> AlarmPublic:
+def shelve(alarm_id: int, body: AlarmShelve, caller: Staff, conn: DbConn) -> AlarmPublic:
     """Hide the alarm from the default listing and hold its escalation for ``minutes``; it comes back
-    by itself when the period ends."""
+    by itself when the period ends.
+
+    The signed-in account is recorded as the actor (and as `shelved_by`); `on_behalf_of` (or the
+    deprecated `actor`, when it names someone else) is kept beside it in the event's detail."""
     if body.minutes > lifecycle.SHELVE_MAX_MINUTES:
         raise HTTPException(422, f"an alarm is shelved for at most {lifecycle.SHELVE_MAX_MINUTES} minutes")
+    on_behalf_of = _on_behalf_of(body, caller)
     try:
-        return AlarmPublic(**lifecycle.shelve(conn, alarm_id, body.actor, body.minutes, reason=body.reason))
+        return AlarmPublic(**lifecycle.shelve(conn, alarm_id, caller.username, body.minutes, reason=body.reason,
+                                              on_behalf_of=on_behalf_of))
     except lifecycle.AlarmNotFound as exc:
         raise HTTPException(404, str(exc)) from None
 
 
-@router.post("/{alarm_id}/unshelve", response_model=AlarmPublic, dependencies=[require(*STAFF)], responses=_NOT_FOUND)
-def unshelve(alarm_id: int, body: AlarmUnshelve, conn: DbConn) -> AlarmPublic:
+@router.post("/{alarm_id}/unshelve", response_model=AlarmPublic, responses=_NOT_FOUND, description=_ACTS)
+def unshelve(alarm_id: int, body: AlarmUnshelve, caller: Staff, conn: DbConn) -> AlarmPublic:
+    on_behalf_of = _on_behalf_of(body, caller)
     try:
-        return AlarmPublic(**lifecycle.unshelve(conn, alarm_id, body.actor))
+        return AlarmPublic(**lifecycle.unshelve(conn, alarm_id, caller.username, on_behalf_of=on_behalf_of))
     except lifecycle.AlarmNotFound as exc:
         raise HTTPException(404, str(exc)) from None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -33,12 +34,23 @@ KEY_HOLDERS = (Role.admin, Role.dispatcher, Role.engineer, Role.customer)
 
 
 @router.post("/auth/token", response_model=TokenPublic, dependencies=[public()],
-             responses={401: {"description": "wrong username or password"}})
+             responses={401: {"description": "wrong username or password"},
+                        429: {"description": "too many failed logins for this username (Retry-After says when "
+                                             "the next attempt is checked), or too many requests"}})
 def issue_token(form: Annotated[OAuth2PasswordRequestForm, Depends()], conn: DbConn,
                 settings: SettingsDep) -> TokenPublic:
-    """OAuth2 password flow: form fields ``username`` and ``password``; the token expires."""
+    """OAuth2 password flow: form fields ``username`` and ``password``; the token expires.
+
+    Failed logins are counted per username (whether it exists or not): after
+    `IRONSIGHT_LOGIN_FAILURES_BEFORE_LOCKOUT` in a row the username is locked, and every further failure
+    doubles the wait. While it is locked every attempt is answered 429, right password or not."""
     ttl = timedelta(minutes=settings.access_token_ttl_min)
-    issued = accounts.login(conn, form.username, form.password, ttl)
+    try:
+        issued = accounts.login(conn, form.username, form.password, ttl, accounts.LoginPolicy.from_settings(settings))
+    except accounts.LoginThrottled as exc:
+        log.warning("login refused for %r: locked after failed logins", form.username[:100])
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}) \
+            from None
     if issued is None:
         log.info("failed login for %r", form.username[:100])
         raise HTTPException(401, "wrong username or password", headers={"WWW-Authenticate": "Bearer"})
@@ -53,16 +65,22 @@ def me(caller: AnyCaller) -> MePublic:
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
 def logout(caller: AnyCaller, conn: DbConn) -> Response:
-    """Revoke the token this request carries."""
+    """Revoke the token this request carries, and every API key created with it."""
     accounts.revoke_token(conn, caller.token_id, owner=caller.user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/auth/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED,
-             responses={404: {"description": "no such user"}})
+             responses={404: {"description": "no such user"},
+                        409: {"description": "the owner already holds the most active API keys allowed"}})
 def create_api_key(body: ApiKeyCreate, caller: Annotated[Principal, require(*KEY_HOLDERS)],
-                   conn: DbConn) -> ApiKeyCreated:
-    """A long-lived key for an integration, acting as its owner (same role and customer)."""
+                   conn: DbConn, settings: SettingsDep) -> ApiKeyCreated:
+    """A key for an integration, acting as its owner (the owner's role and customer, never more).
+
+    The key descends from the credential this request carries: it expires no later than that
+    credential (`expires_at` in the answer says when), and revoking that credential (logout, DELETE of
+    the key, disabling its account) revokes this key and every key made with it. An account holds at
+    most `IRONSIGHT_API_KEYS_PER_USER_MAX` active keys."""
     owner = caller.user_id
     if body.user_id is not None and body.user_id != caller.user_id:
         if caller.role is not Role.admin:
@@ -71,7 +89,13 @@ def create_api_key(body: ApiKeyCreate, caller: Annotated[Principal, require(*KEY
             raise HTTPException(404, f"no user {body.user_id}")
         owner = body.user_id
     expires_at = datetime.now(UTC) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    key, row = accounts.create_api_key(conn, owner, body.name, expires_at=expires_at)
+    try:
+        key, row = accounts.create_api_key(conn, owner, body.name, expires_at=expires_at, parent_id=caller.token_id,
+                                           max_active=settings.api_keys_per_user_max)
+    except accounts.TooManyKeys as exc:
+        raise HTTPException(409, str(exc)) from None
+    except accounts.CredentialRevoked:
+        raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"}) from None
     return ApiKeyCreated(**row, key=key)
 
 
@@ -85,6 +109,7 @@ def list_api_keys(caller: Annotated[Principal, require(*KEY_HOLDERS)], conn: DbC
 @router.delete("/auth/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses={404: {"description": "no such key (of the caller's)"}})
 def revoke_api_key(key_id: int, caller: Annotated[Principal, require(*KEY_HOLDERS)], conn: DbConn) -> Response:
+    """Revoke the key and every key created with it (recursively)."""
     owner = None if caller.role is Role.admin else caller.user_id
     if not accounts.revoke_token(conn, key_id, owner=owner):
         raise HTTPException(404, f"no API key {key_id}")
@@ -93,11 +118,17 @@ def revoke_api_key(key_id: int, caller: Annotated[Principal, require(*KEY_HOLDER
 
 @router.post("/users", response_model=UserPublic, status_code=status.HTTP_201_CREATED,
              dependencies=[require(Role.admin)],
-             responses={409: {"description": "username taken"}, 422: {"description": "invalid role/customer"}})
+             responses={409: {"description": "username taken"},
+                        422: {"description": "invalid role/customer, a customer not in the fleet register, or a "
+                                             "password the policy refuses"}})
 def create_user(body: UserCreate, conn: DbConn) -> UserPublic:
+    """An account. A customer account is bound to a customer of the fleet register (one that has a
+    machine registered); the password must pass the policy (docs/api.md)."""
     role = Role(body.role)
     if (role is Role.customer) != (body.customer is not None):
         raise HTTPException(422, "a customer account needs a customer, and only a customer account has one")
+    if body.customer is not None and not accounts.customer_registered(conn, body.customer):
+        raise HTTPException(422, f"no customer {body.customer!r} in the fleet register (register its equipment first)")
     try:
         return UserPublic(**accounts.create_user(conn, body.username, role, password=body.password,
                                              customer=body.customer))

@@ -17,7 +17,8 @@ router = APIRouter(prefix="/tickets", tags=["tickets"])
 @router.post("", response_model=TicketPublic, status_code=status.HTTP_201_CREATED,
              responses={200: {"description": "the ticket an earlier identical request created"},
                         409: {"description": "idempotency key reused for another equipment"},
-                        422: {"description": "unknown equipment or invalid body"}})
+                        422: {"description": "unknown equipment, a source_alarm_id that is not an alarm of this "
+                                             "equipment (but from the alarms service), or invalid body"}})
 def create_ticket(
     body: TicketCreate,
     caller: Annotated[Principal, require(*STAFF, Role.service)],
@@ -32,9 +33,12 @@ def create_ticket(
         remote_resolvable=body.remote_resolvable,
     )
     try:
-        ticket, created = service.create_ticket(conn, new)
+        # The alarms service opens its alarm's ticket as the alarm is stored; anyone else names an alarm that exists.
+        ticket, created = service.create_ticket(conn, new, check_alarm=caller.role is not Role.service)
     except service.UnknownEquipment:
         raise HTTPException(422, f"no equipment {body.equipment_id!r}") from None
+    except service.UnknownAlarm as exc:
+        raise HTTPException(422, str(exc)) from None
     except service.IdempotencyConflict as exc:
         raise HTTPException(409, str(exc)) from None
     if not created:

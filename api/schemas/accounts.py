@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
+from api.credentials import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, password_problem
 from api.roles import Role
 
 # Built from Role at import: pydantic reads it, type checkers cannot (hence the ignore).
@@ -31,9 +32,21 @@ class MePublic(BaseModel):
 class UserCreate(BaseModel):
     username: Username
     role: RoleName
-    password: str | None = Field(None, min_length=12, max_length=200,
-                                 description="for people (password flow); service accounts use API keys")
-    customer: str | None = Field(None, min_length=1, max_length=100, description="required for role customer")
+    password: str | None = Field(None, min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH,
+                                 description="for people (password flow); service accounts use API keys. At least "
+                                             "12 characters of which 5 different, not containing the username, "
+                                             "not one of the most common passwords")
+    customer: str | None = Field(None, min_length=1, max_length=100,
+                                 description="required for role customer: a customer of the fleet register")
+
+    @field_validator("password")
+    @classmethod
+    def _password_policy(cls, password: str | None, info: ValidationInfo) -> str | None:
+        if password is not None:
+            problem = password_problem(password, info.data.get("username"))
+            if problem is not None:
+                raise ValueError(problem)
+        return password
 
 
 class UserPublic(BaseModel):
@@ -57,7 +70,9 @@ class UserActiveUpdate(BaseModel):
 class ApiKeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     user_id: int | None = Field(None, ge=1, description="admin only: the key's owner (default: the caller)")
-    expires_in_days: int | None = Field(None, ge=1, le=3650, description="default: until revoked")
+    expires_in_days: int | None = Field(None, ge=1, le=3650,
+                                        description="default: until revoked; never later than the credential "
+                                                    "that creates the key expires")
 
 
 class ApiKeyPublic(BaseModel):
@@ -65,8 +80,10 @@ class ApiKeyPublic(BaseModel):
     user_id: int
     name: str | None
     created_at: datetime
-    expires_at: datetime | None
+    expires_at: datetime | None = Field(description="never later than the expiry of the credential that created it")
     revoked_at: datetime | None
+    parent_id: int | None = Field(None, description="the token or key that created this key; revoking it revokes "
+                                                    "this key too")
 
 
 class ApiKeyCreated(ApiKeyPublic):

@@ -40,35 +40,49 @@ class AlarmsPublic(BaseModel):
     count: int
 
 
-# Who acts on an alarm, as the history shows it: named in the body, since a dispatcher may record what a
-# colleague did on the phone; who may act at all is the route's access declaration.
+# A person's name as an alarm's history shows it (someone an action is recorded for, an assignee).
 AlarmActor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
                                               pattern=r"^[\w][\w .@'-]*$")]
 
 
-class AlarmAck(BaseModel):
-    actor: AlarmActor
+class AlarmActionBody(BaseModel):
+    """Who acts on an alarm is the signed-in account, always; a dispatcher recording what a colleague
+    did on the phone names that colleague in ``on_behalf_of``, which the history keeps beside it."""
+
+    on_behalf_of: AlarmActor | None = Field(None, description="the person the signed-in account acts for, "
+                                                              "kept in the event's detail")
+    actor: AlarmActor | None = Field(None, json_schema_extra={"deprecated": True},
+                                     description="deprecated name of on_behalf_of: a name other than the signed-in "
+                                                 "account's is recorded as on_behalf_of, never as the actor")
+
+    def on_behalf_of_for(self, username: str) -> str | None:
+        """The person to record beside ``username`` (None: the account acts for itself). ValueError when
+        ``actor`` and ``on_behalf_of`` name different people."""
+        if self.actor is not None and self.on_behalf_of is not None and self.actor != self.on_behalf_of:
+            raise ValueError("actor (deprecated) and on_behalf_of name different people; send on_behalf_of only")
+        named = self.on_behalf_of or self.actor
+        return named if named is not None and named != username else None
+
+
+class AlarmAck(AlarmActionBody):
     note: str | None = Field(None, max_length=1000)
 
 
-class AlarmCommentCreate(BaseModel):
-    actor: AlarmActor
+class AlarmCommentCreate(AlarmActionBody):
     text: str = Field(min_length=1, max_length=5000)
 
 
-class AlarmAssigneeUpdate(BaseModel):
-    actor: AlarmActor
+class AlarmAssigneeUpdate(AlarmActionBody):
     assignee: AlarmActor | None = Field(description="who handles the alarm; null removes the assignee")
 
 
-class AlarmShelve(BaseModel):
-    actor: AlarmActor
+class AlarmShelve(AlarmActionBody):
     minutes: int = Field(ge=1, description="how long the alarm stays shelved (bounded, see the error for the maximum)")
     reason: str | None = Field(None, max_length=1000)
 
 
-class AlarmUnshelve(BaseModel):
-    actor: AlarmActor
+class AlarmUnshelve(AlarmActionBody):
+    pass
 
 
 class AlarmEventPublic(BaseModel):
