@@ -13,7 +13,8 @@ from psycopg.rows import dict_row
 from core.db import one, where_equal
 from core.telemetry import CHANNELS
 from core.vocabulary import ENGINE_ON_RPM, MOVING_KMH, WORKING_RPM
-from ingest.writer import AVERAGED, HAS_POSITION, USAGE_MAX_GAP_S
+from ingest.usage import USAGE_MAX_GAP_S
+from ingest.writer import AVERAGED, HAS_POSITION
 
 _EQUIPMENT = """
 SELECT e.id, e.serial, e.model, e.kind, e.customer, e.site,
@@ -200,13 +201,13 @@ def last_service_hours(conn: psycopg.Connection, equipment_ids: list[str]) -> di
 
 
 def usage_totals(conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Each machine's running usage totals as the writer keeps them: idle seconds and fuel used (percent
-    of the tank) over every reading counted, through ``through_ts``, its newest reading. Machines that
-    never reported are left out. Same definitions as daily_usage; a reading that arrived after a newer
-    one of its machine was stored is not counted."""
+    """Each machine's running usage totals as ingest.usage keeps them: idle seconds and fuel used (percent
+    of the tank) over every reading counted, through ``through_ts``, the newest reading counted.
+    Machines not counted yet are left out. Same definitions as daily_usage; a reading that arrived
+    after a newer one of its machine was counted is not."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT equipment_id, last_ts AS through_ts, idle_s, fuel_used_pct FROM equipment_state "
+            "SELECT equipment_id, through_ts, idle_s, fuel_used_pct FROM equipment_usage "
             "WHERE equipment_id = ANY(%s)", (equipment_ids,)).fetchall()
     return {row.pop("equipment_id"): row for row in rows}
 

@@ -25,6 +25,7 @@ from core.telemetry import Reading, decode_message
 from core.telemetry_binary import decode_binary
 from ingest.dead_letters import DeadLetterRetention
 from ingest.partitions import ensure_partitions
+from ingest.usage import UsageJob
 from ingest.writer import Batch, BatchWriter, DeadLetter, dead_letter_for_reading
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class IngestWorker:
             return
         self.session.start()
         purge = self.retention.start(stop)
+        usage = UsageJob(self.database_url, name=f"ingest {self.name}").start(stop)
         partitions_checked_at = time.monotonic()
         try:
             while not stop.is_set():
@@ -129,6 +131,7 @@ class IngestWorker:
                 writer.conn.close()
             if purge is not None:
                 purge.join(timeout=5)
+            usage.join(timeout=5)
 
     def _open_writer(self, stop: threading.Event, started_at: datetime) -> BatchWriter | None:
         delay = 0.5

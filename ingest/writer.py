@@ -2,16 +2,14 @@
 
 Good readings are COPYed into a staging table and inserted from there; a batch that meets a
 reading already stored is written again with ON CONFLICT DO NOTHING, so a message the broker
-redelivers is stored once. In the same transaction: the latest state per equipment with its
-running usage totals (idle time, fuel used), the dead letters of the batch, and one
-``accepted_batches`` row for diagnostics.
+redelivers is stored once. In the same transaction: the latest state per
+equipment, the dead letters of the batch, and one ``accepted_batches`` row for diagnostics.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,7 +19,6 @@ from psycopg.types.json import Jsonb
 from core.db import one
 from core.inbound import DEAD_LETTER_PAYLOAD_BYTES
 from core.telemetry import CHANNELS, Reading
-from core.vocabulary import ENGINE_ON_RPM, MOVING_KMH, WORKING_RPM
 
 log = logging.getLogger(__name__)
 
@@ -85,91 +82,29 @@ _INSERT_ALL_READINGS = f"""
 WITH inserted AS (
     INSERT INTO readings ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM ingest_staging
 ), {_ROLLUP_AND_ACCEPT.format(new="ingest_staging")}"""
-# Written again after that violation: only the readings not stored yet count, from RETURNING. The
-# staging table is left holding exactly those (a statement's parts all read it as it was before the
-# statement), so that the usage totals below count each stored reading once, with its stored values.
+# Written again after that violation: only the readings not stored yet count, from RETURNING.
 _INSERT_READINGS_NOT_STORED_YET = f"""
 WITH new AS (
     INSERT INTO readings ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM ingest_staging
     ON CONFLICT (equipment_id, ts) DO NOTHING
     RETURNING {_COLUMN_LIST}
-), unstaged AS (
-    DELETE FROM ingest_staging
-), restaged AS (
-    INSERT INTO ingest_staging ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM new
 ), {_ROLLUP_AND_ACCEPT.format(new="new")}"""
 
-# Usage, the running totals behind the ISO 15143-3 snapshot (docs/iso15143.md): below ENGINE_ON_RPM
-# the engine is off; at WORKING_RPM or more, or moving faster than MOVING_KMH, the machine works;
-# otherwise it idles. Each reading counts until the next, gaps capped at USAGE_MAX_GAP_S. Fuel used
-# is the sum of the level's drops between consecutive readings (a refuel is not subtracted).
-USAGE_MAX_GAP_S = 300.0
-IDLING = (f"coalesce(engine_rpm >= {ENGINE_ON_RPM} AND engine_rpm < {WORKING_RPM} "
-          f"AND coalesce(speed_kmh, 0) < {MOVING_KMH}, false)")
-
-# Writers of the same machines' state take turns: each takes, in the batch's transaction and before
-# reading that state, the advisory locks of its machines' lock stripes (a hash of the id), in stripe
-# order. The state statement then starts after every other writer of those machines has committed,
-# and reads their state as they left it. A key space of its own, derived as core.shards derives its.
-_STATE_LOCK_SPACE = zlib.crc32(b"ironsight:ingest:equipment_state")
-_STATE_LOCK_SPACE -= (1 << 32) if _STATE_LOCK_SPACE >= 1 << 31 else 0
-_STATE_LOCK_STRIPES = 64
-_LOCK_STATE = f"""
-SELECT count(pg_advisory_xact_lock({_STATE_LOCK_SPACE}, stripe)) FROM (
-    SELECT DISTINCT hashtext(equipment_id) & {_STATE_LOCK_STRIPES - 1} AS stripe
-    FROM unnest(%s::text[]) AS equipment_id ORDER BY stripe
-) AS stripes
-"""
-
-# The latest state per machine (newest reading wins) with its running usage totals, from the
-# readings the batch stored (the staging table holds exactly those). Only readings newer than the
-# machine's latest stored one are counted, that one being the predecessor of the first of them; an
-# older reading arrived late for a period already counted and is not added. What a batch adds is
-# computed against the row as read here, which no other writer changes before this one commits
-# (_LOCK_STATE): a machine has a row to update exactly when ``prev`` found one.
+_newer = "EXCLUDED.last_ts > equipment_state.last_ts"
 _UPSERT_STATE = f"""
-WITH seq AS (
-    SELECT unnest(%(ids)s::text[]) AS equipment_id, unnest(%(seqs)s::bigint[]) AS last_seq
-), prev AS (
-    SELECT equipment_id, last_ts, last_idling, last_fuel_level_pct FROM equipment_state
-    WHERE equipment_id = ANY(%(ids)s)
-), counted AS (
-    SELECT s.equipment_id, s.ts, {", ".join("s." + c for c in _STATE_COLUMNS)}, {IDLING} AS idling,
-           p.last_ts AS prev_ts, p.last_idling AS prev_idling, p.last_fuel_level_pct AS prev_fuel
-    FROM ingest_staging s LEFT JOIN prev p USING (equipment_id)
-    WHERE p.last_ts IS NULL OR s.ts > p.last_ts
-), steps AS (
-    -- What each reading adds: its predecessor's time up to it, the level's drop since the predecessor.
-    SELECT equipment_id, ts, {", ".join(_STATE_COLUMNS)}, idling,
-           CASE WHEN lag(idling, 1, prev_idling) OVER w
-                THEN least(extract(epoch FROM ts - lag(ts, 1, prev_ts) OVER w)::float8, {USAGE_MAX_GAP_S}) END
-               AS idle_s,
-           greatest(lag(fuel_level_pct::float8, 1, prev_fuel::float8) OVER w - fuel_level_pct, 0) AS fuel_used_pct,
-           lead(ts) OVER w IS NULL AS newest
-    FROM counted WINDOW w AS (PARTITION BY equipment_id ORDER BY ts)
-), batch AS (
-    SELECT equipment_id, max(ts) AS last_ts, coalesce(sum(idle_s), 0) AS idle_s,
-           coalesce(sum(fuel_used_pct), 0) AS fuel_used_pct, bool_or(idling) FILTER (WHERE newest) AS last_idling,
-           {", ".join(f"max({c}) FILTER (WHERE newest) AS {c}" for c in _STATE_COLUMNS)}
-    FROM steps GROUP BY equipment_id
-)
-INSERT INTO equipment_state AS s (equipment_id, last_ts, last_received_at, last_seq, {", ".join(_STATE_COLUMNS)},
-                                  idle_s, fuel_used_pct, last_idling, last_fuel_level_pct)
-SELECT q.equipment_id, coalesce(b.last_ts, p.last_ts), now(), q.last_seq,
-       {", ".join("b." + c for c in _STATE_COLUMNS)},
-       coalesce(b.idle_s, 0), coalesce(b.fuel_used_pct, 0), coalesce(b.last_idling, p.last_idling),
-       CASE WHEN b.last_ts IS NULL THEN p.last_fuel_level_pct ELSE b.fuel_level_pct END
-FROM seq q LEFT JOIN prev p USING (equipment_id) LEFT JOIN batch b USING (equipment_id)
-WHERE b.last_ts IS NOT NULL OR p.last_ts IS NOT NULL
+INSERT INTO equipment_state (equipment_id, last_ts, last_received_at, last_seq, {", ".join(_STATE_COLUMNS)})
+SELECT DISTINCT ON (s.equipment_id) s.equipment_id, s.ts, now(), seq.last_seq,
+       {", ".join("s." + c for c in _STATE_COLUMNS)}
+FROM ingest_staging s
+JOIN (SELECT unnest(%s::text[]) AS equipment_id, unnest(%s::bigint[]) AS last_seq) seq USING (equipment_id)
+ORDER BY s.equipment_id, s.ts DESC
 ON CONFLICT (equipment_id) DO UPDATE SET
     last_received_at = EXCLUDED.last_received_at,
     last_seq = EXCLUDED.last_seq,
-    last_ts = EXCLUDED.last_ts,
-    {", ".join(f"{c} = coalesce(EXCLUDED.{c}, s.{c})" for c in _STATE_COLUMNS)},
-    idle_s = s.idle_s + EXCLUDED.idle_s,
-    fuel_used_pct = s.fuel_used_pct + EXCLUDED.fuel_used_pct,
-    last_idling = EXCLUDED.last_idling,
-    last_fuel_level_pct = EXCLUDED.last_fuel_level_pct
+    last_ts = GREATEST(equipment_state.last_ts, EXCLUDED.last_ts),
+    {", ".join(
+        f"{c} = CASE WHEN {_newer} THEN coalesce(EXCLUDED.{c}, equipment_state.{c}) ELSE equipment_state.{c} END"
+        for c in _STATE_COLUMNS)}
 """
 
 _UPSERT_STATS = """
@@ -251,9 +186,8 @@ class BatchWriter:
                         for equipment_id, reading in batch.readings:
                             copy.write_row(_row(equipment_id, reading))
                     stored = one(cur.execute(insert_readings))[0]
-                    ids = list(batch.last_seq)
-                    cur.execute(_LOCK_STATE, (ids,))
-                    cur.execute(_UPSERT_STATE, {"ids": ids, "seqs": [batch.last_seq[i] for i in ids]})
+                    ids = sorted(batch.last_seq)
+                    cur.execute(_UPSERT_STATE, (ids, [batch.last_seq[i] for i in ids]))
                 if batch.dead_letters:
                     cur.executemany(
                         "INSERT INTO dead_letters (topic, equipment_id, reason, detail, payload, payload_bytes) "

@@ -29,7 +29,8 @@ _TABLES = ("api_login_throttle", "api_tokens", "api_users", "readings_hourly",
            "service_stations", "ticket_sla_alerts", "ticket_surveys", "ticket_alarms", "ticket_events", "tickets",
            "service_contracts",
            "alarm_escalations", "alarm_events", "alarms", "fault_events", "faults", "diagnostic_state",
-           "accepted_batches", "dead_letters", "equipment_state", "ingest_stats", "readings", "consumer_cursors",
+           "accepted_batches", "dead_letters", "equipment_usage", "equipment_state", "ingest_stats", "readings",
+           "consumer_cursors",
            "shard_checkpoints",
            "equipment", "sites")
 

@@ -2,8 +2,6 @@
 
 import json
 import struct
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -188,7 +186,7 @@ def test_both_codecs_arrive_through_the_fallback_broker_too(database_url, conn, 
         broker.stop()
 
 
-# --- Running usage totals (idle time, fuel used), kept by the writer in each batch's transaction ---
+# --- Running usage totals (idle time, fuel used), caught up from the stored readings (ingest.usage) ---
 
 HOUR0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
@@ -220,8 +218,10 @@ def expected_usage(batches: list[list[Reading]]) -> tuple[float, float, datetime
 
 
 def stored_usage(conn, equipment_id: str) -> tuple[float, float, datetime]:
-    from ingest import queries
+    """The totals once the usage job has caught up (nothing left to settle: the readings are old)."""
+    from ingest import queries, usage
 
+    usage.catch_up(conn, settle_s=0)
     totals = queries.usage_totals(conn, [equipment_id])[equipment_id]
     conn.commit()
     return totals["idle_s"], totals["fuel_used_pct"], totals["through_ts"]
@@ -299,69 +299,28 @@ def test_a_redelivered_batch_adds_only_the_readings_it_stores(conn):
     assert count(conn, "SELECT readings_duplicate FROM ingest_stats WHERE worker = 'usage'") == 6
 
 
-class HeldCommitConnection(psycopg.Connection):
-    """A connection whose commit waits while ``held`` is set: a batch written up to its commit keeps
-    its transaction, and its locks, open."""
-
-    held: threading.Event | None = None
-    reached: threading.Event | None = None
-
-    def commit(self) -> None:
-        if self.held is not None and self.reached is not None and self.held.is_set():
-            self.reached.set()
-            while self.held.is_set():
-                time.sleep(0.01)
-        super().commit()
-
-
-def _waiting_on_a_lock(conn, pid: int) -> bool:
-    return count(conn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", pid) == 1
-
-
-@pytest.mark.parametrize("first_readings", [False, True], ids=["stored_machine", "first_readings"])
-def test_concurrent_writers_never_count_a_stretch_twice(database_url, conn, first_readings):
-    """Writer A's batch is written but not yet committed when writer B's batch for the same machine
-    reaches the state: B waits for A's row and continues from A's newest reading, so that B's reading
-    older than it is late. For a machine's first readings B finds no row, meets A's insert, and writes
-    its batch again."""
+def test_one_usage_job_runs_at_a_time_and_a_reading_is_counted_once_it_settles(database_url, conn):
+    from ingest import usage
     from ingest.writer import BatchWriter
 
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
+    writer = BatchWriter(conn, "usage", datetime.now(UTC))
+    old = [usage_reading(HOUR0 + timedelta(minutes=i), 800.0, 50.0 - i) for i in range(10)]
+    write(writer, "EX-1", old, 1)
+    with psycopg.connect(database_url) as other, other.transaction():
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (usage._LOCK_KEY,))
+        assert usage.catch_up(conn, settle_s=0) == 0  # another worker's job is running: this one leaves
+        conn.commit()
+    assert usage.catch_up(conn, settle_s=0) == 1
+    assert usage.catch_up(conn, settle_s=0) == 0  # nothing new: nothing counted twice
+    assert_usage(stored_usage(conn, "EX-1"), expected_usage([old]))
+    # A reading of a moment ago may still have company on its way: it waits until it settles.
+    recent = usage_reading(datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5), 800.0, 30.0)
+    write(writer, "EX-1", [recent], 2)
+    usage.catch_up(conn, settle_s=60)
     conn.commit()
-    earlier = [] if first_readings else [usage_reading(HOUR0 + timedelta(minutes=i), 800.0, 80.0 - i)
-                                         for i in range(10)]
-    # Each batch in hours of its own, so that B meets A only at the machine's state row.
-    a_batch = [usage_reading(HOUR0 + timedelta(hours=2, minutes=i), 800.0, 60.0 - i) for i in range(10)]
-    b_batch = [usage_reading(HOUR0 + timedelta(hours=1, minutes=30), 800.0, 70.0),  # late once A committed
-               *(usage_reading(HOUR0 + timedelta(hours=3, minutes=i), 800.0, 40.0 - i) for i in range(5))]
-    with HeldCommitConnection.connect(database_url) as conn_a, psycopg.connect(database_url) as conn_b:
-        writer_a = BatchWriter(conn_a, "a", datetime.now(UTC))
-        writer_b = BatchWriter(conn_b, "b", datetime.now(UTC))
-        if earlier:
-            write(writer_a, "EX-1", earlier, 1)
-        conn_a.held, conn_a.reached = threading.Event(), threading.Event()
-        conn_a.held.set()
-        errors: list[BaseException] = []
+    from ingest import queries
 
-        def run(writer, readings, seq):
-            try:
-                write(writer, "EX-1", readings, seq)
-            except BaseException as exc:  # noqa: BLE001 - reported by the test
-                errors.append(exc)
-
-        thread_a = threading.Thread(target=run, args=(writer_a, a_batch, 2))
-        thread_a.start()
-        assert conn_a.reached.wait(10)
-        thread_b = threading.Thread(target=run, args=(writer_b, b_batch, 3))
-        thread_b.start()
-        wait_for(lambda: _waiting_on_a_lock(conn, conn_b.info.backend_pid), timeout_s=10, what="B waiting for A")
-        conn_a.held.clear()
-        thread_a.join(10)
-        thread_b.join(10)
-        assert not errors
-    assert_usage(stored_usage(conn, "EX-1"), expected_usage([earlier, a_batch, b_batch]))
-    # A's newest reading idled on until B's first new one, the gap capped at five minutes.
-    assert stored_usage(conn, "EX-1")[0] == pytest.approx(
-        ((len(earlier) - 1) * 60.0 + 300.0 if earlier else 0.0) + 9 * 60.0 + 300.0 + 4 * 60.0)
-    assert count(conn, "SELECT count(*) FROM readings WHERE equipment_id = 'EX-1'") == (
-        len(earlier) + len(a_batch) + len(b_batch))
+    assert queries.usage_totals(conn, ["EX-1"])["EX-1"]["through_ts"] == old[-1].ts
+    conn.commit()
+    assert stored_usage(conn, "EX-1")[2] == recent.ts

@@ -19,10 +19,20 @@ NS = "{http://standards.iso.org/iso/15143/-3}"
 READINGS = 120
 
 
+def catch_up_usage(conn) -> None:
+    """What the ingest workers' usage job does every few seconds, at once and for every reading stored
+    (the seeded ones run up to now, the test's own beyond it)."""
+    from ingest import usage
+
+    usage.catch_up(conn, settle_s=-86400)
+    conn.commit()
+
+
 @pytest.fixture
 def iso(settings, conn):
     alpha = seed_tenant(conn, "alpha-corp", "ALPHA-1")
     seed_tenant(conn, "beta-corp", "BETA-1")
+    catch_up_usage(conn)
     server = ApiServer(settings, settings.database_url)
     yield server, server.user("customer", customer="alpha-corp"), alpha
     server.close()
@@ -82,6 +92,7 @@ def test_running_totals_count_each_reading_once_and_catch_up_with_new_ones(iso, 
             for i in range(1, 11)]
     BatchWriter(conn, "more", datetime.now(UTC)).write(Batch(messages=1, readings=more, last_seq={"ALPHA-1": 999}))
     conn.commit()
+    catch_up_usage(conn)
     machine = client.get("/iso15143/Fleet/1", params={"until": "ignored"}).json()["Equipment"][0]
     assert machine["FuelUsed"]["FuelConsumed"] == pytest.approx(used[0] + 10 * 0.5 * 4.0, abs=0.05)
     # The last old reading idled on until the first new one, and nine of the new ones until the next.
@@ -206,7 +217,8 @@ def test_an_upgraded_database_keeps_the_totals_it_had_counted(new_database, monk
     from ingest import queries
     from ironsight.schema import SCHEMA_PACKAGES
 
-    moved = {(ingest.__name__, "0006_usage_totals"), (api.__name__, "0004_drop_usage_totals")}
+    moved = {(ingest.__name__, "0006_usage_totals"), (ingest.__name__, "0008_equipment_usage"),
+             (api.__name__, "0004_drop_usage_totals")}
     discover_all = migrations.discover
     monkeypatch.setattr(migrations, "discover", lambda package, *, timescaledb: [
         m for m in discover_all(package, timescaledb=timescaledb) if (m.package, m.name) not in moved])
@@ -231,16 +243,17 @@ def test_an_upgraded_database_keeps_the_totals_it_had_counted(new_database, monk
         conn.commit()
 
         monkeypatch.undo()
-        assert migrations.apply_migrations(conn, SCHEMA_PACKAGES) == ["ingest/0006_usage_totals",
-                                                                      "api/0004_drop_usage_totals"]
+        assert migrations.apply_migrations(conn, SCHEMA_PACKAGES) == [
+            "ingest/0006_usage_totals", "ingest/0008_equipment_usage", "api/0004_drop_usage_totals"]
         totals = queries.usage_totals(conn, ["EX-1", "EX-2"])
         assert usage(totals["EX-1"]) == (t0 + timedelta(minutes=9), pytest.approx([5000 + 4 * 60.0, 7.5 + 4.0]))
         assert usage(totals["EX-2"]) == (t0 + timedelta(minutes=4), pytest.approx([4 * 60.0, 4.0]))
         assert conn.execute("SELECT to_regclass('usage_totals')").fetchone()[0] is None
         conn.commit()
-        # The writer continues from there.
+        # The usage job continues from there.
         BatchWriter(conn, "upgraded", datetime.now(UTC)).write(Batch(messages=1, readings=[
             ("EX-1", Reading(ts=t0 + timedelta(minutes=10), engine_rpm=800.0, speed_kmh=0.0, fuel_level_pct=40.5))],
             last_seq={"EX-1": 1}))
+        catch_up_usage(conn)
         assert usage(queries.usage_totals(conn, ["EX-1"])["EX-1"]) == (
             t0 + timedelta(minutes=10), pytest.approx([5000 + 5 * 60.0, 7.5 + 4.5]))
