@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # Where the alarms worker reaches the tickets API; derived from api_host/api_port when unset.
     api_url: str | None = None
+    # The API's address as its clients reach it (https://fleet.example.com), for the links in ISO
+    # 15143-3 documents; unset, the links are paths from the server's root. Never taken from a
+    # request's Host header, which the client chooses.
+    public_url: str | None = None
 
     # Readings stamped further ahead than this are refused: controller clocks drift, but not by minutes.
     future_tolerance_s: float = 300.0

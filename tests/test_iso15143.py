@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urljoin
 from xml.etree import ElementTree as ET
 
 import pytest
@@ -109,12 +110,14 @@ def test_an_aemp_client_pages_the_whole_fleet_by_its_links(settings, conn):
         client = server.user("customer", customer="gamma")
         seen, url, pages = [], server.url + "/api/v1/iso15143/Fleet/1", 0
         while url:
-            body = client.get(url).json()
+            response = client.get(url)
+            body = response.json()
             pages += 1
             seen += [e["EquipmentHeader"]["EquipmentID"] for e in body["Equipment"]]
             rels = {link["rel"]: link["href"] for link in body["Links"]}
             assert rels["last"].endswith("/Fleet/3") and rels["first"].endswith("/Fleet/1")
-            url = rels.get("next")
+            # An href is resolved against the document's own address (RFC 3986), as a client does.
+            url = urljoin(str(response.url), rels["next"]) if "next" in rels else None
         assert pages == 3 and len(seen) == len(set(seen)) == 205 and "OTHER-1" not in seen
         assert client.get("/iso15143/Fleet/4").status_code == 404
         assert client.get("/iso15143/Fleet/0").status_code == 422
@@ -257,3 +260,16 @@ def test_an_upgraded_database_keeps_the_totals_it_had_counted(new_database, monk
         catch_up_usage(conn)
         assert usage(queries.usage_totals(conn, ["EX-1"])["EX-1"]) == (
             t0 + timedelta(minutes=10), pytest.approx([5000 + 5 * 60.0, 7.5 + 4.5]))
+
+
+def test_paging_links_never_come_from_the_host_header(settings, conn):
+    seed_tenant(conn, "alpha-corp", "ALPHA-1")
+    for public_url, prefix in ((None, "/api/v1/iso15143/Fleet/"),
+                               ("https://fleet.example.com/", "https://fleet.example.com/api/v1/iso15143/Fleet/")):
+        server = ApiServer(settings.model_copy(update={"public_url": public_url}), settings.database_url)
+        try:
+            client = server.user("customer", customer="alpha-corp")
+            body = client.get("/iso15143/Fleet/1", headers={"Host": "evil.example"}).json()
+            assert all(link["href"].startswith(prefix) for link in body["Links"]), body["Links"]
+        finally:
+            server.close()

@@ -14,6 +14,7 @@ from api import iso15143
 from api.auth import Reader
 from api.deps import MAX_RANGE, DbConn, SettingsDep, period
 from api.tenancy import ensure_visible, not_found
+from core.settings import Settings
 from ingest import queries
 
 router = APIRouter(prefix="/iso15143", tags=["iso15143"])
@@ -61,8 +62,8 @@ def _respond(request: Request, root: str, document: dict) -> Response:
     return JSONResponse(document)
 
 
-def _base(request: Request, path: str) -> str:
-    return str(request.base_url).rstrip("/") + path
+def _base(settings: Settings, path: str) -> str:
+    return (settings.public_url or "").rstrip("/") + path
 
 
 def _read_only(conn: psycopg.Connection) -> None:
@@ -84,7 +85,7 @@ def fleet_snapshot(page: Page, caller: Reader, conn: DbConn,
                                              limit=iso15143.PAGE_SIZE, offset=offset)
     if page > iso15143.page_count(total):
         raise HTTPException(404, f"no page {page}; the last is {iso15143.page_count(total)}")
-    document = iso15143.fleet_document(conn, machines, total, page, _base(request, "/api/v1/iso15143/Fleet"),
+    document = iso15143.fleet_document(conn, machines, total, page, _base(settings, "/api/v1/iso15143/Fleet"),
                                        datetime.now(UTC), oem_name=settings.iso_oem_name,
                                        tank_litres=settings.fuel_tank_litres)
     return _respond(request, "Fleet", document)
@@ -103,7 +104,7 @@ def equipment_time_series(equipment_id: str, element: Element, start: datetime, 
     machine = queries.get_equipment(conn, equipment_id, offline_after_s=settings.offline_after_s)
     if machine is None:
         raise not_found("equipment", equipment_id)
-    base = _base(request, f"/api/v1/iso15143/Fleet/Equipment/ID/{equipment_id}/{element}/"
+    base = _base(settings, f"/api/v1/iso15143/Fleet/Equipment/ID/{equipment_id}/{element}/"
                           f"{iso15143.stamp(start)}/{iso15143.stamp(end)}")
     document = iso15143.time_series_document(conn, machine, element, start, end, page, base,
                                              oem_name=settings.iso_oem_name)
