@@ -134,18 +134,18 @@ ORDER BY 1""", unit="reqps", decimals=1, width=12, height=8,
                                                "whole fleet.")
 
 
-def dead_letters_rate() -> timeseries.Panel:
+def dead_letters_rate(title: str = "Dead letters by reason",
+                      description: str = "Input refused by ingest (unknown equipment, malformed, out of bounds …), "
+                                         "by reason.") -> timeseries.Panel:
     return (
-        blocks.timeseries_panel("Dead letters by reason", """
+        blocks.timeseries_panel(title, """
 SELECT $__timeGroupAlias(received_at, $__interval),
        reason AS metric,
        count(*) AS value
 FROM dead_letters
 WHERE $__timeFilter(received_at)
 GROUP BY 1, 2
-ORDER BY 1, 2""", unit="short", width=12, height=8,
-                                description="Input refused by ingest (unknown equipment, malformed, out of bounds …), "
-                                            "by reason.")
+ORDER BY 1, 2""", unit="short", width=12, height=8, description=description)
         .draw_style(common_model.GraphDrawStyle.BARS)
         .fill_opacity(80)
     )

@@ -14,7 +14,7 @@ from grafana_foundation_sdk.models import common as common_model
 from grafana_foundation_sdk.models import dashboard as dashboard_model
 
 from core.shards import SHARD_COUNT, lock_class
-from dashboards import blocks, props
+from dashboards import blocks, fleet, props
 from dashboards.common import HEALTH_UID
 from dashboards.sql import quoted
 
@@ -119,19 +119,8 @@ ORDER BY 1""", unit="short", decimals=1, width=12, height=8,
 
 
 def dead_letters_over_time() -> timeseries.Panel:
-    return (
-        blocks.timeseries_panel("Dead letters over time", """
-SELECT $__timeGroupAlias(received_at, $__interval),
-       reason AS metric,
-       count(*) AS value
-FROM dead_letters
-WHERE $__timeFilter(received_at)
-GROUP BY 1, 2
-ORDER BY 1, 2""", unit="short", width=12, height=8,
-                                description="Input refused by ingest and the devices worker, by reason.")
-        .draw_style(common_model.GraphDrawStyle.BARS)
-        .fill_opacity(80)
-    )
+    return fleet.dead_letters_rate("Dead letters over time",
+                                   "Input refused by ingest and the devices worker, by reason.")
 
 
 def ingest_workers() -> table.Panel:
