@@ -207,13 +207,18 @@ class IngestWorker:
             try:
                 return writer, self._decode(messages, writer.conn)
             except psycopg.OperationalError as exc:
-                self.metrics.db_error()
-                log.warning("ingest %s lost the database while decoding (%s); reconnecting", self.name, exc)
-                writer.conn.close()
-                new_writer = self._open_writer(stop, started_at)
-                if new_writer is None:
+                reopened = self._reopen(writer, exc, "decoding", stop, started_at)
+                if reopened is None:
                     return None
-                writer = new_writer
+                writer = reopened
+
+    def _reopen(self, writer: BatchWriter, exc: psycopg.OperationalError, doing: str, stop: threading.Event,
+                started_at: datetime) -> BatchWriter | None:
+        """A new writer after the database was lost while ``doing``; None only when asked to stop."""
+        self.metrics.db_error()
+        log.warning("ingest %s lost the database while %s (%s); reconnecting", self.name, doing, exc)
+        writer.conn.close()
+        return self._open_writer(stop, started_at)
 
     def _commit_until_done(
         self, writer: BatchWriter, batch: Batch, stop: threading.Event, started_at: datetime
@@ -227,13 +232,10 @@ class IngestWorker:
                 began = time.monotonic()
                 result = writer.write(batch)
             except psycopg.OperationalError as exc:
-                self.metrics.db_error()
-                log.warning("ingest %s lost the database while writing (%s); reconnecting", self.name, exc)
-                writer.conn.close()
-                new_writer = self._open_writer(stop, started_at)
-                if new_writer is None:
+                reopened = self._reopen(writer, exc, "writing", stop, started_at)
+                if reopened is None:
                     return None
-                writer = new_writer
+                writer = reopened
                 continue
             log.debug("batch: %d messages, %d stored, %d duplicate, %d dead letters",
                       batch.messages, result.stored, result.duplicate, result.dead_letters)
