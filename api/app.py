@@ -42,6 +42,7 @@ from api.routers import (
     iso15143,
     kpis,
     portal,
+    sequences,
     stations,
     tickets,
     vehicles,
@@ -84,7 +85,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     _serve_docs(app)
     for router in (auth.router, equipment.router, commands.router, devices.router, faults.router, alarms.router,
                    tickets.router, stations.router, engineers.router, vehicles.router, warehouses.router,
-                   dispatch.router, kpis.router, portal.router, iso15143.router, health.router, dead_letters.router):
+                   dispatch.router, kpis.router, portal.router, iso15143.router, health.router, dead_letters.router,
+                   sequences.router):
         app.include_router(router, prefix=API_PREFIX)
     check_access_declared(app)
     errors.install(app)

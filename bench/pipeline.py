@@ -684,7 +684,7 @@ def _write_backlog(database_url: str, ids: list[str], per_machine: int, readings
                         batch.readings.append((equipment_id, reading_values(
                             i, r, ts_ms, first_ms, codes=codes if carries and r >= per_machine // 2 else ())))
                     batch.messages += 1
-                    batch.last_seq[equipment_id] = r0 // readings_per_msg + 1
+                    batch.add_sequence(equipment_id, r0 // readings_per_msg + 1)
                 writer.write(batch)
             print(f"backlog: {min(per_machine, r0 + readings_per_msg) * len(ids):,} readings written",
                   file=sys.stderr, flush=True)

@@ -17,18 +17,22 @@ import orjson
 
 from core.errors import InvalidTelemetry
 from core.inbound import check_json_payload, is_version
+from core.telemetry import MAX_SEQ
 from core.topics import EQUIPMENT_ID_PATTERN
 
 MESSAGE_VERSION = 1
 # Device messages other than telemetry are a few hundred bytes; anything much larger is not one of them.
 MAX_DEVICE_MESSAGE_BYTES = 4096
 
-COMMAND_KINDS = ("snapshot", "set_report_interval", "lock", "unlock")
+COMMAND_KINDS = ("snapshot", "set_report_interval", "lock", "unlock", "resend")
 ACK_STATUSES = ("received", "executed", "rejected")
 # Bounds of a reporting interval a controller accepts (seconds).
 MIN_REPORT_INTERVAL_S = 0.1
 MAX_REPORT_INTERVAL_S = 3600.0
 MAX_TEXT_CHARS = 200
+# A resend names at most this many ranges of message sequence numbers, this many messages in all.
+MAX_RESEND_RANGES = 64
+MAX_RESEND_MESSAGES = 100_000
 
 
 def _ts(value: datetime) -> str:
@@ -117,9 +121,29 @@ def check_command_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         if not 0 < duration <= 7 * 86400:
             raise ValueError("duration_s must be within 0-604800 (after it the controller reverts)")
         return {"interval_s": float(interval), "duration_s": float(duration)}
+    if kind == "resend":
+        return {"ranges": check_resend_ranges(params.get("ranges"))}
     if params:
         raise ValueError(f"{kind} takes no parameters")
     return {}
+
+
+def check_resend_ranges(ranges: Any) -> list[list[int]]:
+    """``[[first, last], …]``: inclusive ranges of sequence numbers, ascending and apart."""
+    if not isinstance(ranges, list) or not 0 < len(ranges) <= MAX_RESEND_RANGES:
+        raise ValueError(f"resend needs ranges: a list of 1-{MAX_RESEND_RANGES} [first, last] pairs")
+    checked: list[list[int]] = []
+    for pair in ranges:
+        if (not isinstance(pair, list) or len(pair) != 2
+                or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_SEQ for n in pair)
+                or pair[0] > pair[1]):
+            raise ValueError("each range is [first, last] with 0 <= first <= last")
+        if checked and pair[0] <= checked[-1][1]:
+            raise ValueError("ranges must be ascending and must not overlap")
+        checked.append([pair[0], pair[1]])
+    if sum(last - first + 1 for first, last in checked) > MAX_RESEND_MESSAGES:
+        raise ValueError(f"resend asks for at most {MAX_RESEND_MESSAGES} messages")
+    return checked
 
 
 def _param_number(params: dict[str, Any], name: str) -> float:

@@ -88,9 +88,19 @@ INGEST_COMMIT_SECONDS = Histogram("ironsight_ingest_batch_commit_seconds",
                                   buckets=_LATENCY_BUCKETS)
 INGEST_BATCH_FALLBACKS = Counter("ironsight_ingest_batch_fallbacks_total",
                                  "Batches that failed whole and were written again message by message", ["worker"])
-# For the sequence-gap detection of the decode path: messages a controller's sequence numbers say are missing.
+# The sequence job (ingest.sequences): what the controllers' message sequence numbers say.
 INGEST_SEQUENCE_GAPS = Counter("ironsight_ingest_sequence_gaps_total",
-                               "Gaps in a controller's message sequence numbers", ["worker"])
+                               "Gaps found in a controller's message sequence numbers", ["worker"])
+INGEST_SEQUENCE_MESSAGES = Counter(
+    "ironsight_ingest_sequence_messages_total",
+    "Messages by what their sequence numbers say: missed (a gap), healed (a missing one arrived), duplicate, "
+    "lost (given up)", ["worker", "outcome"])
+INGEST_SEQUENCE_RESTARTS = Counter("ironsight_ingest_sequence_restarts_total",
+                                   "Controllers whose sequence numbers started again", ["worker"])
+INGEST_LATE_READINGS = Counter(
+    "ironsight_ingest_late_readings_total",
+    "Readings older than the machine's newest by more than the late window: stored as backlog, counters not taken",
+    ["worker"])
 
 # --- devices ---
 
@@ -174,7 +184,7 @@ class IngestMetrics:
         self._duplicate = INGEST_READINGS.labels(worker=worker, outcome="duplicate")
         self._commit = INGEST_COMMIT_SECONDS.labels(worker=worker)
         self.fallbacks = INGEST_BATCH_FALLBACKS.labels(worker=worker)
-        self.sequence_gaps = INGEST_SEQUENCE_GAPS.labels(worker=worker)
+        self.late_readings = INGEST_LATE_READINGS.labels(worker=worker)
         self.dead_letters = by_reason(DEAD_LETTERS, worker=worker)
         self.failures = by_reason(HANDLING_FAILURES, worker=worker)
         self.unstorable = by_reason(UNSTORABLE, worker=worker)
@@ -187,6 +197,22 @@ class IngestMetrics:
 
     def db_error(self) -> None:
         db_connection_error(self.worker)
+
+
+class SequenceMetrics:
+    def __init__(self, worker: str) -> None:
+        self._gaps = INGEST_SEQUENCE_GAPS.labels(worker=worker)
+        self._messages = {outcome: INGEST_SEQUENCE_MESSAGES.labels(worker=worker, outcome=outcome)
+                          for outcome in ("missed", "healed", "duplicate", "lost")}
+        self._restarts = INGEST_SEQUENCE_RESTARTS.labels(worker=worker)
+
+    def folded(self, result: Any) -> None:
+        """``result``: an ingest.sequences.FoldResult (core does not import ingest)."""
+        self._gaps.inc(result.gaps)
+        self._restarts.inc(result.restarts)
+        for outcome, count in (("missed", result.missed), ("healed", result.healed),
+                               ("duplicate", result.duplicates), ("lost", result.lost)):
+            self._messages[outcome].inc(count)
 
 
 class DevicesMetrics:

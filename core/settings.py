@@ -31,6 +31,18 @@ class Settings(BaseSettings):
 
     # Readings stamped further ahead than this are refused: controller clocks drift, but not by minutes.
     future_tolerance_s: float = 300.0
+    # A reading older than its machine's newest by more than this is stored as backlog, but its engine
+    # hours are not taken: the hours and usage of a day already reported stay as they were.
+    late_window_s: float = 86400.0
+    # Ingest folds the controllers' message sequence numbers into gaps once they are this old (a
+    # message of one controller may be committed by another worker a moment later); a gap still open
+    # after sequence_give_up_s is counted lost. The devices worker asks a connected controller to
+    # resend a gap open for resend_after_s, and again every resend_retry_s, at most resend_attempts times.
+    sequence_settle_s: float = 10.0
+    sequence_give_up_s: float = 3600.0
+    resend_after_s: float = 5.0
+    resend_retry_s: float = 120.0
+    resend_attempts: int = 3
     # A controller silent for this long is shown offline.
     offline_after_s: float = 60.0
 

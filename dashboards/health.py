@@ -242,6 +242,48 @@ WHERE $__timeFilter(created_at)""", width=12, height=5, color_mode=common_model.
     )
 
 
+def sequence_totals() -> stat.Panel:
+    return (
+        blocks.stat_panel("Messages missing", """
+SELECT coalesce(sum(missing_now), 0) AS "missing now",
+       count(*) FILTER (WHERE missing_now > 0) AS "machines with gaps",
+       coalesce(sum(missed), 0) AS "found missing",
+       coalesce(sum(healed), 0) AS "healed",
+       coalesce(sum(lost), 0) AS "lost",
+       coalesce(sum(duplicates), 0) AS "duplicates"
+FROM equipment_sequence""", width=10, height=7, color_mode=common_model.BigValueColorMode.VALUE,
+                          description="What the controllers' message sequence numbers say, since each machine's first "
+                                      "message: messages found missing (a broker or link dropped them), healed (they "
+                                      "came late, or again on a resend), lost (not resent within the give-up time, "
+                                      "or the controller's counter started again), and received twice.")
+        .color_scheme(blocks.fixed_color("text"))
+        .decimals(0)
+        .override_by_name("missing now", [props.threshold_colors(), props.thresholds("green", (1, "orange"))])
+        .override_by_name("lost", [props.threshold_colors(), props.thresholds("green", (1, "red"))])
+    )
+
+
+def machines_missing_messages() -> table.Panel:
+    return (
+        blocks.table_panel("Machines with messages missing", """
+SELECT s.equipment_id AS "machine", e.customer, s.missing_now AS "missing", s.missing_since AS "since",
+       (SELECT c.state || coalesce(' (' || (c.result ->> 'resent') || ' resent, '
+                                   || (c.result ->> 'unavailable') || ' no longer held)', '')
+        FROM commands c WHERE c.equipment_id = s.equipment_id AND c.kind = 'resend'
+        ORDER BY c.created_at DESC LIMIT 1) AS "last resend",
+       s.lost
+FROM equipment_sequence s JOIN equipment e ON e.id = s.equipment_id
+WHERE s.missing_now > 0
+ORDER BY s.missing_since
+LIMIT 200""", width=14, height=7,
+                           description="Machines whose telemetry has gaps not healed yet, the longest-waiting first: "
+                                       "their history may lack what a fault looked like. The devices worker asks a "
+                                       "connected controller to resend; 'last resend' is that command's state and "
+                                       "answer.")
+        .override_by_name("since", [props.unit("dateTimeFromNow")])
+    )
+
+
 def dashboard() -> dashboard_model.Dashboard:
     return blocks.make_dashboard(
         HEALTH_UID,
@@ -254,6 +296,7 @@ def dashboard() -> dashboard_model.Dashboard:
             readings_accepted(), dead_letters_over_time(),
             Row("Ingest"),
             ingest_workers(), dead_letter_reasons(),
+            sequence_totals(), machines_missing_messages(),
             Row("Diagnosis and alarms"),
             consumers(), alarm_delivery(),
             Row("Devices"),

@@ -43,13 +43,16 @@ log = logging.getLogger(__name__)
 
 # How many command ids a controller remembers to recognise a repeat (its answers, in order of arrival).
 REMEMBERED_COMMANDS = 1024
+# How many of its latest telemetry messages a controller keeps to send again on a ``resend`` command.
+RESEND_BUFFER_MESSAGES = 100_000
 DEFAULT_FIRMWARE = "sim-2.1.0"
 
 
 class SimulatedController:
     def __init__(self, spec: MachineSpec, mqtt_url: str, *, topic_root: str, interval_s: float = 1.0,
                  username: str | None = None, password: str | None = None, firmware: str = DEFAULT_FIRMWARE,
-                 seed: int = 1, client_id: str | None = None) -> None:
+                 seed: int = 1, client_id: str | None = None,
+                 resend_buffer_messages: int = RESEND_BUFFER_MESSAGES) -> None:
         self.spec = spec
         address = mqtt.parse_mqtt_url(mqtt_url)
         if username is not None:
@@ -64,9 +67,14 @@ class SimulatedController:
         self.executions: Counter[str] = Counter()  # command kind → times executed
         self.repeats = 0
         self.seq = 0
+        # Its latest messages by sequence number, as published: a resend sends them again unchanged.
+        self._sent: OrderedDict[int, bytes] = OrderedDict()
+        self._sent_capacity = resend_buffer_messages
+        self.resent = 0
         self._answers: OrderedDict[str, Ack] = OrderedDict()
         self._lock = threading.Lock()
         self._interval_override: tuple[float, datetime] | None = None
+        self._holding = False
         self._stop = threading.Event()
         self._wake = threading.Event()  # the reporting interval changed (or stop): start a new period
         self._thread: threading.Thread | None = None
@@ -101,6 +109,11 @@ class SimulatedController:
                                          encode_status(Status(False, reason="clean")), qos=1, retain=True)
             info.wait_for_publish(timeout=5)
         self._session.stop()
+
+    def hold_reports(self) -> None:
+        """Stop reporting but stay connected: commands are still answered (a resend too)."""
+        with self._lock:
+            self._holding = True
 
     def repair(self) -> None:
         """The machine was fixed (a simulated engineer says so): its fault is gone."""
@@ -171,6 +184,8 @@ class SimulatedController:
         if kind in ("lock", "unlock"):
             self.machine.locked = kind == "lock"
             return Ack(command_id, "executed", result={"locked": self.machine.locked})
+        if kind == "resend":
+            return Ack(command_id, "executed", result=self._resend(params["ranges"]))
         return Ack(command_id, "rejected", f"unknown kind {kind}")
 
     def _send_ack(self, ack: Ack) -> None:
@@ -182,9 +197,31 @@ class SimulatedController:
         self.machine.advance(max(0.0, (now - self._last_advance).total_seconds()))
         self._last_advance = now
         self.seq += 1
-        self._session.publish(topics.telemetry_topic(self.root, self.spec.equipment_id),
-                              encode_message(self.seq, [self.machine.reading(now)]), qos=1)
+        payload = encode_message(self.seq, [self.machine.reading(now)])
+        self._sent[self.seq] = payload
+        while len(self._sent) > self._sent_capacity:
+            self._sent.popitem(last=False)
+        self._transmit(self.seq, payload)
         return self.seq
+
+    def _transmit(self, seq: int, payload: bytes) -> None:
+        """Send one telemetry message (a first time, or again on a resend)."""
+        self._session.publish(topics.telemetry_topic(self.root, self.spec.equipment_id), payload, qos=1)
+
+    def _resend(self, ranges: list[list[int]]) -> dict:
+        """Publish again, unchanged (same sequence numbers), the messages of the ranges still buffered;
+        the answer says how many, and how many are no longer held."""
+        resent = unavailable = 0
+        for first, last in ranges:
+            for seq in range(first, last + 1):
+                payload = self._sent.get(seq)
+                if payload is None:
+                    unavailable += 1
+                    continue
+                self._transmit(seq, payload)
+                resent += 1
+        self.resent += resent
+        return {"resent": resent, "unavailable": unavailable}
 
     def _report(self) -> None:
         while not self._stop.is_set():
@@ -194,7 +231,8 @@ class SimulatedController:
                 continue
             if self.connected.is_set():
                 with self._lock:
-                    self._publish_reading()
+                    if not self._holding:
+                        self._publish_reading()
 
 
 def provision(mqtt_url: str, *, topic_root: str, serial: str, model: str, username: str, password: str,

@@ -20,7 +20,13 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from core.db import one
-from core.device_messages import Command, check_command_params
+from core.device_messages import (
+    MAX_RESEND_MESSAGES,
+    MAX_RESEND_RANGES,
+    Command,
+    check_command_params,
+    check_resend_ranges,
+)
 
 COMMANDS_CHANNEL = "ironsight_commands"
 OPEN_STATES = ("queued", "sent", "acknowledged")
@@ -28,6 +34,11 @@ FINAL_STATES = ("executed", "rejected", "expired")
 # Commands that change what the machine may do need a stated reason, kept in the audit trail.
 KINDS_NEEDING_REASON = ("lock", "unlock")
 MAX_TIMEOUT_S = 7 * 86400
+# Who asks for a resend of missing messages: the devices worker itself, on ingest's findings.
+RESEND_REQUESTER = "devices:sequence-gaps"
+# Messages asked again per sweep: the controllers answer at once, and a flood of resent messages
+# would overflow the very broker queue that dropped them.
+RESEND_MESSAGES_PER_SWEEP = 20_000
 
 # Allowed transitions from a controller's answer: (answer, states it may leave).
 _ANSWER_FROM = {
@@ -162,6 +173,62 @@ def expire_overdue(conn: psycopg.Connection) -> list[str]:
         for command_id, _ in rows:
             _event(conn, command_id, "expired", None, "no answer before the timeout")
     return [str(r[0]) for r in rows]
+
+
+# Machines whose ingest found messages missing (equipment_sequence) for long enough, connected, with no
+# resend open or recent and fewer than the allowed attempts since their oldest open gap.
+_RESEND_DUE = """
+SELECT s.equipment_id, s.missing, s.missing_now
+FROM equipment_sequence s JOIN device_presence p USING (equipment_id)
+WHERE s.missing_now > 0 AND s.missing_since < now() - make_interval(secs => %(after_s)s) AND p.connected
+  AND NOT EXISTS (
+      SELECT 1 FROM commands c WHERE c.equipment_id = s.equipment_id AND c.kind = 'resend'
+        AND (c.state IN ('queued', 'sent', 'acknowledged')
+             OR c.created_at > now() - make_interval(secs => %(retry_s)s)))
+  AND (SELECT count(*) FROM commands c WHERE c.equipment_id = s.equipment_id AND c.kind = 'resend'
+         AND c.created_at >= s.missing_since) < %(attempts)s
+ORDER BY s.missing_since LIMIT %(limit)s
+"""
+
+
+def resend_ranges(missing: list[list[float]]) -> list[list[int]]:
+    """The open gaps ([first, last, detected] as ingest keeps them) as a resend's ranges: the oldest
+    first, within one command's bounds."""
+    ranges: list[list[int]] = []
+    total = 0
+    for first, last, _ in sorted(missing):
+        if len(ranges) == MAX_RESEND_RANGES or total >= MAX_RESEND_MESSAGES:
+            break
+        last = min(int(last), int(first) + MAX_RESEND_MESSAGES - total - 1)
+        ranges.append([int(first), last])
+        total += last - int(first) + 1
+    return ranges
+
+
+def queue_resends(conn: psycopg.Connection, *, after_s: float, retry_s: float, attempts: int, timeout_s: float,
+                  limit: int = 500, max_messages: int = RESEND_MESSAGES_PER_SWEEP) -> int:
+    """Queue a ``resend`` of the missing messages for machines due one (``_RESEND_DUE``), the
+    longest-waiting first, until about ``max_messages`` are asked for; how many machines."""
+    with conn.transaction():
+        due = conn.execute(_RESEND_DUE, {"after_s": after_s, "retry_s": retry_s, "attempts": attempts,
+                                         "limit": limit}).fetchall()
+        asked = 0
+        for count, (equipment_id, missing, missing_now) in enumerate(due):
+            if asked >= max_messages:
+                due = due[:count]
+                break
+            asked += min(missing_now, MAX_RESEND_MESSAGES)
+            command_id = uuid.uuid4()
+            params = {"ranges": check_resend_ranges(resend_ranges(missing))}
+            reason = f"{missing_now} messages missing"
+            conn.execute(
+                """INSERT INTO commands (id, equipment_id, kind, params, requested_by, reason, expires_at)
+                   VALUES (%s, %s, 'resend', %s, %s, %s, now() + make_interval(secs => %s))""",
+                (command_id, equipment_id, Jsonb(params), RESEND_REQUESTER, reason, timeout_s))
+            _event(conn, command_id, "queued", RESEND_REQUESTER, reason)
+        if due:
+            conn.execute(f"NOTIFY {COMMANDS_CHANNEL}")
+    return len(due)
 
 
 def _event(conn: psycopg.Connection, command_id, state: str, actor: str | None, detail: str | None) -> None:

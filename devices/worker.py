@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 INBOX_MAX_MESSAGES = 10_000
 SESSION_EXPIRY_S = 24 * 3600
 DB_RETRY_MAX_S = 5.0
+# How often the worker looks for machines with messages missing (ingest.sequences) to ask for a resend.
+RESEND_CHECK_EVERY_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,7 @@ class DevicesWorker:
         listener = threading.Thread(target=self._listen, args=(stop,), name=f"{self.name}-listen", daemon=True)
         listener.start()
         self.session.start()
-        next_tick = time.monotonic()
+        next_tick = next_resend_check = time.monotonic()
         next_auth_sync = time.monotonic() + self.settings.broker_auth_sync_every_s
         try:
             if self.auth_sync is not None:
@@ -146,6 +148,9 @@ class DevicesWorker:
                     next_tick = now + self.settings.command_tick_s
                     conn = self._with_db(stop, conn, self._expire)
                     dispatch = True
+                if now >= next_resend_check:
+                    next_resend_check = now + RESEND_CHECK_EVERY_S
+                    conn = self._with_db(stop, conn, self._ask_resends)
                 if self.auth_sync is not None and now >= next_auth_sync:
                     next_auth_sync = now + self.settings.broker_auth_sync_every_s
                     conn = self._with_db(stop, conn, self.auth_sync.sync)
@@ -355,6 +360,13 @@ class DevicesWorker:
         commands.mark_sent(conn, command_id)
         self.sent_commands += 1
         self.metrics.command("sent")
+
+    def _ask_resends(self, conn: psycopg.Connection) -> None:
+        queued = commands.queue_resends(
+            conn, after_s=self.settings.resend_after_s, retry_s=self.settings.resend_retry_s,
+            attempts=self.settings.resend_attempts, timeout_s=self.settings.command_timeout_s)
+        if queued:
+            log.info("asked %d controllers to resend missing messages", queued)
 
     def _expire(self, conn: psycopg.Connection) -> None:
         for command_id in commands.expire_overdue(conn):

@@ -25,6 +25,7 @@ from core.telemetry import Reading, decode_message
 from core.telemetry_binary import decode_binary
 from ingest.dead_letters import DeadLetterRetention
 from ingest.partitions import ensure_partitions
+from ingest.sequences import SequenceJob
 from ingest.usage import UsageJob
 from ingest.writer import Batch, BatchWriter, DeadLetter, dead_letter_for_reading
 
@@ -111,6 +112,8 @@ class IngestWorker:
         self.session.start()
         purge = self.retention.start(stop)
         usage = UsageJob(self.database_url, name=f"ingest {self.name}").start(stop)
+        sequences = SequenceJob(self.database_url, name=self.name, settle_s=self.settings.sequence_settle_s,
+                                give_up_s=self.settings.sequence_give_up_s).start(stop)
         partitions_checked_at = time.monotonic()
         try:
             while not stop.is_set():
@@ -132,6 +135,7 @@ class IngestWorker:
             if purge is not None:
                 purge.join(timeout=5)
             usage.join(timeout=5)
+            sequences.join(timeout=5)
 
     def _open_writer(self, stop: threading.Event, started_at: datetime) -> BatchWriter | None:
         delay = 0.5
@@ -140,7 +144,8 @@ class IngestWorker:
                 conn = connect(self.database_url, application_name=f"ironsight-{self.name}")
                 ensure_partitions(conn)
                 self._equipment.load(conn)
-                return BatchWriter(conn, self.name, started_at)
+                return BatchWriter(conn, self.name, started_at, topic_root=self.settings.topic_root,
+                                   late_window_s=self.settings.late_window_s)
             except psycopg.OperationalError as exc:
                 self.metrics.db_error()
                 log.warning("ingest %s cannot reach the database (%s); retrying in %.1fs", self.name, exc, delay)
@@ -240,7 +245,8 @@ class IngestWorker:
             log.debug("batch: %d messages, %d stored, %d duplicate, %d dead letters",
                       batch.messages, result.stored, result.duplicate, result.dead_letters)
             self.metrics.committed(batch.messages, result.stored, result.duplicate, time.monotonic() - began)
-            for letter in batch.dead_letters:
+            self.metrics.late_readings.inc(result.late)
+            for letter in (*batch.dead_letters, *result.refused_counters):
                 self._count_dead(letter)
             return writer
 
@@ -272,7 +278,7 @@ class IngestWorker:
         now = datetime.now(UTC)
         for message in messages:
             try:
-                readings, dead_letters, seq = self._decode_one(message, conn, now)
+                equipment_id, readings, dead_letters, seq = self._decode_one(message, conn, now)
             except psycopg.OperationalError:
                 raise
             except Exception as exc:  # a defect of ours must cost one message, never the worker
@@ -284,37 +290,37 @@ class IngestWorker:
                     storable_text(f"{type(exc).__name__}: {exc}"[:500]), message.payload))
                 continue
             batch.dead_letters.extend(dead_letters)
-            if readings:
-                equipment_id = readings[0][0]
-                batch.readings.extend(readings)
-                if seq is not None and seq >= batch.last_seq.get(equipment_id, -1):
-                    batch.last_seq[equipment_id] = seq
+            batch.readings.extend(readings)
+            if equipment_id is not None and seq is not None:
+                batch.add_sequence(equipment_id, seq)
         return batch
 
     def _decode_one(self, message: InboundMessage, conn: psycopg.Connection, now: datetime
-                    ) -> tuple[list[tuple[str, Reading]], list[DeadLetter], int | None]:
-        """One message's readings (with its equipment id), dead letters, and sequence number."""
+                    ) -> tuple[str | None, list[tuple[str, Reading]], list[DeadLetter], int | None]:
+        """One message's equipment id, readings (with the id), dead letters, and sequence number (None
+        when the message could not be read)."""
         parsed = topics.parse_telemetry_topic(self.settings.topic_root, message.topic)
         equipment_id, kind = parsed if parsed else (None, None)
         topic = storable_text(message.topic)
         if equipment_id is None:
-            return [], [DeadLetter(topic, None, "bad_topic", "", message.payload)], None
+            return None, [], [DeadLetter(topic, None, "bad_topic", "", message.payload)], None
         if equipment_id not in self._equipment and not self._equipment.recheck(conn, equipment_id):
-            return [], [DeadLetter(topic, equipment_id, "unknown_equipment", "", message.payload)], None
+            return None, [], [DeadLetter(topic, equipment_id, "unknown_equipment", "", message.payload)], None
         try:
             decode = decode_binary if kind == topics.TELEMETRY_BINARY else decode_message
             decoded = decode(message.payload, now=now, future_tolerance_s=self.settings.future_tolerance_s)
         except InvalidTelemetry as exc:
-            return [], [DeadLetter(topic, equipment_id, exc.reason, storable_text(exc.detail), message.payload)], None
+            return None, [], [DeadLetter(topic, equipment_id, exc.reason, storable_text(exc.detail),
+                                         message.payload)], None
         except Exception as exc:  # a decoder defect: the message is kept as a dead letter
             log.exception("decoding a message from %s failed unexpectedly", equipment_id)
-            return [], [DeadLetter(topic, equipment_id, "undecodable", storable_text(repr(exc)[:500]),
-                                   message.payload)], None
+            return None, [], [DeadLetter(topic, equipment_id, "undecodable", storable_text(repr(exc)[:500]),
+                                         message.payload)], None
         dead_letters = [
             dead_letter_for_reading(topic, equipment_id, rejected.reason,
                                     storable_text(f"reading {rejected.index}: {rejected.detail}"), rejected.raw)
             for rejected in decoded.rejected]
-        return [(equipment_id, r) for r in decoded.readings], dead_letters, decoded.seq
+        return equipment_id, [(equipment_id, r) for r in decoded.readings], dead_letters, decoded.seq
 
     def _next_message(self, timeout: float) -> InboundMessage:
         """The next message of the inbox; queue.Empty after ``timeout``. Ingest puts no notices there."""

@@ -16,11 +16,15 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from core import topics
 from core.db import one
 from core.inbound import DEAD_LETTER_PAYLOAD_BYTES
+from core.settings import Settings
 from core.telemetry import CHANNELS, Reading
+from ingest.sequences import ranges_of
 
 log = logging.getLogger(__name__)
+_DEFAULTS = Settings.model_construct()
 
 # Dead letters keep the head of a payload: enough to see what a device sent, bounded in size.
 
@@ -92,19 +96,50 @@ WITH new AS (
 
 _newer = "EXCLUDED.last_ts > equipment_state.last_ts"
 _UPSERT_STATE = f"""
-INSERT INTO equipment_state (equipment_id, last_ts, last_received_at, last_seq, {", ".join(_STATE_COLUMNS)})
+INSERT INTO equipment_state (equipment_id, last_ts, last_received_at, last_seq, {", ".join(_STATE_COLUMNS)},
+                             engine_hours_at)
 SELECT DISTINCT ON (s.equipment_id) s.equipment_id, s.ts, now(), seq.last_seq,
-       {", ".join("s." + c for c in _STATE_COLUMNS)}
+       {", ".join("s." + c for c in _STATE_COLUMNS)}, CASE WHEN s.engine_hours IS NOT NULL THEN s.ts END
 FROM ingest_staging s
-JOIN (SELECT unnest(%s::text[]) AS equipment_id, unnest(%s::bigint[]) AS last_seq) seq USING (equipment_id)
+LEFT JOIN (SELECT unnest(%s::text[]) AS equipment_id, unnest(%s::bigint[]) AS last_seq) seq USING (equipment_id)
 ORDER BY s.equipment_id, s.ts DESC
 ON CONFLICT (equipment_id) DO UPDATE SET
     last_received_at = EXCLUDED.last_received_at,
-    last_seq = EXCLUDED.last_seq,
+    last_seq = coalesce(EXCLUDED.last_seq, equipment_state.last_seq),
     last_ts = GREATEST(equipment_state.last_ts, EXCLUDED.last_ts),
     {", ".join(
         f"{c} = CASE WHEN {_newer} THEN coalesce(EXCLUDED.{c}, equipment_state.{c}) ELSE equipment_state.{c} END"
-        for c in _STATE_COLUMNS)}
+        for c in _STATE_COLUMNS)},
+    engine_hours_at = CASE WHEN {_newer} AND EXCLUDED.engine_hours IS NOT NULL THEN EXCLUDED.engine_hours_at
+                           ELSE equipment_state.engine_hours_at END
+"""
+
+# A counter's tolerance for rounding in the controller's encoding (hours).
+COUNTER_TOLERANCE_H = 0.05
+# The engine hours of a staged reading are not taken when the reading is older than the machine's
+# newest by more than the late window (a past day's hours and usage stay as reported), or when they
+# contradict the hours already known: lower than before at a later time, higher at an earlier time,
+# or lower at an earlier time by more than the time between. The rest of the reading is stored.
+_HOLD_COUNTERS = f"""
+WITH held AS (
+    SELECT s.ctid AS row_id, s.equipment_id, s.ts, s.engine_hours, e.engine_hours AS known,
+           e.engine_hours_at AS known_at, s.ts < e.last_ts - make_interval(secs => %(late_window_s)s) AS late
+    FROM ingest_staging s JOIN equipment_state e USING (equipment_id)
+    WHERE s.engine_hours IS NOT NULL AND (
+        s.ts < e.last_ts - make_interval(secs => %(late_window_s)s)
+        OR (e.engine_hours IS NOT NULL AND (
+            (s.ts >= e.engine_hours_at AND s.engine_hours < e.engine_hours - {COUNTER_TOLERANCE_H})
+            OR (s.ts < e.engine_hours_at AND (
+                s.engine_hours > e.engine_hours + {COUNTER_TOLERANCE_H}
+                OR s.engine_hours < e.engine_hours - extract(epoch FROM e.engine_hours_at - s.ts) / 3600
+                                    - {COUNTER_TOLERANCE_H})))))
+)
+UPDATE ingest_staging s SET engine_hours = NULL FROM held h WHERE s.ctid = h.row_id
+RETURNING h.equipment_id, h.ts, h.engine_hours, h.known, h.known_at, h.late
+"""
+
+_RECORD_SEQUENCES = """
+INSERT INTO message_sequences (equipment_ids, first_seqs, last_seqs, messages) VALUES (%s, %s, %s, %s)
 """
 
 _UPSERT_STATS = """
@@ -136,8 +171,11 @@ class Batch:
     messages: int = 0
     readings: list[tuple[str, Reading]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    # Highest message sequence number seen per equipment in this batch.
-    last_seq: dict[str, int] = field(default_factory=dict)
+    # The sequence number of every decoded message, per equipment (repeats included).
+    sequences: dict[str, list[int]] = field(default_factory=dict)
+
+    def add_sequence(self, equipment_id: str, seq: int) -> None:
+        self.sequences.setdefault(equipment_id, []).append(seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +183,10 @@ class WriteResult:
     stored: int
     duplicate: int
     dead_letters: int
+    # Readings older than the late window (their engine hours not taken).
+    late: int = 0
+    # Dead letters of engine hours that contradicted the known ones (their readings stored without them).
+    refused_counters: tuple[DeadLetter, ...] = ()
 
 
 def _row(equipment_id: str, r: Reading) -> tuple:
@@ -156,10 +198,13 @@ def _row(equipment_id: str, r: Reading) -> tuple:
 class BatchWriter:
     """Owns one connection; ``write`` commits a batch or raises, leaving nothing half-written."""
 
-    def __init__(self, conn: psycopg.Connection, worker: str, started_at: datetime) -> None:
+    def __init__(self, conn: psycopg.Connection, worker: str, started_at: datetime, *,
+                 topic_root: str = _DEFAULTS.topic_root, late_window_s: float = _DEFAULTS.late_window_s) -> None:
         self.conn = conn
         self.worker = worker
         self.started_at = started_at
+        self.late_window_s = late_window_s
+        self.topic_root = topic_root
         if conn.autocommit:
             conn.autocommit = False
         conn.execute(_CREATE_STAGING)
@@ -179,26 +224,38 @@ class BatchWriter:
         conn = self.conn
         try:
             with conn.cursor() as cur:
-                stored = 0
+                stored = late = 0
+                dead_letters = list(batch.dead_letters)
                 if batch.readings:
                     with cur.copy(f"COPY ingest_staging ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
                         copy.set_types(_COPY_TYPES)
                         for equipment_id, reading in batch.readings:
                             copy.write_row(_row(equipment_id, reading))
+                    for equipment_id, ts, hours, known, known_at, is_late in cur.execute(
+                            _HOLD_COUNTERS, {"late_window_s": self.late_window_s}).fetchall():
+                        if is_late:
+                            late += 1
+                        else:
+                            dead_letters.append(_refused_counter(
+                                topics.telemetry_topic(self.topic_root, equipment_id), equipment_id, ts, hours, known,
+                                known_at))
                     stored = one(cur.execute(insert_readings))[0]
-                    ids = sorted(batch.last_seq)
-                    cur.execute(_UPSERT_STATE, (ids, [batch.last_seq[i] for i in ids]))
-                if batch.dead_letters:
+                    ids = sorted(batch.sequences)
+                    cur.execute(_UPSERT_STATE, (ids, [max(batch.sequences[i]) for i in ids]))
+                if batch.sequences:
+                    _record_sequences(cur, batch.sequences)
+                if dead_letters:
                     cur.executemany(
                         "INSERT INTO dead_letters (topic, equipment_id, reason, detail, payload, payload_bytes) "
                         "VALUES (%s, %s, %s, %s, %s, %s)",
                         [
                             (d.topic, d.equipment_id, d.reason, d.detail[:1000],
                              d.payload[:DEAD_LETTER_PAYLOAD_BYTES], len(d.payload))
-                            for d in batch.dead_letters
+                            for d in dead_letters
                         ],
                     )
-                result = WriteResult(stored, len(batch.readings) - stored, len(batch.dead_letters))
+                result = WriteResult(stored, len(batch.readings) - stored, len(dead_letters), late,
+                                     tuple(dead_letters[len(batch.dead_letters):]))
                 cur.execute(_UPSERT_STATS, {
                     "worker": self.worker, "started_at": self.started_at, "messages": batch.messages,
                     "stored": result.stored, "duplicate": result.duplicate, "dead": result.dead_letters,
@@ -209,6 +266,30 @@ class BatchWriter:
             if not conn.closed:
                 conn.rollback()
             raise
+
+
+def _record_sequences(cur: psycopg.Cursor, sequences: dict[str, list[int]]) -> None:
+    ids: list[str] = []
+    firsts: list[int] = []
+    lasts: list[int] = []
+    counts: list[int] = []
+    for equipment_id, seqs in sequences.items():
+        for first, last, count in ranges_of(seqs):
+            ids.append(equipment_id)
+            firsts.append(first)
+            lasts.append(last)
+            counts.append(count)
+    cur.execute(_RECORD_SEQUENCES, (ids, firsts, lasts, counts))
+
+
+def _refused_counter(topic: str, equipment_id: str, ts: datetime, hours: float, known: float,
+                     known_at: datetime) -> DeadLetter:
+    """The dead letter of a reading's engine hours that contradict the machine's (the reading is
+    stored without them)."""
+    detail = (f"engine_hours {hours} at {ts.isoformat()} contradicts {known} at {known_at.isoformat()}: "
+              "the reading is stored without it")
+    payload = json.dumps({"ts": ts.isoformat(), "engine_hours": hours}).encode()
+    return DeadLetter(topic, equipment_id, "counter_implausible", detail, payload)
 
 
 def dead_letter_for_reading(topic: str, equipment_id: str, reason: str, detail: str, raw: object) -> DeadLetter:

@@ -30,6 +30,7 @@ _TABLES = ("api_login_throttle", "api_tokens", "api_users", "readings_hourly",
            "service_contracts",
            "alarm_escalations", "alarm_events", "alarms", "fault_events", "faults", "diagnostic_state",
            "accepted_batches", "dead_letters", "equipment_usage", "equipment_state", "ingest_stats", "readings",
+           "message_sequences", "equipment_sequence",
            "consumer_cursors",
            "shard_checkpoints",
            "equipment", "sites")

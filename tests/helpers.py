@@ -385,7 +385,7 @@ def seed_tenant(conn, customer: str, equipment_id: str, *, minutes: int = 120, s
             fuel_level_pct=90.0 - i * 0.1, engine_hours=1000.0 + i * step_s / 3600, lat=51.9 + i * 1e-4,
             lon=4.1 + i * 1e-4, speed_kmh=5.0 if working else 0.0,
             fault_codes=(FaultCode(spn=110, fmi=0, oc=1),) if i == steps - 1 else ())))
-    BatchWriter(conn, "seed", now).write(Batch(messages=1, readings=readings, last_seq={equipment_id: steps}))
+    BatchWriter(conn, "seed", now).write(Batch(messages=1, readings=readings, sequences={equipment_id: [steps]}))
     fault_id = conn.execute(
         "INSERT INTO faults (equipment_id, fault_code, severity, rule, rule_version, started_at, evidence) "
         "VALUES (%s, 'OIL_OVERHEAT', 'major', 'threshold', 1, %s, '{}') RETURNING id",

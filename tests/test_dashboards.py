@@ -47,6 +47,7 @@ from dashboards.verify import check_dashboards
 from device_sim.machine import SimulatedMachine
 from device_sim.simulated_fleet import build_fleet
 from diagnostics.worker import DiagnosticsWorker
+from ingest.sequences import fold_settled
 from ingest.writer import Batch, BatchWriter, DeadLetter
 from ironsight.schema import register_fleet
 from tests.helpers import drain_outbox
@@ -77,7 +78,8 @@ def seeded(migrated_database_url: str) -> Iterator[Seeded]:
     refused some input. Everything goes through the real writer, diagnostics and alarm code."""
     url = migrated_database_url
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("TRUNCATE readings, dead_letters, ingest_stats, accepted_batches, consumer_cursors, "
+        admin.execute("TRUNCATE readings, dead_letters, ingest_stats, accepted_batches, message_sequences, "
+                      "consumer_cursors, "
                       "shard_checkpoints, sites, equipment RESTART IDENTITY CASCADE")
     now = datetime.now(UTC).replace(microsecond=0)
     start = now - HISTORY
@@ -97,7 +99,10 @@ def seeded(migrated_database_url: str) -> Iterator[Seeded]:
             for i in range(1, steps + 1):
                 machine.advance(STEP_S)
                 readings.append((spec.equipment_id, machine.reading(start + timedelta(seconds=i * STEP_S))))
-            writer.write(Batch(messages=len(readings) // 10, readings=readings, last_seq={spec.equipment_id: steps}))
+            messages = list(range(1, len(readings) // 10 + 1))
+            if seed == 1:  # three of its messages never arrived (a broker dropped them)
+                messages = [m for m in messages if m not in (5, 6, 7)]
+            writer.write(Batch(messages=len(messages), readings=readings, sequences={spec.equipment_id: messages}))
         writer.write(Batch(messages=3, dead_letters=[
             DeadLetter("ironsight/v1/XX-9/telemetry", "XX-9", "unknown_equipment", "not in the register", b"{}"),
             DeadLetter("ironsight/v1/GF-1/telemetry", None, "malformed", "not JSON", b"\x00\x01"),
@@ -106,6 +111,7 @@ def seeded(migrated_database_url: str) -> Iterator[Seeded]:
         conn.execute("""UPDATE equipment_state SET last_received_at = last_ts WHERE equipment_id = %s""",
                      (offline,))
         conn.commit()
+        fold_settled(conn, settle_s=0)
         # Rows reach a consumer only once no older transaction runs anywhere on the server: poll.
         diagnostics = DiagnosticsWorker(url)
         drain_outbox(diagnostics.process_available, conn, "accepted_batches", diagnostics.position, timeout_s=60)
@@ -291,6 +297,10 @@ def test_the_health_dashboard_shows_the_pipeline_of_the_seeded_fleet(seeded):
     assert round(sum(accepted.column("readings/s")) * interval_s) == stored
     workers = next(r for r in results if r.where == "panel 'Ingest workers' A")
     assert workers.column("worker") == ["ingest-test"]
+    missing = next(r for r in results if r.where == "panel 'Machines with messages missing' A")
+    assert (missing.column("machine"), missing.column("missing")) == (["GF-00001"], [3])
+    totals = next(r for r in results if r.where == "panel 'Messages missing' A")
+    assert (totals.column("missing now"), totals.column("found missing")) == ([3], [3])
 
 
 def test_the_health_dashboard_follows_the_code_it_watches():

@@ -52,7 +52,7 @@ def test_a_killed_workers_shards_resume_on_the_other_and_every_fault_is_stored_o
         wait_for(both_own_shards, timeout_s=60, what="two workers sharing every shard")
         writer = BatchWriter(conn, "test", datetime.now(UTC))
         for step in range(ROUNDS):
-            batch = Batch(messages=MACHINES, last_seq={e: step for e in ids})
+            batch = Batch(messages=MACHINES, sequences={e: [step] for e in ids})
             batch.readings = [(e, reading(i, step)) for i, e in enumerate(ids)]
             writer.write(batch)
             if step == KILL_AFTER_ROUND:

@@ -12,7 +12,7 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 
 
 def write(conn, temps, start, step_s=10, equipment_id="EX-1"):
-    batch = Batch(messages=1, last_seq={equipment_id: 1})
+    batch = Batch(messages=1, sequences={equipment_id: [1]})
     # A live sensor is never exactly constant (the stuck-sensor rule knows that): add its noise.
     batch.readings = [(equipment_id, Reading(ts=start + timedelta(seconds=i * step_s), oil_temp_c=t + (i % 3) * 0.05,
                                              lat=51.95, lon=4.14, engine_rpm=1800.0)) for i, t in enumerate(temps)]

@@ -236,7 +236,7 @@ def assert_usage(actual: tuple[float, float, datetime], expected: tuple[float, f
 def write(writer, equipment_id: str, readings: list[Reading], seq: int) -> None:
     from ingest.writer import Batch
 
-    writer.write(Batch(messages=1, readings=[(equipment_id, r) for r in readings], last_seq={equipment_id: seq}))
+    writer.write(Batch(messages=1, readings=[(equipment_id, r) for r in readings], sequences={equipment_id: [seq]}))
 
 
 def test_usage_totals_are_exact_across_batch_boundaries_and_a_late_reading_is_not_added(conn):

@@ -91,7 +91,7 @@ def test_running_totals_count_each_reading_once_and_catch_up_with_new_ones(iso, 
     more = [("ALPHA-1", Reading(ts=last[0] + timedelta(minutes=i), engine_rpm=800.0, speed_kmh=0.0,
                                 fuel_level_pct=last[1] - 0.5 * i, engine_hours=1002.0 + i / 60))
             for i in range(1, 11)]
-    BatchWriter(conn, "more", datetime.now(UTC)).write(Batch(messages=1, readings=more, last_seq={"ALPHA-1": 999}))
+    BatchWriter(conn, "more", datetime.now(UTC)).write(Batch(messages=1, readings=more, sequences={"ALPHA-1": [999]}))
     conn.commit()
     catch_up_usage(conn)
     machine = client.get("/iso15143/Fleet/1", params={"until": "ignored"}).json()["Equipment"][0]
@@ -256,7 +256,7 @@ def test_an_upgraded_database_keeps_the_totals_it_had_counted(new_database, monk
         # The usage job continues from there.
         BatchWriter(conn, "upgraded", datetime.now(UTC)).write(Batch(messages=1, readings=[
             ("EX-1", Reading(ts=t0 + timedelta(minutes=10), engine_rpm=800.0, speed_kmh=0.0, fuel_level_pct=40.5))],
-            last_seq={"EX-1": 1}))
+            sequences={"EX-1": [1]}))
         catch_up_usage(conn)
         assert usage(queries.usage_totals(conn, ["EX-1"])["EX-1"]) == (
             t0 + timedelta(minutes=10), pytest.approx([5000 + 5 * 60.0, 7.5 + 4.5]))

@@ -184,7 +184,7 @@ def test_diagnostics_and_alarms_count_rounds_readings_shards_faults_and_ticket_r
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
     now = datetime.now(UTC).replace(microsecond=0)
     hot = [("EX-1", reading(now - timedelta(seconds=120 - 5 * i), oil=140.0)) for i in range(20)]
-    BatchWriter(conn, "ingest-test", now).write(Batch(messages=1, readings=hot, last_seq={"EX-1": 1}))
+    BatchWriter(conn, "ingest-test", now).write(Batch(messages=1, readings=hot, sequences={"EX-1": [1]}))
     name = f"diag-{uuid.uuid4().hex[:6]}"
 
     def sample(metric: str, **labels: str) -> float:

@@ -61,7 +61,7 @@ def test_train_from_the_database_and_load_the_machines_own_model(conn):
     register_equipment(conn, [EquipmentRecord(spec.equipment_id, spec.serial, spec.model, spec.kind, "acme")])
     start = datetime.now(UTC) - timedelta(hours=3)
     _, series = simulate(spec, 2.5 * 3600, start=start)
-    batch = Batch(messages=1, last_seq={spec.equipment_id: 1}, readings=[(spec.equipment_id, r) for *_, r in series])
+    batch = Batch(messages=1, sequences={spec.equipment_id: [1]}, readings=[(spec.equipment_id, r) for *_, r in series])
     BatchWriter(conn, "test", datetime.now(UTC)).write(batch)
 
     trained = train(conn, since=start, until=datetime.now(UTC))

@@ -19,7 +19,7 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
 
 def write_readings(conn, equipment_id: str, temps: list[float], start: datetime = T0, step_s: int = 10) -> None:
     """Store readings through the ingest writer, as the ingest worker would."""
-    batch = Batch(messages=1, last_seq={equipment_id: 1})
+    batch = Batch(messages=1, sequences={equipment_id: [1]})
     batch.readings = [(equipment_id, Reading(ts=start + timedelta(seconds=i * step_s), oil_temp_c=t, lat=51.9,
                                              lon=4.1)) for i, t in enumerate(temps)]
     BatchWriter(conn, "test", datetime.now(UTC)).write(batch)

@@ -123,7 +123,7 @@ def test_long_histories_come_from_the_hourly_rollups_and_equal_the_raw_answer(po
     extra = [("ALPHA-1", Reading(ts=last - timedelta(seconds=30) - timedelta(minutes=70 + i), oil_temp_c=150.0,
                                  engine_hours=2000.0, lat=10.0, lon=10.0)) for i in range(5)]
     extra.append(("ALPHA-1", Reading(ts=last, oil_temp_c=999.0)))
-    BatchWriter(conn, "late", now).write(Batch(messages=1, readings=extra, last_seq={"ALPHA-1": 1}))
+    BatchWriter(conn, "late", now).write(Batch(messages=1, readings=extra, sequences={"ALPHA-1": [1]}))
     stored = conn.execute("SELECT count(*) FROM readings WHERE equipment_id = 'ALPHA-1'").fetchone()[0]
     assert stored == READINGS + 5
     for start, bucket in ((now - timedelta(days=365), timedelta(days=1)), (now - timedelta(hours=5, minutes=7),

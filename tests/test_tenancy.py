@@ -82,6 +82,8 @@ CASES: dict[str, Case] = {
     "GET /api/v1/portal/equipment/{equipment_id}/service-record": Case(),
     "GET /api/v1/portal/equipment/{equipment_id}/export.csv": Case(),
     "GET /api/v1/equipment/{equipment_id}/presence": Case(),
+    "GET /api/v1/equipment/{equipment_id}/sequence": Case(),
+    "GET /api/v1/sequence-gaps": Case(query={"customer": "{customer}"}),
     "POST /api/v1/equipment/{equipment_id}/commands": Case(body={"kind": "snapshot"}, customer_allowed=False),
     "GET /api/v1/equipment/{equipment_id}/commands": Case(customer_allowed=False),
     "GET /api/v1/equipment/{equipment_id}/commands/{command_id}": Case(customer_allowed=False),

@@ -205,7 +205,7 @@ def test_the_policies_compress_week_old_chunks_and_drop_readings_past_retention(
     writer = BatchWriter(conn, "test", now)
     for age in ages.values():
         writer.write(Batch(messages=1, readings=_readings("EX-1", now - age, 30, timedelta(seconds=10)),
-                           last_seq={"EX-1": 1}))
+                           sequences={"EX-1": [1]}))
     conn.autocommit = True
     jobs = dict(conn.execute("SELECT proc_name, job_id FROM timescaledb_information.jobs "
                              "WHERE hypertable_name = 'readings'").fetchall())
@@ -260,11 +260,11 @@ def test_the_writer_stores_batches_across_chunks_once_with_state_rollups_and_out
     readings = (_readings("EX-1", start, 432, timedelta(minutes=10))
                 + _readings("EX-2", start + timedelta(seconds=5), 432, timedelta(minutes=10), oil=70.0))
     writer = BatchWriter(conn, "ingest-ts", now)
-    assert writer.write(Batch(messages=40, readings=readings, last_seq={"EX-1": 7, "EX-2": 9})).stored == 864
+    assert writer.write(Batch(messages=40, readings=readings, sequences={"EX-1": [7], "EX-2": [9]})).stored == 864
     assert len(_chunks(conn)) >= 3, "three days of daily chunks"
     # The same batch again (a redelivery): the plain insert meets a stored reading, the retry with
     # ON CONFLICT DO NOTHING stores nothing, and nothing downstream counts it twice.
-    again = writer.write(Batch(messages=40, readings=readings, last_seq={"EX-1": 8, "EX-2": 10}))
+    again = writer.write(Batch(messages=40, readings=readings, sequences={"EX-1": [8], "EX-2": [10]}))
     assert (again.stored, again.duplicate) == (0, 864)
     assert conn.execute("SELECT count(*), count(DISTINCT (equipment_id, ts)) FROM readings").fetchone() == (864, 864)
     assert conn.execute("SELECT count(*), sum(readings) FROM accepted_batches").fetchone() == (1, 864)
@@ -288,9 +288,9 @@ def test_late_readings_land_in_compressed_chunks_once_and_the_rollups_follow(con
     start = _midnight(now - timedelta(days=10)) + timedelta(hours=1)  # an hour of readings in one chunk
     writer = BatchWriter(conn, "ingest-ts", now)
     old = _readings("EX-1", start, 360, timedelta(seconds=10))
-    writer.write(Batch(messages=1, readings=old, last_seq={"EX-1": 1}))
+    writer.write(Batch(messages=1, readings=old, sequences={"EX-1": [1]}))
     writer.write(Batch(messages=1, readings=_readings("EX-1", now - timedelta(minutes=5), 30, timedelta(seconds=10)),
-                       last_seq={"EX-1": 2}))
+                       sequences={"EX-1": [2]}))
     conn.autocommit = True
     assert _compress_all(conn, older_than=timedelta(days=7)) == 1
     conn.autocommit = False
@@ -299,7 +299,7 @@ def test_late_readings_land_in_compressed_chunks_once_and_the_rollups_follow(con
 
     late = old[100:110] + [("EX-1", Reading(ts=start + timedelta(seconds=5 + 10 * i), oil_temp_c=120.0, lat=52.0,
                                             lon=4.2, engine_hours=5000.0)) for i in range(20)]
-    result = writer.write(Batch(messages=2, readings=late, last_seq={"EX-1": 3}))
+    result = writer.write(Batch(messages=2, readings=late, sequences={"EX-1": [3]}))
     assert (result.stored, result.duplicate) == (20, 10)
     assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 360 + 30 + 20
     assert conn.execute("SELECT count(*) FROM readings WHERE oil_temp_c = 120").fetchone()[0] == 20
@@ -327,7 +327,7 @@ def test_histories_from_rollups_equal_the_raw_answer_over_compressed_chunks(conn
     now = datetime.now(UTC).replace(microsecond=0)
     start = now - timedelta(days=9, minutes=17)
     BatchWriter(conn, "ingest-ts", now).write(Batch(
-        messages=1, readings=_readings("EX-1", start, 9 * 24 * 12, timedelta(minutes=5)), last_seq={"EX-1": 1}))
+        messages=1, readings=_readings("EX-1", start, 9 * 24 * 12, timedelta(minutes=5)), sequences={"EX-1": [1]}))
     conn.autocommit = True
     assert _compress_all(conn) >= 9
     conn.autocommit = False
@@ -357,7 +357,7 @@ def test_diagnostics_reads_new_batches_once_a_chunk_is_compressed(conn):
     now = datetime.now(UTC).replace(microsecond=0)
     writer = BatchWriter(conn, "ingest-ts", now)
     writer.write(Batch(messages=1, readings=_readings("EX-1", _midnight(now - timedelta(days=10)), 30,
-                                                      timedelta(seconds=10)), last_seq={"EX-1": 1}))
+                                                      timedelta(seconds=10)), sequences={"EX-1": [1]}))
     diagnostics = DiagnosticsWorker(conn.info.dsn)
     drain_outbox(diagnostics.process_available, conn, "accepted_batches", diagnostics.position, timeout_s=30)
     conn.autocommit = True
@@ -366,12 +366,12 @@ def test_diagnostics_reads_new_batches_once_a_chunk_is_compressed(conn):
     # Today's readings, in an uncompressed chunk: 90 s of an overheating engine.
     hot = [("EX-1", Reading(ts=now - timedelta(minutes=5) + timedelta(seconds=10 * i), oil_temp_c=115.0))
            for i in range(12)]
-    writer.write(Batch(messages=1, readings=hot, last_seq={"EX-1": 2}))
+    writer.write(Batch(messages=1, readings=hot, sequences={"EX-1": [2]}))
     drain_outbox(diagnostics.process_available, conn, "accepted_batches", diagnostics.position, timeout_s=30)
     assert ("OIL_OVERHEAT",) in conn.execute("SELECT fault_code FROM faults").fetchall()
     # A controller's backlog reaching into the compressed chunk: read, and known to be late.
     backlog = _readings("EX-1", _midnight(now - timedelta(days=10)) + timedelta(hours=1), 5, timedelta(seconds=10))
-    writer.write(Batch(messages=1, readings=backlog, last_seq={"EX-1": 3}))
+    writer.write(Batch(messages=1, readings=backlog, sequences={"EX-1": [3]}))
     drain_outbox(diagnostics.process_available, conn, "accepted_batches", diagnostics.position, timeout_s=30)
     assert diagnostics.late_readings == 5
 

@@ -1,0 +1,336 @@
+"""Loss detection from the controllers' message sequence numbers (docs/protocol.md, "seq").
+
+Every message carries its controller's counter, one higher for each new message; a message sent
+again keeps its number. The writer records, in each batch's transaction, which numbers each
+machine's messages carried (``message_sequences``). The sequence job folds those records into
+``equipment_sequence`` once they are ``SETTLE_S`` old — the shared subscription hands one
+controller's messages to several workers, so number n + 1 may be committed a moment before n — and:
+
+- a number above the highest seen opens a gap for the numbers skipped (``gaps``, ``missed``);
+- a number inside an open gap heals it (``healed``): a late message, or one the controller sent
+  again on the devices worker's ``resend`` command;
+- any other number at or below the highest is a duplicate (``duplicates``);
+- a number far below the highest and in no gap means the controller started counting again
+  (``restarts``): what was still missing is lost, and counting begins anew; so does a jump ahead
+  too large to be a gap;
+- a gap still open ``GIVE_UP_S`` after it was found is lost (``lost``).
+
+One job runs at a time (an advisory lock), whatever the number of ingest workers; it is not on the
+writer's path, which only appends a row per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from core import metrics
+from core.db import connect, one
+
+log = logging.getLogger(__name__)
+
+SETTLE_S = 10.0
+FOLD_EVERY_S = 5.0
+GIVE_UP_S = 3600.0
+# A number this far below the highest, in no open gap, is a restarted counter, not a repeat: repeats
+# are of messages a few seconds old (a lost PUBACK, a broker redelivery).
+RESTART_BELOW = 1000
+# A jump ahead larger than this is a counter that started again elsewhere, not that many lost messages.
+MAX_GAP = 1_000_000
+# Open gaps kept per machine; beyond it, the oldest are given up as lost.
+MAX_OPEN_GAPS = 256
+BATCH_ROWS = 200
+RETRY_S = 5.0
+
+_LOCK_KEY = zlib.crc32(b"ironsight:ingest:sequences")
+_LOCK_KEY -= (1 << 32) if _LOCK_KEY >= 1 << 31 else 0
+
+Range = tuple[int, int]
+
+
+def ranges_of(seqs: list[int]) -> list[tuple[int, int, int]]:
+    """(first, last, messages) of consecutive runs of the sorted numbers; a repeat stays in its run."""
+    out: list[tuple[int, int, int]] = []
+    for seq in sorted(seqs):
+        if out and seq <= out[-1][1] + 1:
+            first, _, n = out[-1]
+            out[-1] = (first, seq, n + 1)
+        else:
+            out.append((seq, seq, 1))
+    return out
+
+
+@dataclass(slots=True)
+class SequenceState:
+    """One machine's row of ``equipment_sequence``; ``missing`` is [first, last, detected_at] lists."""
+
+    high_seq: int = -1
+    missing: list[list[float]] = field(default_factory=list)
+    messages: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    missed: int = 0
+    healed: int = 0
+    lost: int = 0
+    restarts: int = 0
+
+    @property
+    def missing_now(self) -> int:
+        return int(sum(last - first + 1 for first, last, _ in self.missing))
+
+    @property
+    def missing_since(self) -> float | None:
+        return min((detected for _, _, detected in self.missing), default=None)
+
+    def fold(self, runs: list[tuple[int, int, int]], now: float) -> None:
+        """Take in the runs (first, last, messages) received since the last fold, in any order."""
+        for first, last, count in sorted(runs):
+            self.messages += count
+            self.duplicates += count - (last - first + 1)  # repeats within the run
+            if self.high_seq >= 0 and (last < self.high_seq - RESTART_BELOW and not self._overlaps(first, last)
+                                       or first > self.high_seq + MAX_GAP):
+                self._restart()
+            if first <= self.high_seq:
+                below = min(last, self.high_seq)
+                healed = self._heal(first, below)
+                self.healed += healed
+                self.duplicates += (below - first + 1) - healed
+                first = below + 1
+            if first > last:
+                continue
+            if self.high_seq >= 0 and first > self.high_seq + 1:
+                self.missing.append([self.high_seq + 1, first - 1, now])
+                self.gaps += 1
+                self.missed += first - 1 - self.high_seq
+            self.high_seq = last
+        if len(self.missing) > MAX_OPEN_GAPS:
+            self.missing.sort()
+            dropped = self.missing[:-MAX_OPEN_GAPS]
+            self.missing = self.missing[-MAX_OPEN_GAPS:]
+            self.lost += sum(int(b - a + 1) for a, b, _ in dropped)
+
+    def give_up(self, older_than: float) -> int:
+        """Gaps found before ``older_than`` are lost; how many numbers that was."""
+        kept = [g for g in self.missing if g[2] >= older_than]
+        lost = sum(int(b - a + 1) for a, b, detected in self.missing if detected < older_than)
+        self.missing = kept
+        self.lost += lost
+        return lost
+
+    def _restart(self) -> None:
+        self.lost += self.missing_now
+        self.missing = []
+        self.high_seq = -1
+        self.restarts += 1
+
+    def _overlaps(self, first: int, last: int) -> bool:
+        return any(a <= last and first <= b for a, b, _ in self.missing)
+
+    def _heal(self, first: int, last: int) -> int:
+        """Remove [first, last] from the open gaps; how many missing numbers that covered."""
+        healed, kept = 0, []
+        for a, b, detected in self.missing:
+            lo, hi = max(a, first), min(b, last)
+            if lo > hi:
+                kept.append([a, b, detected])
+                continue
+            healed += int(hi - lo + 1)
+            if a < lo:
+                kept.append([a, lo - 1, detected])
+            if hi < b:
+                kept.append([hi + 1, b, detected])
+        self.missing = kept
+        return healed
+
+
+_STATE_COLUMNS = ("high_seq", "missing", "messages", "duplicates", "gaps", "missed", "healed", "lost",
+                  "restarts")
+
+_TAKE_SETTLED = """
+DELETE FROM message_sequences WHERE id IN (
+    SELECT id FROM message_sequences WHERE received_at <= clock_timestamp() - make_interval(secs => %s)
+    ORDER BY id LIMIT %s)
+RETURNING equipment_ids, first_seqs, last_seqs, messages
+"""
+
+_SAVE = f"""
+INSERT INTO equipment_sequence AS s (equipment_id, {", ".join(_STATE_COLUMNS)}, missing_now, missing_since, updated_at)
+SELECT *, now() FROM unnest(%s::text[], %s::bigint[], %s::jsonb[], %s::bigint[], %s::bigint[],
+                             %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[], %s::bigint[],
+                             %s::timestamptz[])
+ON CONFLICT (equipment_id) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_COLUMNS)},
+    missing_now = EXCLUDED.missing_now, missing_since = EXCLUDED.missing_since, updated_at = now()
+"""
+
+
+@dataclass(slots=True)
+class FoldResult:
+    machines: int = 0
+    gaps: int = 0
+    missed: int = 0
+    healed: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    restarts: int = 0
+
+    def add(self, before: SequenceState, after: SequenceState) -> None:
+        self.gaps += after.gaps - before.gaps
+        self.missed += after.missed - before.missed
+        self.healed += after.healed - before.healed
+        self.duplicates += after.duplicates - before.duplicates
+        self.lost += after.lost - before.lost
+        self.restarts += after.restarts - before.restarts
+
+
+def fold_settled(conn: psycopg.Connection, *, settle_s: float = SETTLE_S, give_up_s: float = GIVE_UP_S,
+                 batch_rows: int = BATCH_ROWS, stop: threading.Event | None = None) -> FoldResult:
+    """Fold every settled ``message_sequences`` row into ``equipment_sequence`` and give up gaps older
+    than ``give_up_s``. Returns at once (with nothing done) while another worker's job runs."""
+    total = FoldResult()
+    while stop is None or not stop.is_set():
+        with conn.transaction():
+            if not one(conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)))[0]:
+                return total
+            runs: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+            rows = conn.execute(_TAKE_SETTLED, (settle_s, batch_rows)).fetchall()
+            for ids, firsts, lasts, counts in rows:
+                for equipment_id, first, last, count in zip(ids, firsts, lasts, counts, strict=True):
+                    runs[equipment_id].append((first, last, count))
+            now = time.time()
+            states = _load(conn, list(runs))
+            changed: dict[str, SequenceState] = {}
+            for equipment_id, machine_runs in runs.items():
+                state = states.get(equipment_id) or SequenceState()
+                before = _copy(state)
+                state.fold(machine_runs, now)
+                total.add(before, state)
+                changed[equipment_id] = state
+            # Gaps past their time, of machines that sent nothing this round too.
+            for equipment_id in _with_stale_gaps(conn, give_up_s):
+                state = changed.get(equipment_id) or _load(conn, [equipment_id])[equipment_id]
+                before = _copy(state)
+                if state.give_up(now - give_up_s):
+                    total.add(before, state)
+                    changed[equipment_id] = state
+            if changed:
+                _save(conn, changed)
+            total.machines += len(runs)
+        if len(rows) < batch_rows:
+            break
+    return total
+
+
+def _copy(state: SequenceState) -> SequenceState:
+    return SequenceState(state.high_seq, [list(g) for g in state.missing], state.messages,
+                         state.duplicates, state.gaps, state.missed, state.healed, state.lost, state.restarts)
+
+
+def _load(conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, SequenceState]:
+    if not equipment_ids:
+        return {}
+    rows = conn.execute(f"SELECT equipment_id, {', '.join(_STATE_COLUMNS)} FROM equipment_sequence "
+                        "WHERE equipment_id = ANY(%s)", (equipment_ids,)).fetchall()
+    return {row[0]: SequenceState(*row[1:]) for row in rows}
+
+
+def _with_stale_gaps(conn: psycopg.Connection, give_up_s: float) -> list[str]:
+    return [row[0] for row in conn.execute(
+        "SELECT equipment_id FROM equipment_sequence WHERE missing_now > 0 "
+        "AND missing_since < now() - make_interval(secs => %s) LIMIT 1000", (give_up_s,))]
+
+
+def _save(conn: psycopg.Connection, states: dict[str, SequenceState]) -> None:
+    ids = sorted(states)
+    rows = [states[i] for i in ids]
+    since = [None if s.missing_since is None else _timestamp(s.missing_since) for s in rows]
+    conn.execute(_SAVE, (
+        ids, [s.high_seq for s in rows], [Jsonb(s.missing) for s in rows],
+        [s.messages for s in rows], [s.duplicates for s in rows], [s.gaps for s in rows], [s.missed for s in rows],
+        [s.healed for s in rows], [s.lost for s in rows], [s.restarts for s in rows],
+        [s.missing_now for s in rows], since))
+
+
+def _timestamp(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)
+
+
+class SequenceJob:
+    """``fold_settled`` every ``every_s`` on a connection of its own, until ``stop``."""
+
+    def __init__(self, database_url: str, *, name: str, every_s: float = FOLD_EVERY_S, settle_s: float = SETTLE_S,
+                 give_up_s: float = GIVE_UP_S) -> None:
+        self.database_url = database_url
+        self.name = name
+        self.every_s = every_s
+        self.settle_s = settle_s
+        self.give_up_s = give_up_s
+        self.metrics = metrics.SequenceMetrics(name)
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(stop,), name=f"{self.name} sequences", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            wait = self.every_s
+            try:
+                with connect(self.database_url, application_name="ironsight-sequences") as conn:
+                    while not stop.is_set():
+                        result = fold_settled(conn, settle_s=self.settle_s, give_up_s=self.give_up_s, stop=stop)
+                        self.metrics.folded(result)
+                        if result.missed or result.lost or result.restarts:
+                            log.warning("ingest %s: %d messages missing in %d new gaps, %d healed, %d lost, "
+                                        "%d restarts", self.name, result.missed, result.gaps, result.healed,
+                                        result.lost, result.restarts)
+                        stop.wait(self.every_s)
+            except psycopg.OperationalError as exc:
+                log.warning("ingest %s: the sequence job cannot reach the database (%s)", self.name, exc)
+                wait = RETRY_S
+            except Exception:
+                log.exception("ingest %s: the sequence job failed; trying again in %.0fs", self.name, wait)
+            stop.wait(wait)
+
+
+# --- what dispatchers read ---
+
+_PUBLIC_COLUMNS = """s.equipment_id, s.high_seq, s.messages, s.duplicates, s.gaps, s.missed, s.healed,
+    s.lost, s.restarts, s.missing_now, s.missing_since, s.missing, s.updated_at"""
+
+
+def _public(row: dict) -> dict:
+    row["missing"] = [{"first": int(a), "last": int(b), "detected_at": _timestamp(t)} for a, b, t in row["missing"]]
+    return row
+
+
+def machine_sequence(conn: psycopg.Connection, equipment_id: str) -> dict | None:
+    """One machine's sequence record (None before its first settled message)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(f"SELECT {_PUBLIC_COLUMNS} FROM equipment_sequence s WHERE s.equipment_id = %s",
+                          (equipment_id,)).fetchone()
+    return None if row is None else _public(row)
+
+
+def machines_missing_messages(conn: psycopg.Connection, *, customer: str | None, limit: int, offset: int
+                              ) -> tuple[list[dict], int]:
+    """Machines with messages still missing, the longest-waiting first."""
+    where = "s.missing_now > 0"
+    if customer is not None:
+        where += " AND s.equipment_id IN (SELECT id FROM equipment WHERE customer = %(customer)s)"
+    params = {"customer": customer, "limit": limit, "offset": offset}
+    with conn.cursor(row_factory=dict_row) as cur:
+        count = one(cur.execute(f"SELECT count(*) AS n FROM equipment_sequence s WHERE {where}", params))["n"]
+        rows = cur.execute(f"""SELECT {_PUBLIC_COLUMNS} FROM equipment_sequence s WHERE {where}
+                               ORDER BY s.missing_since, s.equipment_id LIMIT %(limit)s OFFSET %(offset)s""",
+                           params).fetchall()
+    return [_public(r) for r in rows], count
