@@ -21,6 +21,7 @@ from core.db import one
 from core.inbound import DEAD_LETTER_PAYLOAD_BYTES
 from core.settings import Settings
 from core.telemetry import CHANNELS, Reading
+from ingest.counters import CheckedReadings, KnownCounters, RefusedCounter
 from ingest.sequences import ranges_of
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,14 @@ _STATE_COLUMNS = CHANNELS
 _CREATE_STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_staging (LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
 """
+# The batch's runs of sequence numbers per machine (ingest.sequences), COPYed like the readings: a
+# binary COPY costs far less than passing them as array parameters.
+_CREATE_SEQUENCE_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS ingest_sequence_runs (
+    equipment_id text NOT NULL, first_seq bigint NOT NULL, last_seq bigint NOT NULL, messages integer NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+_SEQUENCE_COPY_TYPES = ("text", "int8", "int8", "int4")
 
 # The channels readings_hourly keeps as sum and count (ingest.queries averages them from there).
 AVERAGED = ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct", "speed_kmh")
@@ -101,7 +110,8 @@ INSERT INTO equipment_state (equipment_id, last_ts, last_received_at, last_seq, 
 SELECT DISTINCT ON (s.equipment_id) s.equipment_id, s.ts, now(), seq.last_seq,
        {", ".join("s." + c for c in _STATE_COLUMNS)}, CASE WHEN s.engine_hours IS NOT NULL THEN s.ts END
 FROM ingest_staging s
-LEFT JOIN (SELECT unnest(%s::text[]) AS equipment_id, unnest(%s::bigint[]) AS last_seq) seq USING (equipment_id)
+LEFT JOIN (SELECT equipment_id, max(last_seq) AS last_seq FROM ingest_sequence_runs GROUP BY equipment_id) seq
+    USING (equipment_id)
 ORDER BY s.equipment_id, s.ts DESC
 ON CONFLICT (equipment_id) DO UPDATE SET
     last_received_at = EXCLUDED.last_received_at,
@@ -114,32 +124,10 @@ ON CONFLICT (equipment_id) DO UPDATE SET
                            ELSE equipment_state.engine_hours_at END
 """
 
-# A counter's tolerance for rounding in the controller's encoding (hours).
-COUNTER_TOLERANCE_H = 0.05
-# The engine hours of a staged reading are not taken when the reading is older than the machine's
-# newest by more than the late window (a past day's hours and usage stay as reported), or when they
-# contradict the hours already known: lower than before at a later time, higher at an earlier time,
-# or lower at an earlier time by more than the time between. The rest of the reading is stored.
-_HOLD_COUNTERS = f"""
-WITH held AS (
-    SELECT s.ctid AS row_id, s.equipment_id, s.ts, s.engine_hours, e.engine_hours AS known,
-           e.engine_hours_at AS known_at, s.ts < e.last_ts - make_interval(secs => %(late_window_s)s) AS late
-    FROM ingest_staging s JOIN equipment_state e USING (equipment_id)
-    WHERE s.engine_hours IS NOT NULL AND (
-        s.ts < e.last_ts - make_interval(secs => %(late_window_s)s)
-        OR (e.engine_hours IS NOT NULL AND (
-            (s.ts >= e.engine_hours_at AND s.engine_hours < e.engine_hours - {COUNTER_TOLERANCE_H})
-            OR (s.ts < e.engine_hours_at AND (
-                s.engine_hours > e.engine_hours + {COUNTER_TOLERANCE_H}
-                OR s.engine_hours < e.engine_hours - extract(epoch FROM e.engine_hours_at - s.ts) / 3600
-                                    - {COUNTER_TOLERANCE_H})))))
-)
-UPDATE ingest_staging s SET engine_hours = NULL FROM held h WHERE s.ctid = h.row_id
-RETURNING h.equipment_id, h.ts, h.engine_hours, h.known, h.known_at, h.late
-"""
-
 _RECORD_SEQUENCES = """
-INSERT INTO message_sequences (equipment_ids, first_seqs, last_seqs, messages) VALUES (%s, %s, %s, %s)
+INSERT INTO message_sequences (equipment_ids, first_seqs, last_seqs, messages)
+SELECT array_agg(equipment_id), array_agg(first_seq), array_agg(last_seq), array_agg(messages)
+FROM ingest_sequence_runs HAVING count(*) > 0
 """
 
 _UPSERT_STATS = """
@@ -203,47 +191,45 @@ class BatchWriter:
         self.conn = conn
         self.worker = worker
         self.started_at = started_at
-        self.late_window_s = late_window_s
         self.topic_root = topic_root
+        self.counters = KnownCounters(late_window_s)
         if conn.autocommit:
             conn.autocommit = False
         conn.execute(_CREATE_STAGING)
+        conn.execute(_CREATE_SEQUENCE_STAGING)
         conn.commit()
+        self.counters.load(conn)
 
     def write(self, batch: Batch) -> WriteResult:
         """Commit the batch. Redelivered messages are rare (a worker restart, a lost acknowledgement),
         so a plain insert is tried first, and only a batch that meets an already stored reading is
         written again with ON CONFLICT. Not a savepoint: diagnostics finds a batch's readings by
         the inserting transaction's id, which a subtransaction would not carry."""
+        checked = self.counters.check(batch.readings)
         try:
-            return self._write(batch, _INSERT_ALL_READINGS)
+            result = self._write(batch, checked, _INSERT_ALL_READINGS)
         except psycopg.errors.UniqueViolation:
-            return self._write(batch, _INSERT_READINGS_NOT_STORED_YET)
+            result = self._write(batch, checked, _INSERT_READINGS_NOT_STORED_YET)
+        self.counters.remember(checked)
+        return result
 
-    def _write(self, batch: Batch, insert_readings: str) -> WriteResult:
+    def _write(self, batch: Batch, checked: CheckedReadings, insert_readings: str) -> WriteResult:
         conn = self.conn
         try:
             with conn.cursor() as cur:
-                stored = late = 0
-                dead_letters = list(batch.dead_letters)
+                stored = 0
+                dead_letters = [*batch.dead_letters, *(_refused_counter(self.topic_root, r) for r in checked.refused)]
+                if batch.sequences:
+                    _copy_sequence_runs(cur, batch.sequences)
                 if batch.readings:
                     with cur.copy(f"COPY ingest_staging ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
                         copy.set_types(_COPY_TYPES)
-                        for equipment_id, reading in batch.readings:
+                        for equipment_id, reading in checked.readings:
                             copy.write_row(_row(equipment_id, reading))
-                    for equipment_id, ts, hours, known, known_at, is_late in cur.execute(
-                            _HOLD_COUNTERS, {"late_window_s": self.late_window_s}).fetchall():
-                        if is_late:
-                            late += 1
-                        else:
-                            dead_letters.append(_refused_counter(
-                                topics.telemetry_topic(self.topic_root, equipment_id), equipment_id, ts, hours, known,
-                                known_at))
                     stored = one(cur.execute(insert_readings))[0]
-                    ids = sorted(batch.sequences)
-                    cur.execute(_UPSERT_STATE, (ids, [max(batch.sequences[i]) for i in ids]))
+                    cur.execute(_UPSERT_STATE)
                 if batch.sequences:
-                    _record_sequences(cur, batch.sequences)
+                    cur.execute(_RECORD_SEQUENCES)
                 if dead_letters:
                     cur.executemany(
                         "INSERT INTO dead_letters (topic, equipment_id, reason, detail, payload, payload_bytes) "
@@ -254,7 +240,7 @@ class BatchWriter:
                             for d in dead_letters
                         ],
                     )
-                result = WriteResult(stored, len(batch.readings) - stored, len(dead_letters), late,
+                result = WriteResult(stored, len(batch.readings) - stored, len(dead_letters), checked.late,
                                      tuple(dead_letters[len(batch.dead_letters):]))
                 cur.execute(_UPSERT_STATS, {
                     "worker": self.worker, "started_at": self.started_at, "messages": batch.messages,
@@ -268,28 +254,26 @@ class BatchWriter:
             raise
 
 
-def _record_sequences(cur: psycopg.Cursor, sequences: dict[str, list[int]]) -> None:
-    ids: list[str] = []
-    firsts: list[int] = []
-    lasts: list[int] = []
-    counts: list[int] = []
-    for equipment_id, seqs in sequences.items():
-        for first, last, count in ranges_of(seqs):
-            ids.append(equipment_id)
-            firsts.append(first)
-            lasts.append(last)
-            counts.append(count)
-    cur.execute(_RECORD_SEQUENCES, (ids, firsts, lasts, counts))
+def _copy_sequence_runs(cur: psycopg.Cursor, sequences: dict[str, list[int]]) -> None:
+    with cur.copy("COPY ingest_sequence_runs FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_SEQUENCE_COPY_TYPES)
+        for equipment_id, seqs in sequences.items():
+            if len(seqs) == 1:
+                copy.write_row((equipment_id, seqs[0], seqs[0], 1))
+                continue
+            for first, last, count in ranges_of(seqs):
+                copy.write_row((equipment_id, first, last, count))
 
 
-def _refused_counter(topic: str, equipment_id: str, ts: datetime, hours: float, known: float,
-                     known_at: datetime) -> DeadLetter:
+def _refused_counter(topic_root: str, refused: RefusedCounter) -> DeadLetter:
     """The dead letter of a reading's engine hours that contradict the machine's (the reading is
     stored without them)."""
-    detail = (f"engine_hours {hours} at {ts.isoformat()} contradicts {known} at {known_at.isoformat()}: "
-              "the reading is stored without it")
-    payload = json.dumps({"ts": ts.isoformat(), "engine_hours": hours}).encode()
-    return DeadLetter(topic, equipment_id, "counter_implausible", detail, payload)
+    detail = (f"engine_hours {refused.hours} at {refused.ts.isoformat()} contradicts {refused.known} at "
+              f"{refused.known_at.isoformat()}: the reading is stored without it")
+    payload = json.dumps({"ts": refused.ts.isoformat(), "engine_hours": refused.hours}).encode()
+    equipment_id = refused.equipment_id
+    return DeadLetter(topics.telemetry_topic(topic_root, equipment_id), equipment_id, "counter_implausible", detail,
+                      payload)
 
 
 def dead_letter_for_reading(topic: str, equipment_id: str, reason: str, detail: str, raw: object) -> DeadLetter:

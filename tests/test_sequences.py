@@ -107,6 +107,16 @@ def test_the_job_folds_what_the_writer_recorded_once_it_has_settled(writer, conn
     assert row[0] == 2 and [g[:2] for g in row[1]] == [[4, 4], [6, 6]] and row[2:] == (7, 1, 1)
     assert conn.execute("SELECT count(*) FROM message_sequences").fetchone()[0] == 0
 
+    # The common case moves on in the database alone; anything else is folded as above.
+    writer.write(_batch("SQ2", [42, 43], start))
+    writer.write(_batch("SQ2", [44], start))
+    assert fold_settled(conn, settle_s=0).machines == 1
+    writer.write(_batch("SQ2", [45, 47], start))
+    assert fold_settled(conn, settle_s=0).missed == 1
+    row = conn.execute("SELECT high_seq, messages, missed, missing FROM equipment_sequence WHERE equipment_id = 'SQ2'"
+                       ).fetchone()
+    assert row[:3] == (47, 7, 1) and [g[:2] for g in row[3]] == [[46, 46]]
+
 
 def test_engine_hours_never_run_backwards_nor_faster_than_time(writer, conn):
     now = datetime.now(UTC).replace(microsecond=0)
