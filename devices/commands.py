@@ -191,12 +191,14 @@ ORDER BY s.missing_since LIMIT %(limit)s
 """
 
 
-def resend_ranges(missing: list[list[float]]) -> list[list[int]]:
-    """The open gaps ([first, last, detected] as ingest keeps them) as a resend's ranges: the oldest
-    first, within one command's bounds."""
+def resend_ranges(missing: list[list]) -> list[list[int]]:
+    """The confirmed gaps ([first, last, found_at, confirmed] as ingest keeps them) as a resend's
+    ranges, the oldest first, within one command's bounds."""
     ranges: list[list[int]] = []
     total = 0
-    for first, last, _ in sorted(missing):
+    for first, last, _, is_gap in sorted(missing):
+        if not is_gap:
+            continue
         if len(ranges) == MAX_RESEND_RANGES or total >= MAX_RESEND_MESSAGES:
             break
         last = min(int(last), int(first) + MAX_RESEND_MESSAGES - total - 1)

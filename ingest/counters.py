@@ -9,7 +9,7 @@ newest by more than the late window is stored as backlog without its hours, so t
 already reported for a past day stay as they were.
 
 The known points are the worker's own: loaded from ``equipment_state`` when the writer opens and
-kept up with every batch it commits. Another worker's newer readings make them older, never wrong:
+kept up with every batch it writes. Another worker's newer readings make them older, never wrong:
 any accepted point is a valid bound, only a looser one.
 """
 
@@ -40,8 +40,6 @@ class CheckedReadings:
     readings: list[tuple[str, Reading]]
     refused: list[RefusedCounter] = field(default_factory=list)
     late: int = 0
-    # Per machine: its newest reading's time, and its newest engine hours with their time.
-    newest: dict[str, tuple[datetime, float | None, datetime | None]] = field(default_factory=dict)
 
 
 class KnownCounters:
@@ -56,50 +54,38 @@ class KnownCounters:
         conn.commit()
 
     def check(self, readings: list[tuple[str, Reading]]) -> CheckedReadings:
+        """The readings with implausible or late engine hours taken out, and the known points moved on
+        with the plausible ones (before the batch commits: a batch written again is checked against
+        its own points, which it passes; one that fails for good leaves plausible points behind)."""
         checked = CheckedReadings(readings)
         known_points = self._known
-        newest = checked.newest
+        late_window = self.late_window
         tolerance = COUNTER_TOLERANCE_H
         for index, (equipment_id, reading) in enumerate(readings):
             ts, hours = reading.ts, reading.engine_hours
-            if hours is not None:
-                known = known_points.get(equipment_id)
-                if known is not None:
-                    last_ts, known_hours, known_at = known
-                    refused = False
-                    if ts < last_ts - self.late_window:
-                        checked.late += 1
-                        refused = True
-                    elif known_hours is not None and known_at is not None and (
-                            hours < known_hours - tolerance if ts >= known_at
-                            else hours > known_hours + tolerance
-                            or hours < known_hours - (known_at - ts).total_seconds() / 3600 - tolerance):
-                        checked.refused.append(RefusedCounter(equipment_id, ts, hours, known_hours, known_at))
-                        refused = True
-                    if refused:
-                        if checked.readings is readings:
-                            checked.readings = list(readings)
-                        reading = reading._replace(engine_hours=None)
-                        checked.readings[index] = (equipment_id, reading)
-                        hours = None
-            mine = newest.get(equipment_id)
-            if mine is None:
-                newest[equipment_id] = (ts, hours, ts if hours is not None else None)
-            else:
-                newest_ts, newest_hours, newest_hours_at = mine
-                if hours is not None and (newest_hours_at is None or ts > newest_hours_at):
-                    newest_hours, newest_hours_at = hours, ts
-                newest[equipment_id] = (max(ts, newest_ts), newest_hours, newest_hours_at)
-        return checked
-
-    def remember(self, checked: CheckedReadings) -> None:
-        """Take in a committed batch's newest points."""
-        for equipment_id, (ts, hours, hours_at) in checked.newest.items():
-            known = self._known.get(equipment_id)
+            known = known_points.get(equipment_id)
             if known is None:
-                self._known[equipment_id] = (ts, hours, hours_at)
+                known_points[equipment_id] = (ts, hours, ts if hours is not None else None)
                 continue
             last_ts, known_hours, known_at = known
-            if hours is not None and hours_at is not None and (known_at is None or hours_at > known_at):
-                known_hours, known_at = hours, hours_at
-            self._known[equipment_id] = (max(ts, last_ts), known_hours, known_at)
+            if hours is not None:
+                refused = False
+                if ts < last_ts - late_window:
+                    checked.late += 1
+                    refused = True
+                elif known_at is not None and known_hours is not None and (
+                        hours < known_hours - tolerance if ts >= known_at
+                        else hours > known_hours + tolerance
+                        or hours < known_hours - (known_at - ts).total_seconds() / 3600 - tolerance):
+                    checked.refused.append(RefusedCounter(equipment_id, ts, hours, known_hours, known_at))
+                    refused = True
+                if refused:
+                    if checked.readings is readings:
+                        checked.readings = list(readings)
+                    checked.readings[index] = (equipment_id, reading._replace(engine_hours=None))
+                elif known_at is None or ts > known_at:
+                    known_hours, known_at = hours, ts
+            if ts > last_ts:
+                last_ts = ts
+            known_points[equipment_id] = (last_ts, known_hours, known_at)
+        return checked

@@ -69,12 +69,21 @@ def ranges_of(seqs: list[int]) -> list[tuple[int, int, int]]:
     return out
 
 
+def _size(hole: list) -> int:
+    return int(hole[1] - hole[0] + 1)
+
+
 @dataclass(slots=True)
 class SequenceState:
-    """One machine's row of ``equipment_sequence``; ``missing`` is [first, last, detected_at] lists."""
+    """One machine's row of ``equipment_sequence``.
+
+    ``missing`` holds the holes as [first, last, found_at, confirmed] lists. A hole is only a gap once
+    it is still open ``confirm_s`` after it was found (``confirm``): until then it may be a message
+    another worker committed a moment later, which fills it without counting anything.
+    """
 
     high_seq: int = -1
-    missing: list[list[float]] = field(default_factory=list)
+    missing: list[list] = field(default_factory=list)
     messages: int = 0
     duplicates: int = 0
     gaps: int = 0
@@ -85,11 +94,12 @@ class SequenceState:
 
     @property
     def missing_now(self) -> int:
-        return int(sum(last - first + 1 for first, last, _ in self.missing))
+        """Messages missing in confirmed gaps."""
+        return sum(_size(h) for h in self.missing if h[3])
 
     @property
     def missing_since(self) -> float | None:
-        return min((detected for _, _, detected in self.missing), default=None)
+        return min((h[2] for h in self.missing if h[3]), default=None)
 
     def fold(self, runs: list[tuple[int, int, int]], now: float) -> None:
         """Take in the runs (first, last, messages) received since the last fold, in any order."""
@@ -101,28 +111,33 @@ class SequenceState:
                 self._restart()
             if first <= self.high_seq:
                 below = min(last, self.high_seq)
-                healed = self._heal(first, below)
-                self.healed += healed
-                self.duplicates += (below - first + 1) - healed
+                filled_confirmed, filled = self._fill(first, below)
+                self.healed += filled_confirmed
+                self.duplicates += (below - first + 1) - filled
                 first = below + 1
             if first > last:
                 continue
             if self.high_seq >= 0 and first > self.high_seq + 1:
-                self.missing.append([self.high_seq + 1, first - 1, now])
-                self.gaps += 1
-                self.missed += first - 1 - self.high_seq
+                self.missing.append([self.high_seq + 1, first - 1, now, False])
             self.high_seq = last
         if len(self.missing) > MAX_OPEN_GAPS:
             self.missing.sort()
             dropped = self.missing[:-MAX_OPEN_GAPS]
             self.missing = self.missing[-MAX_OPEN_GAPS:]
-            self.lost += sum(int(b - a + 1) for a, b, _ in dropped)
+            self.lost += sum(_size(h) for h in dropped if h[3])
+
+    def confirm(self, found_before: float) -> None:
+        """Holes found by ``found_before`` and still open are gaps: counted missing from now on."""
+        for hole in self.missing:
+            if not hole[3] and hole[2] <= found_before:
+                hole[3] = True
+                self.gaps += 1
+                self.missed += _size(hole)
 
     def give_up(self, older_than: float) -> int:
-        """Gaps found before ``older_than`` are lost; how many numbers that was."""
-        kept = [g for g in self.missing if g[2] >= older_than]
-        lost = sum(int(b - a + 1) for a, b, detected in self.missing if detected < older_than)
-        self.missing = kept
+        """Gaps found before ``older_than`` are lost; how many messages that was."""
+        lost = sum(_size(h) for h in self.missing if h[3] and h[2] < older_than)
+        self.missing = [h for h in self.missing if not (h[3] and h[2] < older_than)]
         self.lost += lost
         return lost
 
@@ -133,23 +148,26 @@ class SequenceState:
         self.restarts += 1
 
     def _overlaps(self, first: int, last: int) -> bool:
-        return any(a <= last and first <= b for a, b, _ in self.missing)
+        return any(h[0] <= last and first <= h[1] for h in self.missing)
 
-    def _heal(self, first: int, last: int) -> int:
-        """Remove [first, last] from the open gaps; how many missing numbers that covered."""
-        healed, kept = 0, []
-        for a, b, detected in self.missing:
+    def _fill(self, first: int, last: int) -> tuple[int, int]:
+        """Remove [first, last] from the holes; how many missing messages that covered in confirmed
+        gaps, and in all."""
+        confirmed = filled = 0
+        kept = []
+        for a, b, found_at, is_gap in self.missing:
             lo, hi = max(a, first), min(b, last)
             if lo > hi:
-                kept.append([a, b, detected])
+                kept.append([a, b, found_at, is_gap])
                 continue
-            healed += int(hi - lo + 1)
+            filled += int(hi - lo + 1)
+            confirmed += int(hi - lo + 1) if is_gap else 0
             if a < lo:
-                kept.append([a, lo - 1, detected])
+                kept.append([a, lo - 1, found_at, is_gap])
             if hi < b:
-                kept.append([hi + 1, b, detected])
+                kept.append([hi + 1, b, found_at, is_gap])
         self.missing = kept
-        return healed
+        return confirmed, filled
 
 
 _STATE_COLUMNS = ("high_seq", "missing", "messages", "duplicates", "gaps", "missed", "healed", "lost",
@@ -189,7 +207,7 @@ WITH per_machine AS (
 ), advanced AS (
     UPDATE equipment_sequence s SET high_seq = m.last_seq, messages = s.messages + m.messages, updated_at = now()
     FROM per_machine m
-    WHERE m.equipment_id = s.equipment_id AND m.in_order AND s.missing_now = 0 AND m.first_seq = s.high_seq + 1
+    WHERE m.equipment_id = s.equipment_id AND m.in_order AND s.missing = '[]' AND m.first_seq = s.high_seq + 1
     RETURNING s.equipment_id
 ), done AS (
     DELETE FROM sequence_runs r USING advanced a WHERE r.equipment_id = a.equipment_id
@@ -253,15 +271,17 @@ def fold_settled(conn: psycopg.Connection, *, settle_s: float = SETTLE_S, give_u
                 state = states.get(equipment_id) or SequenceState()
                 before = _copy(state)
                 state.fold(machine_runs, now)
+                state.confirm(now - settle_s)
                 total.add(before, state)
                 changed[equipment_id] = state
-            # Gaps past their time, of machines that sent nothing this round too.
-            for equipment_id in _with_stale_gaps(conn, give_up_s):
-                state = changed.get(equipment_id) or _load(conn, [equipment_id])[equipment_id]
+            # Holes to confirm and gaps past their time, of machines that sent nothing this round too.
+            waiting = [i for i in _with_holes_to_review(conn, settle_s, give_up_s) if i not in changed]
+            for equipment_id, state in _load(conn, waiting).items():
                 before = _copy(state)
-                if state.give_up(now - give_up_s):
-                    total.add(before, state)
-                    changed[equipment_id] = state
+                state.confirm(now - settle_s)
+                state.give_up(now - give_up_s)
+                total.add(before, state)
+                changed[equipment_id] = state
             if changed:
                 _save(conn, changed)
             total.machines += len(runs)
@@ -271,7 +291,7 @@ def fold_settled(conn: psycopg.Connection, *, settle_s: float = SETTLE_S, give_u
 
 
 def _copy(state: SequenceState) -> SequenceState:
-    return SequenceState(state.high_seq, [list(g) for g in state.missing], state.messages,
+    return SequenceState(state.high_seq, [list(h) for h in state.missing], state.messages,
                          state.duplicates, state.gaps, state.missed, state.healed, state.lost, state.restarts)
 
 
@@ -283,10 +303,13 @@ def _load(conn: psycopg.Connection, equipment_ids: list[str]) -> dict[str, Seque
     return {row[0]: SequenceState(*row[1:]) for row in rows}
 
 
-def _with_stale_gaps(conn: psycopg.Connection, give_up_s: float) -> list[str]:
+def _with_holes_to_review(conn: psycopg.Connection, settle_s: float, give_up_s: float) -> list[str]:
+    """Machines not folded for a while with holes still unconfirmed, and those with gaps to give up."""
     return [row[0] for row in conn.execute(
-        "SELECT equipment_id FROM equipment_sequence WHERE missing_now > 0 "
-        "AND missing_since < now() - make_interval(secs => %s) LIMIT 1000", (give_up_s,))]
+        """SELECT equipment_id FROM equipment_sequence
+           WHERE missing <> '[]' AND (updated_at < now() - make_interval(secs => %s)
+                                      OR missing_since < now() - make_interval(secs => %s))
+           LIMIT 1000""", (settle_s, give_up_s))]
 
 
 def _save(conn: psycopg.Connection, states: dict[str, SequenceState]) -> None:
@@ -349,7 +372,8 @@ _PUBLIC_COLUMNS = """s.equipment_id, s.high_seq, s.messages, s.duplicates, s.gap
 
 
 def _public(row: dict) -> dict:
-    row["missing"] = [{"first": int(a), "last": int(b), "detected_at": _timestamp(t)} for a, b, t in row["missing"]]
+    row["missing"] = [{"first": int(a), "last": int(b), "detected_at": _timestamp(t)}
+                      for a, b, t, is_gap in row["missing"] if is_gap]
     return row
 
 

@@ -207,11 +207,9 @@ class BatchWriter:
         the inserting transaction's id, which a subtransaction would not carry."""
         checked = self.counters.check(batch.readings)
         try:
-            result = self._write(batch, checked, _INSERT_ALL_READINGS)
+            return self._write(batch, checked, _INSERT_ALL_READINGS)
         except psycopg.errors.UniqueViolation:
-            result = self._write(batch, checked, _INSERT_READINGS_NOT_STORED_YET)
-        self.counters.remember(checked)
-        return result
+            return self._write(batch, checked, _INSERT_READINGS_NOT_STORED_YET)
 
     def _write(self, batch: Batch, checked: CheckedReadings, insert_readings: str) -> WriteResult:
         conn = self.conn

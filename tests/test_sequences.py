@@ -31,24 +31,35 @@ def test_runs_of_sequence_numbers_keep_repeats_in_their_run():
 def test_a_gap_is_found_healed_by_a_late_message_and_a_repeat_is_a_duplicate():
     state = SequenceState()
     state.fold([(1, 10, 10)], now=0)
-    assert (state.high_seq, state.missed, state.gaps) == (10, 0, 0)  # the first number seen opens no gap
+    assert (state.high_seq, state.missing) == (10, [])  # the first number seen opens no gap
     state.fold([(15, 20, 6), (12, 12, 1)], now=1)
-    assert state.missing == [[11, 11, 1], [13, 14, 1]] and (state.gaps, state.missed, state.missing_now) == (2, 3, 3)
+    assert state.missing == [[11, 11, 1, False], [13, 14, 1, False]] and (state.gaps, state.missed) == (0, 0)
+    state.confirm(found_before=1)  # still open a settle time later: gaps
+    assert (state.gaps, state.missed, state.missing_now, state.missing_since) == (2, 3, 3, 1)
     state.fold([(13, 13, 1), (5, 5, 1)], now=2)
     assert (state.healed, state.duplicates, state.missing_now) == (1, 1, 2)
-    assert state.missing == [[11, 11, 1], [14, 14, 1]] and state.missing_since == 1
+    assert state.missing == [[11, 11, 1, True], [14, 14, 1, True]]
     state.fold([(11, 14, 5)], now=3)  # 11 and 14 heal; 12, 13 and one repeat are duplicates
     assert (state.healed, state.duplicates, state.missing_now, state.messages) == (3, 4, 0, 24)
+
+
+def test_a_hole_filled_before_it_is_confirmed_was_only_a_message_committed_late():
+    state = SequenceState()
+    state.fold([(1, 1, 1), (3, 3, 1)], now=0)  # 2 is in another worker's batch, committed a moment later
+    state.fold([(2, 2, 1)], now=1)
+    state.confirm(found_before=1)
+    assert (state.gaps, state.missed, state.healed, state.duplicates, state.missing) == (0, 0, 0, 0, [])
 
 
 def test_a_counter_that_starts_again_loses_what_was_missing_and_counts_anew():
     state = SequenceState()
     state.fold([(1, 5000, 5000), (5003, 5003, 1)], now=0)
+    state.confirm(found_before=0)
     assert state.missing_now == 2
     state.fold([(0, 2, 3)], now=1)  # far below the highest and in no gap: a restart
     assert (state.restarts, state.lost, state.missing_now, state.high_seq) == (1, 2, 0, 2)
     state.fold([(3, 4, 2)], now=2)
-    assert (state.missed, state.duplicates) == (2, 0)
+    assert (state.missed, state.duplicates, state.missing) == (2, 0, [])
     # Just below the highest is a repeat, not a restart.
     state.fold([(RESTART_BELOW + 10, RESTART_BELOW + 10, 1)], now=3)
     state.fold([(11, 11, 1)], now=4)
@@ -65,8 +76,9 @@ def test_gaps_open_too_long_are_given_up_as_lost():
     state = SequenceState()
     state.fold([(1, 1, 1), (5, 5, 1)], now=100)
     state.fold([(7, 7, 1)], now=200)
+    state.confirm(found_before=200)
     assert state.give_up(older_than=150) == 3
-    assert (state.lost, state.missing) == (3, [[6, 6, 200]])
+    assert (state.lost, state.missing) == (3, [[6, 6, 200, True]])
 
 
 # --- through the writer and the job ---

@@ -15,8 +15,9 @@ CREATE TABLE IF NOT EXISTS message_sequences (
 CREATE INDEX IF NOT EXISTS message_sequences_received_at_idx ON message_sequences (received_at);
 
 -- Per machine: the sequence numbers seen so far and what is missing. ``high_seq`` is the highest
--- since the controller's counter last started again (``restarts``); ``missing`` holds the open gaps
--- as [first, last, detected (Unix seconds)] triples.
+-- since the controller's counter last started again (``restarts``); ``missing`` holds the holes as
+-- [first, last, found at (Unix seconds), confirmed]: a hole is a gap once it is still open a settle
+-- time after it was found; ``missing_now`` and ``missing_since`` count confirmed gaps only.
 CREATE TABLE IF NOT EXISTS equipment_sequence (
     equipment_id        text PRIMARY KEY REFERENCES equipment (id) ON DELETE CASCADE,
     high_seq            bigint NOT NULL,
