@@ -175,7 +175,8 @@ _STATE_COLUMNS = ("high_seq", "missing", "messages", "duplicates", "gaps", "miss
 
 _RUNS_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS sequence_runs (
-    equipment_id text NOT NULL, first_seq bigint NOT NULL, last_seq bigint NOT NULL, messages integer NOT NULL
+    equipment_id text NOT NULL, first_seq bigint NOT NULL, last_seq bigint NOT NULL, messages integer NOT NULL,
+    received_at timestamptz NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
@@ -184,12 +185,14 @@ CREATE TEMP TABLE IF NOT EXISTS sequence_runs (
 _TAKE_SETTLED = """
 WITH taken AS (
     DELETE FROM message_sequences WHERE id IN (
-        SELECT id FROM message_sequences WHERE received_at <= clock_timestamp() - make_interval(secs => %s)
-        ORDER BY id LIMIT %s)
-    RETURNING equipment_ids, first_seqs, last_seqs, messages
+        SELECT id FROM message_sequences
+        WHERE received_at <= clock_timestamp() - make_interval(secs => %(settle_s)s) AND id <= %(up_to)s
+        ORDER BY id LIMIT %(rows)s)
+    RETURNING received_at, equipment_ids, first_seqs, last_seqs, messages
 ), runs AS (
     INSERT INTO sequence_runs
-    SELECT u.* FROM taken, unnest(taken.equipment_ids, taken.first_seqs, taken.last_seqs, taken.messages) u
+    SELECT u.*, taken.received_at
+    FROM taken, unnest(taken.equipment_ids, taken.first_seqs, taken.last_seqs, taken.messages) u
 )
 SELECT count(*) FROM taken
 """
@@ -215,14 +218,32 @@ WITH per_machine AS (
 SELECT count(*) FROM advanced
 """
 
+_SAVED_COLUMNS = ("equipment_id", *_STATE_COLUMNS, "missing_now", "missing_since")
+_SAVED_TYPES = ("text", "int8", "jsonb", "int8", "int8", "int8", "int8", "int8", "int8", "int4", "int8",
+                "timestamptz")
+_STATES_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS sequence_states (LIKE equipment_sequence INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+"""
 _SAVE = f"""
-INSERT INTO equipment_sequence AS s (equipment_id, {", ".join(_STATE_COLUMNS)}, missing_now, missing_since, updated_at)
-SELECT *, now() FROM unnest(%s::text[], %s::bigint[], %s::jsonb[], %s::bigint[], %s::bigint[],
-                             %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::int[], %s::bigint[],
-                             %s::timestamptz[])
+INSERT INTO equipment_sequence AS s ({", ".join(_SAVED_COLUMNS)}, updated_at)
+SELECT {", ".join(_SAVED_COLUMNS)}, now() FROM sequence_states
 ON CONFLICT (equipment_id) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in _STATE_COLUMNS)},
-    missing_now = EXCLUDED.missing_now, missing_since = EXCLUDED.missing_since, updated_at = now()
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _SAVED_COLUMNS[1:])}, updated_at = now()
+"""
+
+# Machines whose runs leave a hole but arrived within the last ``hold_s`` go back to
+# message_sequences once: the message in the hole is, nearly always, in a batch another worker
+# committed just after the cut, and next time the machine moves on in order in the database.
+_HOLD_BACK = """
+WITH young AS (
+    SELECT equipment_id FROM sequence_runs GROUP BY equipment_id
+    HAVING min(received_at) > clock_timestamp() - make_interval(secs => %s)
+), back AS (
+    DELETE FROM sequence_runs r USING young y WHERE r.equipment_id = y.equipment_id RETURNING r.*
+)
+INSERT INTO message_sequences (received_at, equipment_ids, first_seqs, last_seqs, messages)
+SELECT min(received_at), array_agg(equipment_id), array_agg(first_seq), array_agg(last_seq), array_agg(messages)
+FROM back HAVING count(*) > 0
 """
 
 
@@ -250,6 +271,9 @@ def fold_settled(conn: psycopg.Connection, *, settle_s: float = SETTLE_S, give_u
     """Fold every settled ``message_sequences`` row into ``equipment_sequence`` and give up gaps older
     than ``give_up_s``. Returns at once (with nothing done) while another worker's job runs."""
     total = FoldResult()
+    # Rows written after this (held back ones too) wait for the next fold.
+    up_to = one(conn.execute("SELECT coalesce(max(id), 0) FROM message_sequences"))[0]
+    conn.commit()
     while stop is None or not stop.is_set():
         with conn.transaction():
             if not one(conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)))[0]:
@@ -259,10 +283,12 @@ def fold_settled(conn: psycopg.Connection, *, settle_s: float = SETTLE_S, give_u
             conn.execute("SET LOCAL enable_nestloop = off")
             conn.execute("SET LOCAL work_mem = '64MB'")
             conn.execute(_RUNS_TABLE)
-            taken = one(conn.execute(_TAKE_SETTLED, (settle_s, batch_rows)))[0]
+            taken = one(conn.execute(_TAKE_SETTLED, {"settle_s": settle_s, "up_to": up_to, "rows": batch_rows}))[0]
             total.machines += one(conn.execute(_ADVANCE_IN_ORDER))[0]
+            conn.execute(_HOLD_BACK, (2 * settle_s,))
             runs: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
-            for equipment_id, first, last, count in conn.execute("SELECT * FROM sequence_runs"):
+            for equipment_id, first, last, count in conn.execute(
+                    "SELECT equipment_id, first_seq, last_seq, messages FROM sequence_runs"):
                 runs[equipment_id].append((first, last, count))
             now = time.time()
             states = _load(conn, list(runs))
@@ -313,14 +339,16 @@ def _with_holes_to_review(conn: psycopg.Connection, settle_s: float, give_up_s: 
 
 
 def _save(conn: psycopg.Connection, states: dict[str, SequenceState]) -> None:
-    ids = sorted(states)
-    rows = [states[i] for i in ids]
-    since = [None if s.missing_since is None else _timestamp(s.missing_since) for s in rows]
-    conn.execute(_SAVE, (
-        ids, [s.high_seq for s in rows], [Jsonb(s.missing) for s in rows],
-        [s.messages for s in rows], [s.duplicates for s in rows], [s.gaps for s in rows], [s.missed for s in rows],
-        [s.healed for s in rows], [s.lost for s in rows], [s.restarts for s in rows],
-        [s.missing_now for s in rows], since))
+    conn.execute(_STATES_TABLE)
+    with conn.cursor() as cur, cur.copy(
+            f"COPY sequence_states ({', '.join(_SAVED_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_SAVED_TYPES)
+        for equipment_id, s in states.items():
+            since = s.missing_since
+            copy.write_row((equipment_id, s.high_seq, Jsonb(s.missing), s.messages, s.duplicates, s.gaps, s.missed,
+                            s.healed, s.lost, s.restarts, s.missing_now,
+                            None if since is None else _timestamp(since)))
+    conn.execute(_SAVE)
 
 
 def _timestamp(epoch_s: float) -> datetime:

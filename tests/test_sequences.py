@@ -4,6 +4,7 @@ answering it — on the real broker and database."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -123,11 +124,18 @@ def test_the_job_folds_what_the_writer_recorded_once_it_has_settled(writer, conn
     writer.write(_batch("SQ2", [42, 43], start))
     writer.write(_batch("SQ2", [44], start))
     assert fold_settled(conn, settle_s=0).machines == 1
+    # A hole in runs still young goes back once: its message is, nearly always, committed just after.
     writer.write(_batch("SQ2", [45, 47], start))
+    time.sleep(0.6)
+    assert fold_settled(conn, settle_s=0.5).machines == 0
+    writer.write(_batch("SQ2", [46], start))
+    time.sleep(0.6)
+    assert fold_settled(conn, settle_s=0.5).machines == 1  # 45, 46, 47 in order
+    writer.write(_batch("SQ2", [48, 50], start))
     assert fold_settled(conn, settle_s=0).missed == 1
     row = conn.execute("SELECT high_seq, messages, missed, missing FROM equipment_sequence WHERE equipment_id = 'SQ2'"
                        ).fetchone()
-    assert row[:3] == (47, 7, 1) and [g[:2] for g in row[3]] == [[46, 46]]
+    assert row[:3] == (50, 10, 1) and [g[:2] for g in row[3]] == [[49, 49]]
 
 
 def test_engine_hours_never_run_backwards_nor_faster_than_time(writer, conn):
