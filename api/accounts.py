@@ -19,7 +19,6 @@ from api.credentials import ACCESS_PREFIX, API_KEY_PREFIX, hash_password, new_to
 from api.roles import Principal, Role
 from core.db import one
 from core.settings import Settings
-from ingest.queries import list_equipment
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +108,10 @@ def set_active(conn: psycopg.Connection, user_id: int, active: bool) -> dict[str
 
 
 def customer_registered(conn: psycopg.Connection, customer: str) -> bool:
-    """Whether the fleet register has a machine of ``customer`` (the only place customers exist)."""
-    _, count = list_equipment(conn, offline_after_s=0.0, customer=customer, limit=1, offset=0)
+    """Whether ``customer`` is a customer on record (core.customers)."""
+    found = conn.execute("SELECT 1 FROM customers WHERE id = %s", (customer,)).fetchone() is not None
     conn.rollback()
-    return count > 0
+    return found
 
 
 def login(conn: psycopg.Connection, username: str, password: str, ttl: timedelta,

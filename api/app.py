@@ -31,7 +31,9 @@ from api.limits import (
 from api.routers import (
     alarms,
     auth,
+    calls,
     commands,
+    customers,
     dead_letters,
     devices,
     dispatch,
@@ -41,8 +43,10 @@ from api.routers import (
     health,
     iso15143,
     kpis,
+    parts,
     portal,
     sequences,
+    service_records,
     stations,
     tickets,
     vehicles,
@@ -86,7 +90,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     for router in (auth.router, equipment.router, commands.router, devices.router, faults.router, alarms.router,
                    tickets.router, stations.router, engineers.router, vehicles.router, warehouses.router,
                    dispatch.router, kpis.router, portal.router, iso15143.router, health.router, dead_letters.router,
-                   sequences.router):
+                   sequences.router, parts.router, service_records.router, customers.router, calls.router):
         app.include_router(router, prefix=API_PREFIX)
     check_access_declared(app)
     errors.install(app)

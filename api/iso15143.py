@@ -15,6 +15,7 @@ from xml.etree import ElementTree as ET
 
 import psycopg
 
+from core.vocabulary import ENGINE_ON_RPM
 from ingest import queries
 
 NAMESPACE = "http://standards.iso.org/iso/15143/-3"
@@ -22,7 +23,7 @@ VERSION = "1"
 PAGE_SIZE = 100
 ALTITUDE_UNITS = "metre"
 FUEL_UNITS = "litre"
-ENGINE_RUNNING_RPM = queries.ENGINE_ON_RPM
+ENGINE_RUNNING_RPM = ENGINE_ON_RPM
 
 
 def stamp(ts: datetime | None) -> str | None:

@@ -12,6 +12,7 @@ from fastapi import HTTPException
 from api.roles import Principal
 
 _OWNER = {
+    "customer": "SELECT id FROM customers WHERE id = %s",
     "equipment": "SELECT customer FROM equipment WHERE id = %s",
     "alarm": "SELECT e.customer FROM alarms a JOIN equipment e ON e.id = a.equipment_id WHERE a.id = %s",
     "ticket": "SELECT e.customer FROM tickets t JOIN equipment e ON e.id = t.equipment_id WHERE t.id = %s",

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     resend_after_s: float = 5.0
     resend_retry_s: float = 120.0
     resend_attempts: int = 3
+    # Phone numbers given without a country code are read as numbers of this region (ISO 3166 code).
+    phone_region: str = "NL"
     # A controller silent for this long is shown offline.
     offline_after_s: float = 60.0
 

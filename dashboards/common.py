@@ -13,6 +13,7 @@ MACHINE_UID = "ironsight-machine"
 ALARMS_UID = "ironsight-alarms"
 WORK_ORDERS_UID = "ironsight-work-orders"
 HEALTH_UID = "ironsight-health"
+CALLER_UID = "ironsight-caller"
 
 DEFAULT_API_URL = "http://localhost:8000"
 

@@ -25,7 +25,7 @@ from dashboards.common import (
     offline_after_variable,
 )
 from dashboards.limits import limit_sql, next_service_sql
-from dashboards.sql import OPEN_TICKET, SEVERITY_COLORS, STATE_COLORS, fleet_state, severity_rank
+from dashboards.sql import OPEN_TICKET, SEVERITY_COLORS, STATE_COLORS, fleet_state, remedy_steps, severity_rank
 
 MACHINE = "'$equipment'"
 THIS_MACHINE = fleet_state(f"e.id = {MACHINE}")
@@ -130,10 +130,7 @@ SELECT f.started_at AS "since", f.severity, f.fault_code AS "fault",
        c.cause ->> 'title' AS "probable cause",
        (c.cause ->> 'probability')::float AS "probability",
        array_to_string(ARRAY(SELECT jsonb_array_elements_text(c.cause -> 'because')), '; ') AS "because",
-       array_to_string(ARRAY(
-           SELECT n || '. ' || step
-           FROM jsonb_array_elements_text(c.cause -> 'remedy') WITH ORDINALITY AS r(step, n)
-           ORDER BY n), chr(10)) AS "remedy",
+       {remedy_steps('c.cause')} AS "remedy",
        (c.cause ->> 'remote_resolvable')::boolean AS "remote fix",
        c.cause ->> 'spare_part' AS "spare part"
 FROM faults f

@@ -12,15 +12,17 @@ from pathlib import Path
 
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from dashboards import alarm_console, fleet, health, machine, work_orders
+from dashboards import alarm_console, caller, fleet, health, machine, work_orders
 from dashboards.blocks import to_json
 from dashboards.constants import Json
 
 JSON_DIR = Path(__file__).parent / "json"
 
-# In the order a dispatcher meets them; then IronSight's own health, for whoever runs it.
+# In the order a dispatcher meets them, then the front desk's; then IronSight's own health, for
+# whoever runs it.
 BUILDERS: tuple[Callable[[], Dashboard], ...] = (
-    fleet.dashboard, machine.dashboard, alarm_console.dashboard, work_orders.dashboard, health.dashboard)
+    fleet.dashboard, machine.dashboard, alarm_console.dashboard, work_orders.dashboard, caller.dashboard,
+    health.dashboard)
 
 
 def dashboards() -> list[Json]:

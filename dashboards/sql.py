@@ -64,18 +64,31 @@ def severity_rank(column: str) -> str:
 OPEN_TICKET = f"t.state IN ({quoted(OPEN_TICKET_STATES)})"
 
 
+def remedy_steps(cause: str) -> str:
+    """The remedy steps of ``cause`` (a cause of a fault's diagnosis, jsonb), numbered, one a line."""
+    return f"""array_to_string(ARRAY(
+           SELECT n || '. ' || step
+           FROM jsonb_array_elements_text({cause} -> 'remedy') WITH ORDINALITY AS r(step, n)
+           ORDER BY n), chr(10))"""
+
+
 def fleet_state(where: str) -> str:
     """A ``fleet`` CTE: each machine of the register matching ``where`` (over ``e``, the equipment),
-    its latest state, active alarms and map state (``state``). Continue with ``SELECT … FROM fleet``."""
+    its latest state, active alarms and map state (``state``). Continue with ``SELECT … FROM fleet``.
+
+    ``online`` is the API's (ingest.queries): a last will or goodbye of the controller newer than its
+    last telemetry takes the machine offline at once, not only after the silence."""
     return f"""
 WITH machines AS (
     SELECT e.id AS equipment_id, e.serial, e.model, e.kind, e.customer, e.site,
            s.lat, s.lon, s.engine_rpm, s.oil_temp_c, s.coolant_temp_c, s.hydraulic_pressure_bar,
            s.fuel_level_pct, s.engine_hours, s.last_ts, s.last_received_at,
-           coalesce(s.last_received_at > now() - make_interval(secs => $offline_after_s), false) AS online,
+           coalesce(s.last_received_at > now() - make_interval(secs => $offline_after_s), false)
+               AND NOT coalesce(NOT p.connected AND p.status_at >= s.last_received_at, false) AS online,
            coalesce(a.active_alarms, 0) AS active_alarms, a.worst_severity
     FROM equipment e
     LEFT JOIN equipment_state s ON s.equipment_id = e.id
+    LEFT JOIN device_presence p ON p.equipment_id = e.id
     LEFT JOIN (
         SELECT equipment_id, count(*) AS active_alarms,
                (ARRAY[{quoted(SEVERITIES)}])[min({severity_rank('severity')})] AS worst_severity

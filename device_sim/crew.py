@@ -13,7 +13,14 @@ which lets it publish that van's position and nothing else:
 - a machine fixed remotely or on site is healthy again in the simulated fleet (told over a
   simulation-only topic), so its alarms clear;
 - the call centre calls every customer back (a few give a low score, opening a complaint that ends
-  in a second callback).
+  in a second callback);
+- given simulated customers (device_sim.customers), the call centre answers their calls: the
+  telephony system posts each ringing number (``POST /calls/incoming``), the agent reads the caller
+  on screen, and completes the call (``PATCH /calls/{id}``) when it ends: a question answered from
+  the machine's state, a fault walked through on the phone when the diagnosis says it can be fixed
+  remotely, else a work order opened (``POST /tickets``, channel phone) or the open one's state told;
+  questions and complaints raised through the portal are answered remotely, and a fault reported
+  for a machine whose work order is already in hand is rejected as its duplicate.
 
 Human delays are drawn from ranges of minutes and divided by ``speed``; vans drive ``speed`` times
 road speed (run the tracking worker with the same factor on its travel model so ETAs match).
@@ -40,6 +47,7 @@ import httpx
 from core import mqtt
 from core.geo import distance_km, step_towards
 from core.positions import Position, encode_position, position_topic
+from device_sim.customers import Ring, SimulatedCustomers
 from device_sim.simulated_fleet import repaired_topic
 
 log = logging.getLogger(__name__)
@@ -56,11 +64,33 @@ ENGINEER_ACCEPT_MIN = (0.3, 1.0)
 REPAIR_MIN = (20.0, 50.0)
 CALLBACK_MIN = (2.0, 6.0)
 SECOND_CALLBACK_MIN = (5.0, 10.0)
+CALL_MIN = (1.0, 4.0)
+ANSWER_MIN = (5.0, 20.0)
 PICKUP_MIN = 15.0  # IRONSIGHT_DISPATCH_PICKUP_MIN's default: the stop the ETAs count on
 
 REMOTE_SUCCESS = 0.75
 FIRST_TIME_FIX = 0.93
 LOW_SCORE_SHARE = 0.1
+
+# What the telephony system names the number customers call.
+HOTLINE = "service-hotline"
+# Requests of these kinds are answered by the control centre; faults and maintenance need the machine.
+ANSWERED_KINDS = {"consultation": "answered the customer's question",
+                  "complaint": "complaint handled by the responsible department; customer informed",
+                  "suggestion": "suggestion passed on to the product team; customer thanked"}
+# Where a fault's work order can still be fixed on the phone, the steps that take it to resolved.
+PHONE_FIX_STEPS = {"created": ("accept", "accepted"), "accepted": ("start_remote_diagnosis", "remote_diagnosis"),
+                   "remote_diagnosis": ("resolve_remote", "resolved")}
+
+
+@dataclass
+class Call:
+    """A call the call centre is on: what the telephony system recorded and put on screen."""
+
+    id: int
+    ring: Ring
+    screen: dict[str, Any]
+    ends_at: float
 
 
 @dataclass
@@ -79,7 +109,8 @@ class Van:
 class ServiceCrew:
     def __init__(self, api_url: str, mqtt_url: str, *, topic_root: str, username: str, password: str,
                  speed: float = 1.0, seed: int = 1, road_speed_kmh: float = 60.0, road_factor: float = 1.3,
-                 report_every_s: float = 5.0, round_every_s: float = 2.0) -> None:
+                 report_every_s: float = 5.0, round_every_s: float = 2.0,
+                 customers: SimulatedCustomers | None = None) -> None:
         self.base_url = api_url.rstrip("/") + "/api/v1"
         self.api = httpx.Client(base_url=self.base_url, timeout=10)  # the dispatcher's, once signed in
         self.admin_login = (username, password)
@@ -99,6 +130,8 @@ class ServiceCrew:
         self.trackers: dict[str, mqtt.Session] = {}  # vehicle id → its tracker's own connection
         self.tracker_credentials: dict[str, tuple[str, str]] = {}  # vehicle id → (username, password)
         self._session: mqtt.Session | None = None
+        self.customers = customers
+        self.calls: list[Call] = []
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -139,6 +172,8 @@ class ServiceCrew:
                 self.keys.append(key.json()["id"])
                 self.people[person] = httpx.Client(base_url=self.base_url, timeout=10,
                                                    headers={"Authorization": f"Bearer {key.json()['key']}"})
+            if self.customers is not None:
+                self.customers.sign_in(admin)
         self.api = self.people[DISPATCHER]
         # The vans' trackers are fitted now, so that the broker has their credentials before they drive.
         for vehicle in self.api.get("/vehicles").json():
@@ -165,6 +200,8 @@ class ServiceCrew:
                 pass  # the API is already gone: the keys stay until an admin revokes them
         for client in self.people.values():
             client.close()
+        if self.customers is not None:
+            self.customers.sign_out()
 
     def _act(self, ticket_id: int, action: str, actor: str, **fields: Any) -> bool:
         response = self._as(actor).post(f"/tickets/{ticket_id}/actions/{action}", json={"actor": actor, **fields})
@@ -198,6 +235,7 @@ class ServiceCrew:
             session.stop()
             for tracker in self.trackers.values():
                 tracker.stop()
+            self._hang_up()
             self.sign_out()
 
     # --- one round of everyone's work -------------------------------------------------------------
@@ -207,6 +245,11 @@ class ServiceCrew:
         self._dispatcher()
         self._engineers(dt_s)
         self._call_centre()
+        if self.customers is not None:
+            for ring in self.customers.calls_due():
+                self._answer(ring)
+            self._end_calls()
+            self.customers.raise_requests()
 
     def _fixed(self, ticket: dict[str, Any]) -> None:
         """The machine works again: tell the simulated fleet (the alarms then clear on their own)."""
@@ -216,12 +259,22 @@ class ServiceCrew:
     def _dispatcher(self) -> None:
         for ticket in self._tickets("created"):
             if self._ready("accept", ticket["id"], ACCEPT_MIN):
-                self._act(ticket["id"], "accept", DISPATCHER)
+                duplicate_of = self._in_hand_before(ticket)
+                if duplicate_of is not None:
+                    self._act(ticket["id"], "reject", DISPATCHER,
+                              reason=f"duplicate: work order {duplicate_of} is already in hand for this machine")
+                else:
+                    self._act(ticket["id"], "accept", DISPATCHER)
         for ticket in self._tickets("accepted"):
-            if ticket["remote_resolvable"] and ticket["id"] not in self.needs_visit:
+            remote = ticket["remote_resolvable"] and ticket["id"] not in self.needs_visit
+            if ticket["kind"] in ANSWERED_KINDS or remote:
                 self._act(ticket["id"], "start_remote_diagnosis", DISPATCHER)
         for ticket in self._tickets("remote_diagnosis"):
             tid = ticket["id"]
+            if ticket["kind"] in ANSWERED_KINDS:
+                if self._ready("answer", tid, ANSWER_MIN):
+                    self._act(tid, "resolve_remote", DISPATCHER, work_done=ANSWERED_KINDS[ticket["kind"]])
+                continue
             if tid in self.needs_visit or not self._ready("remote", tid, REMOTE_DIAGNOSIS_MIN):
                 continue
             if self.rng.random() < REMOTE_SUCCESS:
@@ -235,11 +288,20 @@ class ServiceCrew:
         waiting = {t["id"]: t for t in self._tickets("accepted") + self._tickets("remote_diagnosis")}
         for plan in proposal["proposals"]:
             waiting_ticket = waiting.get(plan["ticket_id"])
-            if waiting_ticket is None or (waiting_ticket["remote_resolvable"]
-                                          and waiting_ticket["id"] not in self.needs_visit):
+            if waiting_ticket is None or waiting_ticket["kind"] in ANSWERED_KINDS or (
+                    waiting_ticket["remote_resolvable"] and waiting_ticket["id"] not in self.needs_visit):
                 continue
             self._act(waiting_ticket["id"], "dispatch", DISPATCHER, engineer=plan["engineer_id"],
                       warehouse=plan["warehouse_id"])
+
+    def _in_hand_before(self, ticket: dict[str, Any]) -> int | None:
+        """An earlier fault work order of the machine still being worked on, when ``ticket`` is a
+        fault a person reported (an alarm's ticket is linked to the one in hand by the API itself)."""
+        if ticket["kind"] != "fault" or ticket["channel"] == "alarm":
+            return None
+        orders = self.api.get("/tickets", params={"equipment_id": ticket["equipment_id"], "limit": 1000}).json()
+        return next((t["id"] for t in orders["data"] if t["id"] < ticket["id"] and t["kind"] == "fault"
+                     and t["resolved_at"] is None and t["ended_at"] is None), None)
 
     def _engineers(self, dt_s: float) -> None:
         for vehicle in self.api.get("/vehicles").json():
@@ -329,6 +391,101 @@ class ServiceCrew:
             if self._ready("second_callback", ticket["id"], SECOND_CALLBACK_MIN):
                 self._act(ticket["id"], "second_callback", CALL_CENTRE,
                           reason="complaint handled by the responsible department; customer called back")
+
+
+    # --- the front desk: customers' calls ----------------------------------------------------------
+
+    def _answer(self, ring: Ring) -> None:
+        """The phone rings: the telephony system records the call and puts the caller on screen."""
+        rang = self._as(CALL_CENTRE).post("/calls/incoming", json={"phone": ring.phone, "line": HOTLINE})
+        if rang.status_code != 201:
+            log.info("crew: incoming call from %s refused: %s %s", ring.phone, rang.status_code, rang.text[:200])
+            return
+        body = rang.json()
+        self.calls.append(Call(body["call"]["id"], ring, body["caller"], self._later(CALL_MIN)))
+
+    def _end_calls(self) -> None:
+        now = time.monotonic()
+        for call in [c for c in self.calls if now >= c.ends_at]:
+            self.calls.remove(call)
+            on_screen = next((m for m in call.screen["machines"] if m["id"] == call.ring.equipment_id), None)
+            outcome, ticket_id, notes = self._handle(call, on_screen)
+            done = self._as(CALL_CENTRE).patch(f"/calls/{call.id}", json={
+                "equipment_id": on_screen["id"] if on_screen else None, "outcome": outcome, "ticket_id": ticket_id,
+                "notes": notes, "ended": True})
+            if done.status_code != 200:
+                log.info("crew: call %s not completed: %s %s", call.id, done.status_code, done.text[:200])
+
+    def _hang_up(self) -> None:
+        """The call centre closes: the calls still on end without an outcome."""
+        for call in self.calls:
+            try:
+                self._as(CALL_CENTRE).patch(f"/calls/{call.id}", json={"notes": "cut off", "ended": True})
+            except httpx.HTTPError:
+                return  # the API is already gone: the calls stay open
+        self.calls.clear()
+
+    def _handle(self, call: Call, machine: dict[str, Any] | None) -> tuple[str, int | None, str]:
+        """What the agent does with what the caller says and the screen shows: (outcome, work order, notes)."""
+        ring, screen = call.ring, call.screen
+        if screen["contact"] is None:
+            return "other", None, f"caller not on record ({ring.phone})"
+        if machine is None:
+            return "other", None, f"{ring.equipment_id} is not one of {screen['customer']['name']}'s machines"
+        if ring.topic == "complaint" and ring.ticket_id is not None:
+            self._act(ring.ticket_id, "urge", CALL_CENTRE, reason="the customer called: the engineer is late")
+            return "complaint", ring.ticket_id, "the engineer is late; the work order was urged"
+        if ring.topic == "fault" and machine["alarms"]:
+            return self._fault_call(call, machine)
+        if ring.topic == "service" and machine["next_service_due_hours"] is not None:
+            return "question_answered", None, (f"next service due at {machine['next_service_due_hours']:.0f} engine "
+                                               f"hours (now {machine['engine_hours'] or 0:.0f})")
+        where = f"at {machine['lat']:.4f}, {machine['lon']:.4f}" if machine["lat"] is not None else "position unknown"
+        return "question_answered", None, f"{machine['id']} is {'online' if machine['online'] else 'offline'}, {where}"
+
+    def _fault_call(self, call: Call, machine: dict[str, Any]) -> tuple[str, int | None, str]:
+        alarm = machine["alarms"][0]
+        diagnosis = alarm["diagnosis"] or {}
+        remedy = _remedy({"diagnosis": diagnosis}) or "the remedy steps"
+        fixable = bool(diagnosis.get("remote_resolvable"))
+        order = next((o for o in machine["open_orders"]
+                      if o["kind"] == "fault" and o["state"] not in ("resolved", "complaint")), None)
+        if order is not None:
+            if fixable and order["state"] in PHONE_FIX_STEPS and order["id"] not in self.needs_visit:
+                if self.rng.random() < REMOTE_SUCCESS:
+                    if self._fix_on_phone(order["id"], remedy):
+                        self._fixed({"equipment_id": machine["id"]})
+                        return "solved_on_phone", order["id"], f"walked the caller through: {remedy}"
+                else:
+                    self.needs_visit.add(order["id"])
+                    self._act(order["id"], "follow_up", CALL_CENTRE,
+                              reason="the remedy did not help on the phone; a visit is needed")
+            state = self._as(CALL_CENTRE).get(f"/tickets/{order['id']}").json()["state"]
+            return "question_answered", order["id"], f"work order {order['id']} is {state}"
+        if fixable and self.rng.random() < REMOTE_SUCCESS:
+            self._fixed({"equipment_id": machine["id"]})
+            return "solved_on_phone", None, f"walked the caller through: {remedy}"
+        opened = self._as(CALL_CENTRE).post("/tickets", headers={"Idempotency-Key": f"call-{call.id}"}, json={
+            "equipment_id": machine["id"], "title": alarm["title"] or alarm["fault_code"],
+            "description": f"reported on the phone by {call.screen['contact']['name']}", "priority": alarm["severity"],
+            "kind": "fault", "channel": "phone", "contact_id": call.screen["contact"]["id"],
+            "fault_code": alarm["fault_code"], "diagnosis": diagnosis or None,
+            # Tried on the phone already, or not a remote fix: someone has to go.
+            "remote_resolvable": False})
+        if opened.status_code not in (200, 201):
+            log.info("crew: no work order for call %s: %s %s", call.id, opened.status_code, opened.text[:200])
+            return "other", None, "could not open a work order"
+        return "work_order_opened", opened.json()["id"], f"{alarm['fault_code']}: an engineer will come"
+
+    def _fix_on_phone(self, ticket_id: int, remedy: str) -> bool:
+        """Take the work order through remote diagnosis to resolved, as the agent fixing it on the phone."""
+        state = self._as(CALL_CENTRE).get(f"/tickets/{ticket_id}").json()["state"]
+        while state in PHONE_FIX_STEPS:
+            action, state = PHONE_FIX_STEPS[state]
+            fields = {"work_done": f"solved on the phone: {remedy}"} if action == "resolve_remote" else {}
+            if not self._act(ticket_id, action, CALL_CENTRE, **fields):
+                return False
+        return state == "resolved"
 
 
 def _remedy(ticket: dict[str, Any]) -> str | None:

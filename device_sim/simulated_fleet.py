@@ -46,7 +46,8 @@ def repaired_topic(root: str, equipment_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """A job site: centre, mean ambient temperature, geofence radius around the centre, local time zone."""
+    """A job site: centre, mean ambient temperature, geofence radius around the centre, local time
+    zone, country."""
 
     name: str
     lat: float
@@ -54,16 +55,17 @@ class Site:
     ambient_c: float
     radius_m: float
     timezone: str  # IANA name
+    country: str  # ISO 3166 code
 
 
 # Job sites the fleet works at. Healthy machines stay within 700 m of the centre, inside the fence.
 SITES: tuple[Site, ...] = (
-    Site("rotterdam-port", 51.9490, 4.1420, 11.0, SITE_RADIUS_M, "Europe/Amsterdam"),
-    Site("munich-ring", 48.1372, 11.5755, 9.0, SITE_RADIUS_M, "Europe/Berlin"),
-    Site("lyon-tunnel", 45.7640, 4.8357, 13.0, SITE_RADIUS_M, "Europe/Paris"),
-    Site("milan-tower", 45.4642, 9.1900, 14.0, SITE_RADIUS_M, "Europe/Rome"),
-    Site("warsaw-bridge", 52.2297, 21.0122, 8.0, SITE_RADIUS_M, "Europe/Warsaw"),
-    Site("madrid-metro", 40.4168, -3.7038, 17.0, SITE_RADIUS_M, "Europe/Madrid"),
+    Site("rotterdam-port", 51.9490, 4.1420, 11.0, SITE_RADIUS_M, "Europe/Amsterdam", "NL"),
+    Site("munich-ring", 48.1372, 11.5755, 9.0, SITE_RADIUS_M, "Europe/Berlin", "DE"),
+    Site("lyon-tunnel", 45.7640, 4.8357, 13.0, SITE_RADIUS_M, "Europe/Paris", "FR"),
+    Site("milan-tower", 45.4642, 9.1900, 14.0, SITE_RADIUS_M, "Europe/Rome", "IT"),
+    Site("warsaw-bridge", 52.2297, 21.0122, 8.0, SITE_RADIUS_M, "Europe/Warsaw", "PL"),
+    Site("madrid-metro", 40.4168, -3.7038, 17.0, SITE_RADIUS_M, "Europe/Madrid", "ES"),
 )
 SITES_BY_NAME: dict[str, Site] = {site.name: site for site in SITES}
 

@@ -60,6 +60,8 @@ SLOW_ROUND_S = 1.0
 # earlier are seen whole.
 BACKFILL_LOOKBACK_S = 600.0
 OFFLINE_CHECK_INTERVAL_S = 5.0
+# A machine's context (site, last service hours, models) older than this is read again when its next
+# readings arrive: a service recorded or a site changed takes effect within about this, without a restart.
 CONTEXT_TTL_S = 60.0
 # What a crash costs is replaying up to this much; what a checkpoint costs is one export per shard.
 CHECKPOINT_EVERY_S = 10.0
@@ -140,11 +142,13 @@ def _codes(fault_codes: list[dict[str, int]] | None) -> tuple[tuple[int, int, in
 class DiagnosticsWorker:
     def __init__(self, database_url: str, *, name: str | None = None,
                  engine_factory: Callable[[], Any] = ShardEngine,
-                 checkpoint_every_s: float = CHECKPOINT_EVERY_S) -> None:
+                 checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+                 context_ttl_s: float = CONTEXT_TTL_S) -> None:
         self.database_url = database_url
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.engine_factory = engine_factory
         self.checkpoint_every_s = checkpoint_every_s
+        self.context_ttl_s = context_ttl_s
         self.leases = ShardLeases(CONSUMER)
         self.late_readings = 0
         self.backfilled_faults = 0
@@ -330,7 +334,7 @@ class DiagnosticsWorker:
 
     def _ensure_engines(self, conn: psycopg.Connection, equipment_ids: list[str]) -> None:
         now = time.monotonic()
-        stale = [e for e in equipment_ids if e in self.engine and now - self._contexts[e][0] > CONTEXT_TTL_S]
+        stale = [e for e in equipment_ids if e in self.engine and now - self._contexts[e][0] > self.context_ttl_s]
         if stale:
             for ctx in self._load_contexts(conn, equipment_ids=stale).values():
                 self.engine.set_context(ctx)

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from core.db import one, where_equal
 from core.telemetry import CHANNELS
-from core.vocabulary import ENGINE_ON_RPM, MOVING_KMH, WORKING_RPM
+from ingest import usage
 from ingest.usage import USAGE_MAX_GAP_S
 from ingest.writer import AVERAGED, HAS_POSITION
 
@@ -142,36 +142,93 @@ def track(conn: psycopg.Connection, equipment_id: str, start: datetime, end: dat
         return cur.execute(query, params).fetchall()
 
 
-_DAILY_USAGE = """
-WITH r AS (
-    SELECT ts, engine_rpm, speed_kmh, engine_hours, fuel_level_pct,
+# Where the hours the usage job has completed end (at the hour of the newest reading it counted, whose
+# span is still open) or the period's whole hours do; the first and last of the hours before that
+# holding readings; whether the period's last partial hour has readings.
+_USAGE_ROLLED = f"""
+WITH u AS (
+    SELECT least(%(last_hour)s, date_bin('1 hour', through_ts, {_ORIGIN})) AS complete_to
+    FROM equipment_usage WHERE equipment_id = %(id)s
+)
+SELECT complete_to,
+       (SELECT hour FROM usage_hourly WHERE equipment_id = %(id)s AND hour >= %(first_hour)s AND hour < complete_to
+            AND samples > 0 ORDER BY hour LIMIT 1),
+       (SELECT hour FROM usage_hourly WHERE equipment_id = %(id)s AND hour >= %(first_hour)s AND hour < complete_to
+            AND samples > 0 ORDER BY hour DESC LIMIT 1),
+       EXISTS (SELECT 1 FROM readings WHERE equipment_id = %(id)s AND ts >= %(last_hour)s AND ts < %(end)s)
+FROM u
+"""
+
+# Hours in [rolled_from, rolled_to) from usage_hourly; the readings before and after them from
+# readings, each counting until the next reading of the period. The first rolled-up reading is read
+# too, as the one that ends the last span before the rolled-up hours.
+_DAILY_USAGE = f"""
+WITH raw AS (
+    SELECT ts, engine_rpm, speed_kmh, engine_hours, fuel_level_pct, true AS own
+    FROM readings WHERE equipment_id = %(id)s
+      AND ((ts >= %(start)s AND ts < %(rolled_from)s) OR (ts >= %(rolled_to)s AND ts < %(end)s))
+    UNION ALL
+    (SELECT ts, engine_rpm, speed_kmh, engine_hours, fuel_level_pct, false FROM readings
+     WHERE equipment_id = %(id)s AND ts >= %(first_rolled_from)s AND ts < %(first_rolled_to)s ORDER BY ts LIMIT 1)
+), spans AS (
+    SELECT ts, own, engine_hours, {usage.working("raw")} AS working, {usage.idling("raw")} AS idling,
            -- least() skips NULL: the last reading, with no next one, must count nothing.
            CASE WHEN lead(ts) OVER w IS NOT NULL
-                THEN least(extract(epoch FROM lead(ts) OVER w - ts), %(max_gap)s) END AS span_s,
-           fuel_level_pct - lead(fuel_level_pct) OVER w AS fuel_drop
-    FROM readings WHERE equipment_id = %(id)s AND ts >= %(start)s AND ts < %(end)s
-    WINDOW w AS (ORDER BY ts)
+                THEN least(extract(epoch FROM lead(ts) OVER w - ts)::float8, %(max_gap)s) END AS span_s,
+           fuel_level_pct::float8 - lead(fuel_level_pct::float8) OVER w AS fuel_drop
+    FROM raw WINDOW w AS (ORDER BY ts)
+), parts AS (
+    SELECT (ts AT TIME ZONE 'UTC')::date AS day, 1 AS samples, engine_hours AS engine_hours_min,
+           engine_hours AS engine_hours_max, CASE WHEN working THEN span_s END AS working_s,
+           CASE WHEN idling THEN span_s END AS idle_s, CASE WHEN fuel_drop > 0 THEN fuel_drop END AS fuel_used_pct
+    FROM spans WHERE own
+    UNION ALL
+    SELECT (hour AT TIME ZONE 'UTC')::date, samples, engine_hours_min, engine_hours_max, working_s, idle_s,
+           fuel_used_pct
+    FROM usage_hourly WHERE equipment_id = %(id)s AND hour >= %(rolled_from)s AND hour < %(rolled_to)s
 )
-SELECT (date_trunc('day', ts AT TIME ZONE 'UTC'))::date AS day,
-       count(*) AS samples,
-       coalesce(max(engine_hours) - min(engine_hours), 0) AS engine_hours,
-       coalesce(sum(span_s) FILTER (WHERE engine_rpm >= %(working)s OR
-                                    (engine_rpm >= %(on)s AND speed_kmh >= %(moving)s)), 0) / 3600 AS working_hours,
-       coalesce(sum(span_s) FILTER (WHERE engine_rpm >= %(on)s AND engine_rpm < %(working)s AND
-                                    coalesce(speed_kmh, 0) < %(moving)s), 0) / 3600 AS idle_hours,
-       coalesce(sum(fuel_drop) FILTER (WHERE fuel_drop > 0), 0) AS fuel_used_pct
-FROM r GROUP BY 1 ORDER BY 1
+SELECT day, sum(samples)::bigint AS samples, coalesce(max(engine_hours_max) - min(engine_hours_min), 0) AS engine_hours,
+       coalesce(sum(working_s), 0) / 3600 AS working_hours, coalesce(sum(idle_s), 0) / 3600 AS idle_hours,
+       coalesce(sum(fuel_used_pct), 0) AS fuel_used_pct
+FROM parts GROUP BY day HAVING sum(samples) > 0 ORDER BY day
 """
 
 
-def daily_usage(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """Per UTC day: engine hours run (from the hour meter), working and idle hours (from RPM and speed,
-    each reading counting until the next, gaps capped), fuel used in percent of the tank (refuels,
-    rises of the level, are not subtracted)."""
-    params = {"id": equipment_id, "start": start, "end": end, "max_gap": USAGE_MAX_GAP_S, "on": ENGINE_ON_RPM,
-              "working": WORKING_RPM, "moving": MOVING_KMH}
+def daily_usage(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime, *,
+                rollups: bool = True) -> list[dict[str, Any]]:
+    """Per UTC day with readings in [start, end): engine hours run (the hour meter's highest minus lowest
+    reading), working and idle hours (from RPM and speed, each reading counting until the next one of
+    the period, gaps capped at USAGE_MAX_GAP_S; the period's last reading counts nothing), fuel used in
+    percent of the tank (the level's drops; refuels, rises, are not subtracted).
+
+    Whole hours the usage job has completed come from its hourly rollup (ingest.usage; migration 0010
+    filled it for the history counted before it), the rest of the period from the readings
+    (``rollups=False`` reads every reading; the figures are the same to float rounding). A reading
+    that arrived after a newer one of its machine had been counted is in the readings but not in the
+    rollup, so it counts only where the period's readings are read."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first_hour = _floor_hour(start) + (HOUR if _floor_hour(start) < start else timedelta(0))
+    last_hour = _floor_hour(end)
+    # Without rolled-up hours every reading of the period is read (the ranges of rolled hours empty).
+    # Both statements are planned for their arguments each time (prepare=False): a generic plan, which
+    # psycopg's preparing of a statement run often can lead to, cannot prune the readings partitions
+    # to the few hours read.
+    rolled_from = rolled_to = first_rolled = end
+    if rollups and first_hour < last_hour:
+        named = {"id": equipment_id, "first_hour": first_hour, "last_hour": last_hour, "end": end}
+        row = conn.execute(_USAGE_ROLLED, named, prepare=False).fetchone()
+        if row is not None and row[1] is not None:
+            complete_to, first_rolled, last_rolled, readings_after = row
+            rolled_from, rolled_to = first_hour, complete_to
+            # The period's last reading counts nothing, but the rollup holds the span it had to the
+            # next reading: its hour is read from the readings when nothing follows it in the period.
+            if complete_to == last_hour and not readings_after:
+                rolled_to = last_rolled
+    params = {"id": equipment_id, "start": start, "end": end, "rolled_from": rolled_from, "rolled_to": rolled_to,
+              "first_rolled_from": first_rolled, "first_rolled_to": min(first_rolled + HOUR, rolled_to),
+              "max_gap": USAGE_MAX_GAP_S}
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(_DAILY_USAGE, params).fetchall()
+        return cur.execute(_DAILY_USAGE, params, prepare=False).fetchall()
 
 
 def fuel_used_pct(conn: psycopg.Connection, equipment_id: str, start: datetime, end: datetime) -> float | None:

@@ -14,6 +14,9 @@ from device_sim.faults import COOLING_FAULTS, INJECTABLE_FAULTS
 
 # The demo fleet shows every kind of fault, the cooling faults first.
 DEMO_FAULTS = COOLING_FAULTS + tuple(k for k in INJECTABLE_FAULTS if k not in COOLING_FAULTS)
+# The demo's customers call about once a minute, and raise a request in the portal every ten minutes.
+CALLS_PER_HOUR = 60.0
+PORTAL_REQUESTS_PER_HOUR = 6.0
 
 log = logging.getLogger("ironsight")
 
@@ -50,7 +53,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     supervisor = Supervisor(settings, controllers=args.controllers, fault_share=args.fault_share,
                             faults=_fault_kinds(args.faults), interval_s=args.interval,
                             status_every_s=args.status_every, speed=args.speed,
-                            diagnostics_workers=args.diagnostics_workers)
+                            diagnostics_workers=args.diagnostics_workers, calls_per_hour=args.calls_per_hour,
+                            portal_requests_per_hour=args.portal_requests_per_hour)
     return supervisor.run(_stop_on_signals())
 
 
@@ -151,15 +155,21 @@ def cmd_tracking(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_crew(args: argparse.Namespace, settings: Settings) -> int:
     from device_sim.crew import ServiceCrew
+    from device_sim.customers import SimulatedCustomers
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the crew's log
     if settings.admin_password is None:
         raise SystemExit("the crew signs in with the admin account: set IRONSIGHT_ADMIN_PASSWORD")
+    customers = None
+    if args.calls_per_hour > 0 or args.portal_requests_per_hour > 0:
+        customers = SimulatedCustomers(settings.tickets_api_url(), calls_per_hour=args.calls_per_hour,
+                                       requests_per_hour=args.portal_requests_per_hour,
+                                       phone_region=settings.phone_region, seed=args.seed)
     ServiceCrew(settings.tickets_api_url(), _require(settings.mqtt_url, "IRONSIGHT_MQTT_URL"),
                 topic_root=settings.topic_root, username=settings.admin_username,
                 password=settings.admin_password.get_secret_value(), speed=args.speed, seed=args.seed,
                 road_speed_kmh=settings.dispatch_speed_kmh / args.speed,
-                road_factor=settings.dispatch_road_factor).run(_stop_on_signals())
+                road_factor=settings.dispatch_road_factor, customers=customers).run(_stop_on_signals())
     return 0
 
 
@@ -282,6 +292,17 @@ def _fault_kinds(text: str) -> tuple[str, ...]:
     return kinds
 
 
+def _add_customer_rates(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """The simulated customers' rates; ``run`` passes them on to the crew only when given."""
+    parser.add_argument("--calls-per-hour", type=float, default=CALLS_PER_HOUR if default else None,
+                        help="simulated customers' calls to the call centre, on average (default "
+                             f"{CALLS_PER_HOUR:g}; 0: none); real time, whatever --speed")
+    parser.add_argument("--portal-requests-per-hour", type=float,
+                        default=PORTAL_REQUESTS_PER_HOUR if default else None,
+                        help="simulated customers' requests through the portal, on average (default "
+                             f"{PORTAL_REQUESTS_PER_HOUR:g}; 0: none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ironsight", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -300,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--speed", type=float, default=1.0,
                      help="the service crew acts and its vans drive this many times faster than real time "
                           "(default 1); telemetry and SLA clocks stay real")
+    _add_customer_rates(run, default=False)
     run.add_argument("--insecure-broker", action="store_true",
                      help="let the embedded broker accept anonymous clients (no passwords, no ACL): anyone "
                           "who reaches it can publish and read every topic. Default: secured (Mosquitto)")
@@ -334,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="people act and vans drive this many times faster (default 1); give the tracking worker "
                            "IRONSIGHT_DISPATCH_SPEED_KMH scaled the same way")
     crew.add_argument("--seed", type=int, default=1)
+    _add_customer_rates(crew, default=True)
     crew.set_defaults(handler=cmd_crew)
     sub.add_parser("sla", help="run the SLA scheduler (time-limit warnings and breaches)").set_defaults(
         handler=cmd_sla)

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -54,7 +54,8 @@ from ironsight.embedded_broker import PID_FILE, find_mosquitto, start_embedded_b
 from ironsight.embedded_postgres import start_embedded_postgres
 from ironsight.processes import die_with_parent
 from ironsight.schema import migrate
-from ironsight.world import seed_service_world
+from ironsight.world import seed_customers, seed_service_world
+from tickets.calls import list_calls
 from tickets.service import count_by_state, events_after, last_event_id
 from tickets.workflow import OPEN_STATES
 
@@ -69,6 +70,8 @@ DEMO_FULL_CONTROLLERS = 5
 SIMULATORS = ("crew", "sim")
 # New alarms printed per status line at most; the API lists them all.
 ANNOUNCE_MAX_ALARMS = 10
+# The latest calls the status line looks through for the last outcome (the newest may still be on).
+RECENT_CALLS = 5
 # The simulators' own broker account (kept by hand beside the generated ones, devices.broker_auth):
 # only the simulation's repair notices, which the simulated crew sends and the simulated fleet hears.
 SIMULATOR_USER = "simulator"
@@ -122,7 +125,8 @@ class Worker:
 class Supervisor:
     def __init__(self, settings: Settings, *, controllers: int, fault_share: float, faults: tuple[str, ...],
                  interval_s: float, status_every_s: float = 5.0, speed: float = 1.0,
-                 diagnostics_workers: int | None = None) -> None:
+                 diagnostics_workers: int | None = None, calls_per_hour: float | None = None,
+                 portal_requests_per_hour: float | None = None) -> None:
         self.settings = settings
         self.controllers = controllers
         self.fault_share = fault_share
@@ -133,6 +137,9 @@ class Supervisor:
             raise ValueError("speed must be positive")
         self.speed = speed
         self.diagnostics_workers = diagnostics_workers or cores_to_spare()
+        # The simulated customers' rates; None: the crew's own defaults.
+        self.customer_rates = {"--calls-per-hour": calls_per_hour,
+                               "--portal-requests-per-hour": portal_requests_per_hour}
         self.workers: list[Worker] = []
         self._services: list = []
         # Whether the broker refuses anonymous clients and confines each account (the embedded Mosquitto).
@@ -149,8 +156,9 @@ class Supervisor:
             applied = migrate(database_url)
             with connect(database_url, application_name="ironsight-run") as conn:
                 seed_service_world(conn)
-            self._say(f"database ready ({len(applied)} migrations applied; service stations, engineers, vans and "
-                      "warehouses registered)")
+                seed_customers(conn)
+            self._say(f"database ready ({len(applied)} migrations applied; service stations, engineers, vans, "
+                      "warehouses, customers and their contacts registered)")
             admin_password, alarms_key, kept_in = self._credentials(data_dir)
             broker_access = self._broker(data_dir, database_url)
             env = {**os.environ, "IRONSIGHT_DATABASE_URL": database_url, "IRONSIGHT_DATA_DIR": str(data_dir),
@@ -201,7 +209,9 @@ class Supervisor:
             Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
             Worker("sla", [*python, "sla"], logs / "sla.log"),
             Worker("tracking", [*python, "tracking"], logs / "tracking.log"),
-            Worker("crew", [*python, "crew", "--speed", str(self.speed)], logs / "crew.log"),
+            Worker("crew", [*python, "crew", "--speed", str(self.speed),
+                            *(arg for flag, rate in self.customer_rates.items() if rate is not None
+                              for arg in (flag, str(rate)))], logs / "crew.log"),
             *[Worker(name, [*python, "sim", "--controllers", str(self.controllers),
                             "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
                             "--interval", str(self.interval_s),
@@ -351,7 +361,7 @@ class Supervisor:
                           f"online {online:5d}  "
                           f"active alarms {count_active(conn):4d}  open tickets {open_tickets:4d}  "
                           f"(vans out {driving}, on site {tickets.get('on_site', 0)})  "
-                          f"closed {tickets.get('closed', 0)}")
+                          f"closed {tickets.get('closed', 0)}  {describe_calls(conn)}")
                 last_alarm_id = self._announce_alarms(conn, last_alarm_id)
                 if last_ticket_event_id is None:
                     last_ticket_event_id = last_event_id(conn)  # a restart announces only what is new
@@ -428,6 +438,14 @@ class Supervisor:
 def _clock(at: datetime) -> str:
     local = at.astimezone()
     return f"{local:%H:%M}" if local.date() == datetime.now().date() else f"{local:%d %b %H:%M}"
+
+
+def describe_calls(conn: psycopg.Connection) -> str:
+    """The call centre's last hour: how many calls it took, and what the latest one that ended came to."""
+    recent, count = list_calls(conn, customer=None, since=datetime.now(UTC) - timedelta(hours=1),
+                               limit=RECENT_CALLS, offset=0)
+    last = next((call["outcome"] for call in recent if call["outcome"]), None)
+    return f"calls/h {count:3d}" + (f" (last: {last.replace('_', ' ')})" if last else "")
 
 
 def describe_ticket_event(event: dict) -> str:

@@ -26,14 +26,17 @@ RUN_ID = uuid.uuid4().hex[:10]
 _TABLES = ("api_login_throttle", "api_tokens", "api_users", "readings_hourly",
            "command_events", "commands", "device_presence", "devices", "vehicle_trackers",
            "stock_movements", "part_stock", "vehicle_positions", "vehicles", "engineers", "warehouses",
+           "parts_catalogue",
+           "service_records",
            "service_stations", "ticket_sla_alerts", "ticket_surveys", "ticket_alarms", "ticket_events", "tickets",
-           "service_contracts",
+           "calls", "contact_phones", "customer_contacts", "contract_tier_limits", "contract_tiers",
            "alarm_escalations", "alarm_events", "alarms", "fault_events", "faults", "diagnostic_state",
            "accepted_batches", "dead_letters", "equipment_usage", "equipment_state", "ingest_stats", "readings",
            "message_sequences", "equipment_sequence",
+           "usage_hourly",
            "consumer_cursors",
            "shard_checkpoints",
-           "equipment", "sites")
+           "equipment", "customers", "sites")
 
 
 @pytest.fixture(scope="session")

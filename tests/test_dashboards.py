@@ -21,8 +21,8 @@ import yaml
 
 import dashboards.render as render
 from core.shards import SHARD_COUNT
-from dashboards import health, limits, sql
-from dashboards.common import HEALTH_UID, MACHINE_UID
+from dashboards import caller, health, limits, sql
+from dashboards.common import CALLER_UID, HEALTH_UID, MACHINE_UID
 from dashboards.constants import DATASOURCE_TYPE, DATASOURCE_UID, FOLDER_UID, GRID_COLUMNS, MIN_INTERVAL
 from dashboards.grafana_macros import (
     BUILT_IN_NAMES,
@@ -123,6 +123,7 @@ def seeded(migrated_database_url: str) -> Iterator[Seeded]:
         finally:
             alarms.tickets.close()
         _open_work_orders(conn)
+        _front_desk(conn, faulty[0])
     yield Seeded(url, faulty, offline, faulty[0])
 
 
@@ -181,6 +182,28 @@ def _work_the_orders(conn: psycopg.Connection) -> None:
         service.apply_action(conn, call["id"], action, actor="dispatcher", fields=body)
     service.submit_survey(conn, call["id"], dict.fromkeys(service.SURVEY_INDICATORS, 4), actor="callcentre")
     conn.autocommit = False
+
+
+def _front_desk(conn: psycopg.Connection, equipment_id: str) -> None:
+    """The quoted customer on record for the caller dashboard: a contract tier, a contact with the
+    dashboard's default number and another, and a call about one of its machines."""
+    from core import customers
+    from core.settings import Settings
+    from tickets import calls, sla
+
+    region = Settings.model_fields["phone_region"].default
+    sla.put_tier(conn, "Gold", description="", respond_h=2, arrive_h=4, resolve_h=12, remote_diagnosis_min=15,
+                 limits={"consultation": (8, 48)})
+    customers.upsert_customer(conn, QUOTED_CUSTOMER, {"tier": "Gold", "contract_number": "GF-2026-17"}, create=False)
+    contact = customers.save_contact(conn, QUOTED_CUSTOMER, None, {
+        "name": "Siobhán O'Brien", "role": "site manager", "phones": [caller.DEFAULT_PHONE, "+353 1 555 0100"]}, region)
+    assert contact is not None
+    ticket_id = conn.execute("SELECT id FROM tickets WHERE equipment_id = %s ORDER BY id LIMIT 1",
+                             (equipment_id,)).fetchone()[0]
+    calls.record_call(conn, phone="07700 900123", phone_e164=customers.normalise_phone(caller.DEFAULT_PHONE, region),
+                      customer_id=QUOTED_CUSTOMER, contact_id=contact["id"], equipment_id=equipment_id,
+                      agent="callcentre", source="agent", outcome="work_order_opened", ticket_id=ticket_id)
+    conn.commit()
 
 
 def test_the_seeded_fleet_has_what_the_dashboards_show(seeded):
@@ -274,6 +297,28 @@ def test_the_machine_dashboard_shows_the_diagnosis_and_the_model_limit(seeded):
 
 
 
+def test_the_caller_dashboard_finds_the_caller_from_any_spelling_of_the_number(seeded):
+    board = next(d for d in render.dashboards() if d["uid"] == CALLER_UID)
+    phone = next(v for v in board["templating"]["list"] if v["name"] == "phone")
+    with psycopg.connect(seeded.url) as conn:
+        machines = {r[0] for r in conn.execute("SELECT id FROM equipment WHERE customer = %s", (QUOTED_CUSTOMER,))}
+        for spelling in (caller.DEFAULT_PHONE, "0044 7700-900123", "(07700) 900 123", "900123"):
+            phone["query"] = spelling
+            results = check_dashboards(conn, [board], TimeRange.last(timedelta(hours=6)), role=READER)
+            assert not _failures(results), (spelling, _failures(results))
+            found = {r.where: r for r in results}
+            who = found["panel 'Caller' A"]
+            assert (who.column("customer"), who.column("numbers")) == (
+                [QUOTED_CUSTOMER], ["+35315550100, +447700900123"]), spelling
+            assert set(found["panel 'Machines now' A"].column("equipment_id")) == machines
+            assert found["panel 'Customer and contract' A"].column("tier") == ["Gold"]
+        phone["query"] = "0012345"  # five digits: too few to look up, nobody is shown
+        results = check_dashboards(conn, [board], TimeRange.last(timedelta(hours=6)), role=READER,
+                                   require_rows=False)
+    assert not _failures(results), _failures(results)
+    assert not [r.where for r in results if r.rows]
+
+
 def test_the_health_dashboard_shows_the_pipeline_of_the_seeded_fleet(seeded):
     with psycopg.connect(seeded.url) as conn:
         results = check_dashboards(conn, [d for d in render.dashboards() if d["uid"] == HEALTH_UID],
@@ -351,8 +396,9 @@ def test_the_committed_json_is_what_the_code_renders():
 
 def test_rendering_is_deterministic_with_stable_uids():
     assert render.rendered_files() == render.rendered_files()
-    assert sorted(render.rendered_files()) == ["ironsight-alarms.json", "ironsight-fleet.json", "ironsight-health.json",
-                                               "ironsight-machine.json", "ironsight-work-orders.json"]
+    assert sorted(render.rendered_files()) == ["ironsight-alarms.json", "ironsight-caller.json", "ironsight-fleet.json",
+                                               "ironsight-health.json", "ironsight-machine.json",
+                                               "ironsight-work-orders.json"]
 
 
 def _texts(node) -> Iterator[str]:

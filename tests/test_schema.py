@@ -22,7 +22,7 @@ def test_the_timescaledb_or_plain_variant_is_chosen_under_one_name():
     assert timescale["0001_readings"] == "0001_readings.timescaledb.sql"
     assert plain.keys() == timescale.keys()
     assert [m.name for m in discover(core, timescaledb=False)] == ["0001_fleet", "0002_sites", "0003_grafana_reader",
-                                                                           "0004_shards"]
+                                                                           "0004_shards", "0005_customers"]
 
 
 def test_plain_path_partitions_by_day_and_parks_strays_in_the_default(conn):
@@ -94,3 +94,17 @@ def test_the_device_states_the_database_allows_are_the_registry_s(conn):
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'devices'::regclass AND contype = 'c'")]
     [allowed] = [check for check in checks if re.search(r"\(state = ANY", check)]
     assert sorted(re.findall(r"'(\w+)'::text", allowed)) == sorted(DEVICE_STATES)
+
+
+def test_the_ticket_kinds_and_channels_the_database_allows_are_the_code_s(conn):
+    from tickets.service import TICKET_CHANNELS
+    from tickets.sla import TICKET_KINDS
+
+    def allowed(constraint: str) -> set[str]:
+        definition = conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = %s",
+                                  (constraint,)).fetchone()[0]
+        return set(re.findall(r"'(\w+)'::text", definition))
+
+    assert allowed("tickets_kind_check") == set(TICKET_KINDS)
+    assert allowed("contract_tier_limits_kind_check") == set(TICKET_KINDS)
+    assert allowed("tickets_channel_check") == set(TICKET_CHANNELS)

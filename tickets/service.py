@@ -32,6 +32,10 @@ RESPONSIBLE_DEPARTMENT = {
 }
 
 
+# How a request came in (tickets.channel).
+TICKET_CHANNELS = ("phone", "portal", "email", "sms", "alarm", "app")
+
+
 class UnknownEquipment(IronSightError):
     pass
 
@@ -42,6 +46,10 @@ class IdempotencyConflict(IronSightError):
 
 class TicketNotFound(IronSightError):
     pass
+
+
+class UnknownContact(IronSightError):
+    """The ticket names a contact that is not one of the machine's customer's."""
 
 
 class UnknownAlarm(IronSightError):
@@ -61,9 +69,14 @@ class NewTicket:
     diagnosis: dict[str, Any] | None = None
     remote_resolvable: bool | None = None
     created_at: datetime | None = None  # now when None; a simulated clock or an import passes its own
+    kind: str = "fault"
+    # How the request came in; None: "alarm" for an alarm's ticket, else "phone".
+    channel: str | None = None
+    contact_id: int | None = None
 
 
-_COLUMNS = ("id, equipment_id, title, description, priority, state, fault_code, source_alarm_id, "
+_COLUMNS = ("id, equipment_id, title, description, priority, state, kind, channel, contact_id, fault_code, "
+            "source_alarm_id, "
             "created_by, created_at, updated_at, diagnosis, remote_resolvable, engineer, expert_group, "
             "escalated_from, resolution, first_time_fix, work_done, parts_used, respond_by, arrive_by, resolve_by, "
             "responded_at, dispatched_at, arrived_at, resolved_at, ended_at, vehicle_id, pickup_warehouse_id, "
@@ -97,9 +110,13 @@ def _create_ticket(conn: psycopg.Connection, new: NewTicket, *, check_alarm: boo
         existing = _find_repeat(cur, new)
         if existing is not None:
             return existing, False
-        contract = sla.contract_for(cur, new.equipment_id)
+        contract = sla.contract_for(cur, new.equipment_id, new.kind)
         if contract is None:
             raise UnknownEquipment(new.equipment_id)
+        if new.contact_id is not None and cur.execute(
+                "SELECT 1 FROM customer_contacts c JOIN equipment e ON e.customer = c.customer_id "
+                "WHERE c.id = %s AND e.id = %s", (new.contact_id, new.equipment_id)).fetchone() is None:
+            raise UnknownContact(f"no contact {new.contact_id} of the machine's customer")
         if new.source_alarm_id is not None:
             # Serialise alarm tickets per machine so that two alarms at once make one work order.
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('ticket:' || %s))", (new.equipment_id,))
@@ -111,14 +128,16 @@ def _create_ticket(conn: psycopg.Connection, new: NewTicket, *, check_alarm: boo
                 _link_alarm(cur, open_ticket["id"], new.source_alarm_id, new.created_by, new.fault_code)
                 return open_ticket, False
         row = cur.execute(
-            f"""INSERT INTO tickets (equipment_id, title, description, priority, fault_code, source_alarm_id,
-                                    idempotency_key, created_by, diagnosis, remote_resolvable,
+            f"""INSERT INTO tickets (equipment_id, title, description, priority, kind, channel, contact_id, fault_code,
+                                    source_alarm_id, idempotency_key, created_by, diagnosis, remote_resolvable,
                                     created_at, updated_at, respond_by, resolve_by)
-                SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, at, at, at + %s, at + %s
+                SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, at, at, at + %s, at + %s
                 FROM (SELECT COALESCE(%s::timestamptz, now()) AS at) AS clock
                 ON CONFLICT DO NOTHING
                 RETURNING {_COLUMNS}""",
-            (new.equipment_id, new.title, new.description, new.priority, new.fault_code, new.source_alarm_id,
+            (new.equipment_id, new.title, new.description, new.priority, new.kind,
+             new.channel or ("alarm" if new.source_alarm_id is not None else "phone"), new.contact_id,
+             new.fault_code, new.source_alarm_id,
              new.idempotency_key, new.created_by, Jsonb(new.diagnosis) if new.diagnosis is not None else None,
              new.remote_resolvable, timedelta(hours=contract.respond_h), timedelta(hours=contract.resolve_h),
              new.created_at),

@@ -1,4 +1,4 @@
-"""SLA timers: deadlines per customer contract, and the scheduler that warns before and flags after.
+"""SLA timers: deadlines from the customer's contract tier, and the scheduler that warns before and flags after.
 
 Three timers per ticket, each a deadline column, the moment it starts and the moment that stops it:
 
@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.rows import DictRow, TupleRow
+from psycopg.rows import DictRow, TupleRow, dict_row
 
 from core import metrics
 from core.db import one, poll_until_stopped
@@ -60,40 +60,99 @@ TIMERS = (
 )
 
 
+# The kinds of request a ticket can be (tickets.kind); a contract tier may set limits per kind.
+TICKET_KINDS = ("fault", "consultation", "complaint", "suggestion", "maintenance")
+DEFAULT_REMOTE_DIAGNOSIS_MIN = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     respond_h: float = DEFAULT_RESPOND_H
     arrive_h: float = DEFAULT_ARRIVE_H
     resolve_h: float = DEFAULT_RESOLVE_H
+    remote_diagnosis_min: float = DEFAULT_REMOTE_DIAGNOSIS_MIN
+    tier: str | None = None
+
+
+_CONTRACT = """
+SELECT coalesce(l.respond_h, t.respond_h) AS respond_h, t.arrive_h, coalesce(l.resolve_h, t.resolve_h) AS resolve_h,
+       t.remote_diagnosis_min, t.name
+FROM equipment e LEFT JOIN customers c ON c.id = e.customer LEFT JOIN contract_tiers t ON t.name = c.tier
+LEFT JOIN contract_tier_limits l ON l.tier = t.name AND l.kind = %s
+WHERE e.id = %s
+"""
 
 
 def contract_for(conn: psycopg.Connection[TupleRow] | psycopg.Cursor[TupleRow] | psycopg.Cursor[DictRow],
-                 equipment_id: str) -> Contract | None:
-    """The contract of the machine's customer (defaults without one); None for unknown equipment."""
-    row = conn.execute(
-        """SELECT c.respond_h, c.arrive_h, c.resolve_h FROM equipment e
-           LEFT JOIN service_contracts c ON c.customer = e.customer WHERE e.id = %s""",
-        (equipment_id,),
-    ).fetchone()
+                 equipment_id: str, kind: str = "fault") -> Contract | None:
+    """The limits of the machine's customer's contract tier for a request of ``kind`` (defaults
+    without a tier); None for unknown equipment."""
+    row = conn.execute(_CONTRACT, (kind, equipment_id)).fetchone()
     if row is None:
         return None
-    values = row.values() if isinstance(row, dict) else row
-    respond_h, arrive_h, resolve_h = values
-    if respond_h is None:
+    values = list(row.values() if isinstance(row, dict) else row)
+    if values[0] is None:
         return Contract()
-    return Contract(respond_h, arrive_h, resolve_h)
+    return Contract(*values)
+
+
+def contract_for_customer(conn: psycopg.Connection, customer_id: str, kind: str = "fault") -> Contract:
+    """The limits of a customer's tier for a request of ``kind`` (defaults without a tier)."""
+    row = conn.execute(
+        """SELECT coalesce(l.respond_h, t.respond_h), t.arrive_h, coalesce(l.resolve_h, t.resolve_h),
+                  t.remote_diagnosis_min, t.name
+           FROM customers c JOIN contract_tiers t ON t.name = c.tier
+           LEFT JOIN contract_tier_limits l ON l.tier = t.name AND l.kind = %s WHERE c.id = %s""",
+        (kind, customer_id)).fetchone()
+    return Contract() if row is None else Contract(*row)
 
 
 def set_contract(conn: psycopg.Connection, customer: str, *, respond_h: float = DEFAULT_RESPOND_H,
                  arrive_h: float = DEFAULT_ARRIVE_H, resolve_h: float = DEFAULT_RESOLVE_H) -> None:
-    """Create or change a customer's contract; applies to tickets created from then on."""
+    """Give a customer limits of its own (a tier named after it); applies to tickets created from then on."""
+    tier = f"contract of {customer}"
     with conn.transaction():
         conn.execute(
-            """INSERT INTO service_contracts (customer, respond_h, arrive_h, resolve_h) VALUES (%s, %s, %s, %s)
-               ON CONFLICT (customer) DO UPDATE SET respond_h = EXCLUDED.respond_h, arrive_h = EXCLUDED.arrive_h,
+            """INSERT INTO contract_tiers (name, respond_h, arrive_h, resolve_h) VALUES (%s, %s, %s, %s)
+               ON CONFLICT (name) DO UPDATE SET respond_h = EXCLUDED.respond_h, arrive_h = EXCLUDED.arrive_h,
                    resolve_h = EXCLUDED.resolve_h, updated_at = now()""",
-            (customer, respond_h, arrive_h, resolve_h),
-        )
+            (tier, respond_h, arrive_h, resolve_h))
+        conn.execute("INSERT INTO customers (id, name, tier) VALUES (%s, %s, %s) "
+                     "ON CONFLICT (id) DO UPDATE SET tier = EXCLUDED.tier, updated_at = now()",
+                     (customer, customer, tier))
+
+
+_TIER = """
+SELECT t.name, t.description, t.respond_h, t.arrive_h, t.resolve_h, t.remote_diagnosis_min, t.updated_at,
+       coalesce((SELECT jsonb_object_agg(l.kind, jsonb_build_object('respond_h', l.respond_h, 'resolve_h', l.resolve_h))
+                 FROM contract_tier_limits l WHERE l.tier = t.name), '{}') AS limits
+FROM contract_tiers t
+"""
+
+
+def list_tiers(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(_TIER + " ORDER BY t.name").fetchall()
+
+
+def put_tier(conn: psycopg.Connection, name: str, *, description: str, respond_h: float, arrive_h: float,
+             resolve_h: float, remote_diagnosis_min: float, limits: dict[str, tuple[float, float]]
+             ) -> dict[str, Any]:
+    """Create or replace a contract tier and its limits per kind (kind → (respond_h, resolve_h));
+    tickets created from then on follow it."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """INSERT INTO contract_tiers (name, description, respond_h, arrive_h, resolve_h, remote_diagnosis_min)
+               VALUES (%s, %s, %s, %s, %s, %s)
+               ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, respond_h = EXCLUDED.respond_h,
+                   arrive_h = EXCLUDED.arrive_h, resolve_h = EXCLUDED.resolve_h,
+                   remote_diagnosis_min = EXCLUDED.remote_diagnosis_min, updated_at = now()""",
+            (name, description, respond_h, arrive_h, resolve_h, remote_diagnosis_min))
+        cur.execute("DELETE FROM contract_tier_limits WHERE tier = %s", (name,))
+        for kind, (kind_respond_h, kind_resolve_h) in limits.items():
+            cur.execute("INSERT INTO contract_tier_limits (tier, kind, respond_h, resolve_h) VALUES (%s, %s, %s, %s)",
+                        (name, kind, kind_respond_h, kind_resolve_h))
+        return cur.execute(_TIER + " WHERE t.name = %s", (name,)).fetchone()  # type: ignore[return-value]
 
 
 _FIRE = """

@@ -119,16 +119,16 @@ def revoke_api_key(key_id: int, caller: Annotated[Principal, require(*KEY_HOLDER
 @router.post("/users", response_model=UserPublic, status_code=status.HTTP_201_CREATED,
              dependencies=[require(Role.admin)],
              responses={409: {"description": "username taken"},
-                        422: {"description": "invalid role/customer, a customer not in the fleet register, or a "
+                        422: {"description": "invalid role/customer, a customer not on record, or a "
                                              "password the policy refuses"}})
 def create_user(body: UserCreate, conn: DbConn) -> UserPublic:
-    """An account. A customer account is bound to a customer of the fleet register (one that has a
-    machine registered); the password must pass the policy (docs/api.md)."""
+    """An account. A customer account is bound to a customer on record (``/customers``); the
+    password must pass the policy (docs/api.md)."""
     role = Role(body.role)
     if (role is Role.customer) != (body.customer is not None):
         raise HTTPException(422, "a customer account needs a customer, and only a customer account has one")
     if body.customer is not None and not accounts.customer_registered(conn, body.customer):
-        raise HTTPException(422, f"no customer {body.customer!r} in the fleet register (register its equipment first)")
+        raise HTTPException(422, f"no customer {body.customer!r} on record (POST /api/v1/customers first)")
     try:
         return UserPublic(**accounts.create_user(conn, body.username, role, password=body.password,
                                              customer=body.customer))

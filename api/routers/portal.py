@@ -25,13 +25,14 @@ from api.schemas.portal import (
     TrackPublic,
     UsagePublic,
 )
+from api.schemas.service_records import RecordedServicePublic
 from api.schemas.tickets import TicketPublic
 from api.tenancy import customer_filter, ensure_visible
 from core.telemetry import CHANNELS
 from diagnostics.rulebook import rulebook_for
 from diagnostics.rules import ServiceDue
 from ingest import queries
-from tickets import service
+from tickets import service, service_records
 
 router = APIRouter(prefix="/portal", tags=["portal"])
 
@@ -136,10 +137,14 @@ def usage(equipment_id: str, caller: Reader, conn: DbConn, start: datetime | Non
 
 @router.get("/equipment/{equipment_id}/service-record", response_model=ServiceRecordPublic,
             responses={404: {"description": "no such equipment (of the caller's)"}})
-def service_record(equipment_id: str, caller: Reader, conn: DbConn) -> ServiceRecordPublic:
-    """Every work order of the machine with its timeline, engineer, parts used and surveys. Alarms and
-    faults are at /alarms and /faults with ``?equipment_id=``."""
+def service_record(equipment_id: str, caller: Reader, conn: DbConn, settings: SettingsDep) -> ServiceRecordPublic:
+    """Every work order of the machine with its timeline, engineer, parts used and surveys; the services
+    done, the latest first, and the next one due, counted from the services recorded. Alarms and faults
+    are at /alarms and /faults with ``?equipment_id=``."""
     ensure_visible(conn, caller, "equipment", equipment_id)
+    machine = queries.get_equipment(conn, equipment_id, offline_after_s=settings.offline_after_s)
+    if machine is None:  # seen a moment ago; gone only if deleted meanwhile
+        raise HTTPException(404, f"no equipment {equipment_id!r}")
     rows, count = service.list_tickets(conn, equipment_id=equipment_id, state=None, limit=MAX_SERVICE_RECORD,
                                        offset=0)
     tickets = []
@@ -148,7 +153,15 @@ def service_record(equipment_id: str, caller: Reader, conn: DbConn) -> ServiceRe
         if ticket is None:  # listed a moment ago; gone only if its machine was deleted meanwhile
             raise RuntimeError(f"ticket {r['id']} vanished while reading the service record")
         tickets.append(TicketPublic(**ticket))
-    return ServiceRecordPublic(equipment_id=equipment_id, data=tickets, count=count)
+    done, done_count = service_records.list_service_records(conn, equipment_id, limit=MAX_SERVICE_RECORD, offset=0)
+    services = [RecordedServicePublic(**row) for row in done]
+    serviced = queries.last_service_hours(conn, [equipment_id]).get(equipment_id)
+    due = next_service_due(machine["model"], machine["engine_hours"], serviced)
+    return ServiceRecordPublic(
+        equipment_id=equipment_id, data=tickets, count=count, services=services, services_count=done_count,
+        last_service=services[0] if services else None, last_service_hours=serviced,
+        engine_hours=machine["engine_hours"], next_service_due_hours=due,
+        hours_to_next_service=None if due is None else round(due - machine["engine_hours"], 2))
 
 
 @router.get("/equipment/{equipment_id}/export.csv", response_class=StreamingResponse,

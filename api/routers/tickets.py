@@ -7,7 +7,14 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, sta
 from api.auth import Reader, Staff, require
 from api.deps import DbConn, SettingsDep
 from api.roles import STAFF, Principal, Role
-from api.schemas.tickets import SurveyCreate, TicketActionBody, TicketCreate, TicketPublic, TicketsPublic
+from api.schemas.tickets import (
+    CustomerRequestCreate,
+    SurveyCreate,
+    TicketActionBody,
+    TicketCreate,
+    TicketPublic,
+    TicketsPublic,
+)
 from api.tenancy import ensure_visible, not_found
 from tickets import dispatch, service, stock, workflow
 
@@ -30,14 +37,38 @@ def create_ticket(
         equipment_id=body.equipment_id, title=body.title, description=body.description, priority=body.priority,
         fault_code=body.fault_code, source_alarm_id=body.source_alarm_id, idempotency_key=idempotency_key,
         created_by=caller.username, diagnosis=body.diagnosis,
-        remote_resolvable=body.remote_resolvable,
+        remote_resolvable=body.remote_resolvable, kind=body.kind, channel=body.channel, contact_id=body.contact_id,
     )
     try:
         # The alarms service opens its alarm's ticket as the alarm is stored; anyone else names an alarm that exists.
         ticket, created = service.create_ticket(conn, new, check_alarm=caller.role is not Role.service)
     except service.UnknownEquipment:
         raise HTTPException(422, f"no equipment {body.equipment_id!r}") from None
-    except service.UnknownAlarm as exc:
+    except (service.UnknownAlarm, service.UnknownContact) as exc:
+        raise HTTPException(422, str(exc)) from None
+    except service.IdempotencyConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return TicketPublic(**ticket)
+
+
+@router.post("/requests", response_model=TicketPublic, status_code=status.HTTP_201_CREATED,
+             responses={200: {"description": "the request an earlier identical request (Idempotency-Key) created"}})
+def raise_request(body: CustomerRequestCreate, caller: Reader, conn: DbConn, response: Response,
+                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> TicketPublic:
+    """A fault report, question, complaint, suggestion or maintenance request for one of the caller's
+    machines (a customer: its own only), through the portal; its deadlines come from the customer's
+    contract tier for that kind. Staff use ``POST /tickets`` with a channel."""
+    ensure_visible(conn, caller, "equipment", body.equipment_id)
+    new = service.NewTicket(
+        equipment_id=body.equipment_id, title=body.title, description=body.description,
+        priority="major" if body.kind == "fault" else "minor", kind=body.kind, channel="portal",
+        contact_id=body.contact_id, created_by=caller.username,
+        idempotency_key=None if idempotency_key is None else f"{caller.username}:{idempotency_key}")
+    try:
+        ticket, created = service.create_ticket(conn, new)
+    except service.UnknownContact as exc:
         raise HTTPException(422, str(exc)) from None
     except service.IdempotencyConflict as exc:
         raise HTTPException(409, str(exc)) from None

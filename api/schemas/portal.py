@@ -6,6 +6,7 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
+from api.schemas.service_records import RecordedServicePublic
 from api.schemas.tickets import TicketPublic
 
 
@@ -70,3 +71,11 @@ class ServiceRecordPublic(BaseModel):
     data: list[TicketPublic] = Field(description="work orders, newest first, each with its timeline, engineer, "
                                                  "parts used and callback surveys")
     count: int
+    services: list[RecordedServicePublic] = Field(description="services done, the latest first")
+    services_count: int
+    last_service: RecordedServicePublic | None = Field(description="the latest service done")
+    last_service_hours: float | None = Field(description="the highest engine hours a service was recorded at: "
+                                                         "the next is counted from there")
+    engine_hours: float | None
+    next_service_due_hours: float | None = Field(description="engine-hour reading at which the next service is due")
+    hours_to_next_service: float | None

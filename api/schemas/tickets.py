@@ -8,6 +8,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from api.schemas.common import Severity
+from tickets.service import TICKET_CHANNELS
+from tickets.sla import TICKET_KINDS
+
+TicketKind = Literal[TICKET_KINDS]  # type: ignore[valid-type]
+TicketChannel = Literal[TICKET_CHANNELS]  # type: ignore[valid-type]
 
 
 class TicketCreate(BaseModel):
@@ -15,10 +20,24 @@ class TicketCreate(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=5000)
     priority: Severity = "major"
+    kind: TicketKind = Field("fault", description="deadlines come from the customer's contract tier for this kind")
+    channel: TicketChannel | None = Field(None, description="how it came in; default: alarm for an alarm's "
+                                                            "ticket, otherwise phone")
+    contact_id: int | None = Field(None, ge=1, description="the customer's contact who raised it")
     fault_code: str | None = Field(None, max_length=64)
     source_alarm_id: int | None = Field(None, ge=1)
     diagnosis: dict[str, Any] | None = Field(None, description="probable causes and remedies, from diagnostics")
     remote_resolvable: bool | None = None
+
+
+class CustomerRequestCreate(BaseModel):
+    """A fault report, a question or a complaint a customer raises for one of its machines."""
+
+    equipment_id: str = Field(min_length=1, max_length=64)
+    kind: TicketKind = "fault"
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=5000)
+    contact_id: int | None = Field(None, ge=1, description="who at the customer raised it")
 
 
 class TicketEventPublic(BaseModel):
@@ -35,6 +54,9 @@ class TicketPublic(BaseModel):
     description: str
     priority: Severity
     state: str
+    kind: TicketKind = "fault"
+    channel: TicketChannel = "phone"
+    contact_id: int | None = None
     fault_code: str | None
     source_alarm_id: int | None
     created_by: str
