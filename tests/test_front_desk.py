@@ -157,3 +157,10 @@ def test_requests_of_every_kind_and_channel_follow_the_contract_per_kind(desk, c
     assert by_phone.status_code == 201 and by_phone.json()["kind"] == "consultation"
     alarm_ticket = conn.execute("SELECT channel FROM tickets WHERE source_alarm_id IS NOT NULL").fetchall()
     assert all(row[0] == "alarm" for row in alarm_ticket)
+    # Only requests that need someone on site wait for a van.
+    for ticket_id in (complaint.json()["id"], fault["id"]):
+        accepted = admin.post(f"/tickets/{ticket_id}/actions/accept", json={"actor": "anna"})
+        assert accepted.status_code == 200, accepted.text
+    waiting = {p["ticket_id"] for p in admin.get("/dispatch/proposals").json()["proposals"]} | set(
+        admin.get("/dispatch/proposals").json()["unassigned"])
+    assert fault["id"] in waiting and complaint.json()["id"] not in waiting

@@ -253,8 +253,14 @@ def load_job(cur: psycopg.Cursor[DictRow], ticket_id: int) -> Job | None:
     return _job(row) if row else None
 
 
+# Requests that need someone on site; a question, complaint or suggestion is answered from the
+# control centre (a dispatcher may still send a van for one through the dispatch action).
+VISIT_KINDS = ("fault", "maintenance")
+
+
 def load_waiting_jobs(cur: psycopg.Cursor[DictRow]) -> list[Job]:
-    rows = cur.execute(_JOB_QUERY + " WHERE t.state = ANY(%s) ORDER BY t.id", (list(DISPATCHABLE_STATES),))
+    rows = cur.execute(_JOB_QUERY + " WHERE t.state = ANY(%s) AND t.kind = ANY(%s) ORDER BY t.id",
+                       (list(DISPATCHABLE_STATES), list(VISIT_KINDS)))
     return [job for r in rows.fetchall() if (job := _job(r)) is not None]
 
 
