@@ -117,3 +117,22 @@ def _wait_for_notify(conn: psycopg.Connection, stop: threading.Event) -> None:
             for _ in conn.notifies(timeout=0):
                 pass  # the rest of what queued up: the next round serves them all
             return
+
+
+def keep_running(step: Callable[[psycopg.Connection], object], *, database_url: str, every_s: float,
+                 stop: threading.Event, what: str, application_name: str, retry_s: float = 5.0) -> None:
+    """Run ``step`` every ``every_s`` on a connection of its own until ``stop``. Nothing but ``stop``
+    ends it: a lost database is waited for, anything else is logged and tried again."""
+    while not stop.is_set():
+        wait = every_s
+        try:
+            with connect(database_url, application_name=application_name) as conn:
+                while not stop.is_set():
+                    step(conn)
+                    stop.wait(every_s)
+        except psycopg.OperationalError as exc:
+            log.warning("%s cannot reach the database (%s)", what, exc)
+            wait = retry_s
+        except Exception:
+            log.exception("%s failed; trying again in %.0fs", what, wait)
+        stop.wait(wait)

@@ -34,7 +34,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from core import metrics
-from core.db import connect, one
+from core.db import keep_running, one
 
 log = logging.getLogger(__name__)
 
@@ -373,24 +373,16 @@ class SequenceJob:
         return thread
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            wait = self.every_s
-            try:
-                with connect(self.database_url, application_name="ironsight-sequences") as conn:
-                    while not stop.is_set():
-                        result = fold_settled(conn, settle_s=self.settle_s, give_up_s=self.give_up_s, stop=stop)
-                        self.metrics.folded(result)
-                        if result.missed or result.lost or result.restarts:
-                            log.warning("ingest %s: %d messages missing in %d new gaps, %d healed, %d lost, "
-                                        "%d restarts", self.name, result.missed, result.gaps, result.healed,
-                                        result.lost, result.restarts)
-                        stop.wait(self.every_s)
-            except psycopg.OperationalError as exc:
-                log.warning("ingest %s: the sequence job cannot reach the database (%s)", self.name, exc)
-                wait = RETRY_S
-            except Exception:
-                log.exception("ingest %s: the sequence job failed; trying again in %.0fs", self.name, wait)
-            stop.wait(wait)
+        keep_running(lambda conn: self._fold(conn, stop), database_url=self.database_url, every_s=self.every_s,
+                     stop=stop, what=f"ingest {self.name}: the sequence job", application_name="ironsight-sequences",
+                     retry_s=RETRY_S)
+
+    def _fold(self, conn: psycopg.Connection, stop: threading.Event) -> None:
+        result = fold_settled(conn, settle_s=self.settle_s, give_up_s=self.give_up_s, stop=stop)
+        self.metrics.folded(result)
+        if result.missed or result.lost or result.restarts:
+            log.warning("ingest %s: %d messages missing in %d new gaps, %d healed, %d lost, %d restarts",
+                        self.name, result.missed, result.gaps, result.healed, result.lost, result.restarts)
 
 
 # --- what dispatchers read ---

@@ -23,7 +23,7 @@ import zlib
 
 import psycopg
 
-from core.db import connect, one
+from core.db import keep_running, one
 from core.vocabulary import ENGINE_ON_RPM, MOVING_KMH, WORKING_RPM
 
 log = logging.getLogger(__name__)
@@ -160,16 +160,6 @@ class UsageJob:
         return thread
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            wait = self.every_s
-            try:
-                with connect(self.database_url, application_name="ironsight-usage") as conn:
-                    while not stop.is_set():
-                        catch_up(conn, stop=stop)
-                        stop.wait(self.every_s)
-            except psycopg.OperationalError as exc:
-                log.warning("%s: usage totals cannot reach the database (%s)", self.name, exc)
-                wait = RETRY_S
-            except Exception:
-                log.exception("%s: usage totals failed; trying again in %.0fs", self.name, wait)
-            stop.wait(wait)
+        keep_running(lambda conn: catch_up(conn, stop=stop), database_url=self.database_url, every_s=self.every_s,
+                     stop=stop, what=f"{self.name}: usage totals", application_name="ironsight-usage",
+                     retry_s=RETRY_S)

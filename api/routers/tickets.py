@@ -39,11 +39,16 @@ def create_ticket(
         created_by=caller.username, diagnosis=body.diagnosis,
         remote_resolvable=body.remote_resolvable, kind=body.kind, channel=body.channel, contact_id=body.contact_id,
     )
+    # The alarms service opens its alarm's ticket as the alarm is stored; anyone else names an alarm that exists.
+    return _open(conn, new, response, check_alarm=caller.role is not Role.service)
+
+
+def _open(conn: DbConn, new: service.NewTicket, response: Response, *, check_alarm: bool) -> TicketPublic:
+    """Create the ticket (201), or answer with the one an identical earlier request made (200)."""
     try:
-        # The alarms service opens its alarm's ticket as the alarm is stored; anyone else names an alarm that exists.
-        ticket, created = service.create_ticket(conn, new, check_alarm=caller.role is not Role.service)
+        ticket, created = service.create_ticket(conn, new, check_alarm=check_alarm)
     except service.UnknownEquipment:
-        raise HTTPException(422, f"no equipment {body.equipment_id!r}") from None
+        raise HTTPException(422, f"no equipment {new.equipment_id!r}") from None
     except (service.UnknownAlarm, service.UnknownContact) as exc:
         raise HTTPException(422, str(exc)) from None
     except service.IdempotencyConflict as exc:
@@ -66,15 +71,7 @@ def raise_request(body: CustomerRequestCreate, caller: Reader, conn: DbConn, res
         priority="major" if body.kind == "fault" else "minor", kind=body.kind, channel="portal",
         contact_id=body.contact_id, created_by=caller.username,
         idempotency_key=None if idempotency_key is None else f"{caller.username}:{idempotency_key}")
-    try:
-        ticket, created = service.create_ticket(conn, new)
-    except service.UnknownContact as exc:
-        raise HTTPException(422, str(exc)) from None
-    except service.IdempotencyConflict as exc:
-        raise HTTPException(409, str(exc)) from None
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return TicketPublic(**ticket)
+    return _open(conn, new, response, check_alarm=True)
 
 
 @router.get("", response_model=TicketsPublic)
