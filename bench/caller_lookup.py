@@ -5,7 +5,7 @@ latest state), ``--contacts`` contacts with a mobile number each, active alarms 
 one machine in ten and an open work order on one in five. The API runs in this process (uvicorn,
 one worker, as ``ironsight api`` serves it); ``--lookups`` calls of ``GET /api/v1/calls/lookup``
 ask for random contacts' numbers, spelled as a caller's line gives them (international with
-spaces, ``00`` prefix, national with the trunk 0) and one in five by its last 9 digits only. Each
+spaces, ``00`` prefix, national with the trunk 0) and one in five by its last 8 digits only (a partial match). Each
 latency is the HTTP round trip. Uses IRONSIGHT_DATABASE_URL when set, an embedded PostgreSQL
 otherwise. The last line is one JSON object.
 """
@@ -74,7 +74,7 @@ def spelled(rng: random.Random, contact_id: int) -> str:
     national = f"6{contact_id:08d}"
     choice = rng.random()
     if choice < 0.2:
-        return national[-9:]
+        return national[-8:]
     if choice < 0.45:
         return f"+31 {national[0]} {national[1:5]} {national[5:]}"
     if choice < 0.7:

@@ -69,15 +69,23 @@ def find_by_phone(conn: psycopg.Connection, raw: str, region: str, *, limit: int
                             "ORDER BY contact_id LIMIT %s", (e164, limit)).fetchall()
         if rows:
             return [PhoneMatch(r[0], r[1], r[2], len(r[2]) - 1, True) for r in rows]
-    digits = digits_of(raw).lstrip("0")
-    if len(digits) < MIN_PARTIAL_DIGITS:
+    # The digits may carry a trunk prefix (a national number's leading 0) or be only the end of a
+    # number, whose own leading zeros count: both are tried, the longer match ranks first.
+    digits = digits_of(raw)
+    patterns = sorted({p for p in (digits, digits.lstrip("0")) if len(p) >= MIN_PARTIAL_DIGITS}, key=len,
+                      reverse=True)
+    if not patterns:
         return []
-    # The digits may carry a trunk prefix or only the end of the number: match on the end.
-    rows = conn.execute(
-        "SELECT contact_id, c.customer_id, e164 FROM contact_phones p JOIN customer_contacts c ON c.id = p.contact_id "
-        "WHERE reverse(e164) LIKE %s ORDER BY length(e164), contact_id LIMIT %s",
-        (digits[::-1].replace("%", "").replace("_", "") + "%", limit)).fetchall()
-    return [PhoneMatch(r[0], r[1], r[2], len(digits), False) for r in rows]
+    found: dict[int, PhoneMatch] = {}
+    for pattern in patterns:  # one indexed LIKE each: LIKE ANY would read every number
+        rows = conn.execute(
+            "SELECT contact_id, c.customer_id, e164 FROM contact_phones p "
+            "JOIN customer_contacts c ON c.id = p.contact_id "
+            "WHERE reverse(e164) LIKE %s ORDER BY length(e164), contact_id LIMIT %s",
+            (pattern[::-1] + "%", limit)).fetchall()
+        for contact_id, customer_id, e164 in rows:
+            found.setdefault(contact_id, PhoneMatch(contact_id, customer_id, e164, len(pattern), False))
+    return sorted(found.values(), key=lambda m: (-m.matched_digits, len(m.e164), m.contact_id))[:limit]
 
 
 # --- records ---
