@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # after sequence_give_up_s is counted lost. The devices worker asks a connected controller to
     # resend a gap open for resend_after_s, and again every resend_retry_s, at most resend_attempts times.
     sequence_settle_s: float = 10.0
+    sequence_fold_every_s: float = 10.0
     sequence_give_up_s: float = 3600.0
     resend_after_s: float = 5.0
     resend_retry_s: float = 120.0

@@ -112,7 +112,8 @@ class IngestWorker:
         self.session.start()
         purge = self.retention.start(stop)
         usage = UsageJob(self.database_url, name=f"ingest {self.name}").start(stop)
-        sequences = SequenceJob(self.database_url, name=self.name, settle_s=self.settings.sequence_settle_s,
+        sequences = SequenceJob(self.database_url, name=self.name, every_s=self.settings.sequence_fold_every_s,
+                                settle_s=self.settings.sequence_settle_s,
                                 give_up_s=self.settings.sequence_give_up_s).start(stop)
         partitions_checked_at = time.monotonic()
         try:

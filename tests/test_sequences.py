@@ -181,7 +181,8 @@ class LossyController(SimulatedController):
         super()._transmit(seq, payload)
 
 
-FAST = {"command_tick_s": 0.1, "sequence_settle_s": 0.5, "resend_after_s": 0.5, "resend_retry_s": 2.0}
+FAST = {"command_tick_s": 0.1, "sequence_settle_s": 0.5, "sequence_fold_every_s": 0.5, "resend_after_s": 0.5,
+        "resend_retry_s": 2.0}
 
 
 @pytest.fixture
