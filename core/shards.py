@@ -33,8 +33,8 @@ def shard_of(equipment_id: str, shard_count: int = SHARD_COUNT) -> int:
     return int(hashlib.md5(equipment_id.encode()).hexdigest()[:8], 16) % shard_count
 
 
-def _lock_space(consumer: str, purpose: str) -> int:
-    """A stable 32-bit advisory lock key space per consumer and purpose (signed, as PostgreSQL takes it)."""
+def advisory_key(consumer: str, purpose: str) -> int:
+    """A stable 32-bit advisory lock key per consumer and purpose (signed, as PostgreSQL takes it)."""
     value = zlib.crc32(f"ironsight:{consumer}:{purpose}".encode())
     return value - (1 << 32) if value >= 1 << 31 else value
 
@@ -42,7 +42,7 @@ def _lock_space(consumer: str, purpose: str) -> int:
 def lock_class(consumer: str, purpose: str) -> int:
     """``pg_locks.classid`` (as a signed integer) of ``consumer``'s advisory locks: ``member`` (one per
     live member) or ``shard`` (one per owned shard); ``objid`` is the pid or the shard. Monitoring reads them."""
-    return _lock_space(consumer, purpose)
+    return advisory_key(consumer, purpose)
 
 
 class ShardLeases:
@@ -56,8 +56,8 @@ class ShardLeases:
         self.consumer = consumer
         self.shard_count = shard_count
         self.owned: set[int] = set()
-        self._shards_key = _lock_space(consumer, "shard")
-        self._members_key = _lock_space(consumer, "member")
+        self._shards_key = advisory_key(consumer, "shard")
+        self._members_key = advisory_key(consumer, "member")
 
     def join(self, conn: psycopg.Connection) -> None:
         """Become a member (on a new connection: whatever was owned before went with the old one)."""
@@ -122,4 +122,4 @@ def shard_owners(conn: psycopg.Connection, consumer: str) -> dict[int, int]:
         """SELECT objid::bigint, pid FROM pg_locks
            WHERE locktype = 'advisory' AND granted AND classid = %s::integer::oid AND objsubid = 2
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
-        (_lock_space(consumer, "shard"),))}
+        (advisory_key(consumer, "shard"),))}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from psycopg.types.json import Jsonb
 
 from core import metrics
 from core.db import keep_running, one
+from core.shards import advisory_key
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,7 @@ MAX_OPEN_GAPS = 256
 BATCH_ROWS = 200
 RETRY_S = 5.0
 
-_LOCK_KEY = zlib.crc32(b"ironsight:ingest:sequences")
-_LOCK_KEY -= (1 << 32) if _LOCK_KEY >= 1 << 31 else 0
+_LOCK_KEY = advisory_key("ingest", "sequences")
 
 Range = tuple[int, int]
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import zlib
 
 import psycopg
 
 from core.db import keep_running, one
+from core.shards import advisory_key
 from core.vocabulary import ENGINE_ON_RPM, MOVING_KMH, WORKING_RPM
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,7 @@ CATCH_UP_EVERY_S = 10.0
 MACHINES_PER_STATEMENT = 2000
 RETRY_S = 5.0
 
-_LOCK_KEY = zlib.crc32(b"ironsight:ingest:usage")
-_LOCK_KEY -= (1 << 32) if _LOCK_KEY >= 1 << 31 else 0
+_LOCK_KEY = advisory_key("ingest", "usage")
 
 _HOUR_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00+00'"
 

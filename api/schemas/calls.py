@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from api.schemas.common import ChannelValues
 from api.schemas.customers import ContactPublic, CustomerPublic
 from tickets.calls import CALL_OUTCOMES
 
@@ -53,7 +54,7 @@ class CallerOrderPublic(BaseModel):
     eta: datetime | None
 
 
-class CallerMachinePublic(BaseModel):
+class CallerMachinePublic(ChannelValues):
     id: str
     serial: str
     model: str
@@ -61,15 +62,6 @@ class CallerMachinePublic(BaseModel):
     site: str | None
     online: bool
     last_ts: datetime | None
-    lat: float | None
-    lon: float | None
-    oil_temp_c: float | None
-    engine_rpm: float | None
-    hydraulic_pressure_bar: float | None
-    coolant_temp_c: float | None
-    fuel_level_pct: float | None
-    engine_hours: float | None
-    speed_kmh: float | None
     last_service_hours: float | None
     next_service_due_hours: float | None
     alarms: list[CallerAlarmPublic]
