@@ -31,8 +31,10 @@ from api.limits import (
 from api.routers import (
     alarms,
     auth,
+    callbacks,
     calls,
     commands,
+    complaints,
     customers,
     dead_letters,
     devices,
@@ -46,6 +48,7 @@ from api.routers import (
     parts,
     portal,
     sequences,
+    service_groups,
     service_records,
     stations,
     tickets,
@@ -90,7 +93,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     for router in (auth.router, equipment.router, commands.router, devices.router, faults.router, alarms.router,
                    tickets.router, stations.router, engineers.router, vehicles.router, warehouses.router,
                    dispatch.router, kpis.router, portal.router, iso15143.router, health.router, dead_letters.router,
-                   sequences.router, parts.router, service_records.router, customers.router, calls.router):
+                   sequences.router, parts.router, service_records.router, customers.router, calls.router,
+                   callbacks.router, complaints.router, service_groups.router):
         app.include_router(router, prefix=API_PREFIX)
     check_access_declared(app)
     errors.install(app)

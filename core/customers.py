@@ -91,7 +91,8 @@ def find_by_phone(conn: psycopg.Connection, raw: str, region: str, *, limit: int
 # --- records ---
 
 _CUSTOMER_COLUMNS = "id, name, tier, contract_number, contract_until, notes, created_at, updated_at"
-_CONTACT_COLUMNS = """c.id, c.customer_id, c.name, c.role, c.email, c.preferred_channel, c.language, c.created_at,
+_CONTACT_COLUMNS = """c.id, c.customer_id, c.name, c.role, c.email, c.preferred_channel, c.language, c.notify_all,
+    c.created_at,
     c.updated_at, coalesce((SELECT array_agg(p.e164 ORDER BY p.e164) FROM contact_phones p
                             WHERE p.contact_id = c.id), '{}') AS phones"""
 
@@ -164,7 +165,7 @@ def save_contact(conn: psycopg.Connection, customer_id: str, contact_id: int | N
     """Create (``contact_id`` None) or change a contact; ``phones`` (when given) replaces its numbers,
     each normalised (InvalidPhone for one that is not a number). None: no such contact of this customer."""
     phones = None if fields.get("phones") is None else sorted({normalise_phone(p, region) for p in fields["phones"]})
-    columns = [c for c in ("name", "role", "email", "preferred_channel", "language") if c in fields]
+    columns = [c for c in ("name", "role", "email", "preferred_channel", "language", "notify_all") if c in fields]
     with conn.transaction():
         if contact_id is None:
             contact_id = conn.execute(

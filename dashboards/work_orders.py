@@ -1,6 +1,7 @@
 """Work orders: open tickets against their own time limits, the list to work through, the service
 vans on the map with the visits they are on, parts stock, the service KPIs and callback scores of
-the time range, and what happened to every order.
+the time range, after the repair (the callback queue, complaints against their deadlines, and how
+well both kept time over the last 30 days), and what happened to every order.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dashboards.sql import (
     SEVERITY_COLORS,
     SURVEY_INDICATORS,
     any_of,
+    quoted,
     severity_rank,
 )
 
@@ -33,7 +35,16 @@ from dashboards.sql import (
 RESPOND_WITHIN_H = 4
 RESOLVE_WITHIN_H = 24
 
-FILTER = f"{any_of('customer', 'e.customer')} AND {any_of('state', 't.state')}"
+CUSTOMER_FILTER = any_of("customer", "e.customer")
+FILTER = f"{CUSTOMER_FILTER} AND {any_of('state', 't.state')}"
+
+# tickets.kpis.COMPLAINT_WEEK (dashboards import only core; a test keeps the two equal).
+COMPLAINT_WEEK_DAYS = 7
+# The after-the-repair figures look back this far, whatever the time range: a month's callbacks and
+# complaints are what the call centre and the departments answer for.
+LOOK_BACK_DAYS = 30
+# Complaints in management's hands (tickets.kpis.COMPLAINT_MANAGEMENT_STATES; a test keeps them equal).
+COMPLAINT_MANAGEMENT_STATES = ("escalated", "closed")
 
 
 def open_stats() -> stat.Panel:
@@ -259,6 +270,118 @@ WHERE s.round = 1 AND $__timeFilter(t.created_at) AND {FILTER}""", width=14, hei
     )
 
 
+def callbacks_on_time() -> stat.Panel:
+    return (
+        blocks.stat_panel(f"Callbacks due in the last {LOOK_BACK_DAYS} days", f"""
+SELECT count(*) FILTER (WHERE c.state = 'done' AND c.done_at <= c.due_at)::float8
+           / nullif(count(*) FILTER (WHERE c.state IN ('done', 'unreachable')
+                                     OR (c.state = 'open' AND c.due_at < now())), 0) AS "done on time",
+       count(*) AS "due",
+       count(*) FILTER (WHERE c.state = 'open' AND c.due_at < now()) AS "overdue now",
+       count(*) FILTER (WHERE c.state = 'unreachable') AS "unreachable"
+FROM callbacks c
+JOIN tickets t ON t.id = c.ticket_id
+JOIN equipment e ON e.id = t.equipment_id
+WHERE c.due_at >= now() - interval '{LOOK_BACK_DAYS} days' AND c.due_at < now() AND {CUSTOMER_FILTER}""",
+                          width=12, height=4,
+                          description="Of the callbacks (surveys after a repair, checks after a department's "
+                                      "answer) due in the last 30 days, the share done by their due time among those "
+                                      "done, unreachable or still open past it (GET /api/v1/kpis: callbacks).")
+        .unit("none")
+        .color_scheme(blocks.threshold_colors())
+        .thresholds(blocks.thresholds("blue"))
+        .override_by_name("done on time", [props.unit("percentunit"), props.decimals(0),
+                                           props.thresholds("red", (0.8, "orange"), (0.95, "green"))])
+        .override_by_name("overdue now", [props.thresholds("green", (1, "red"))])
+        .override_by_name("unreachable", [props.thresholds("green", (1, "orange"))])
+    )
+
+
+def complaints_within_the_week() -> stat.Panel:
+    week = f"interval '{COMPLAINT_WEEK_DAYS} days'"
+    return (
+        blocks.stat_panel(f"Complaints opened in the last {LOOK_BACK_DAYS} days", f"""
+SELECT count(*) FILTER (WHERE c.closed_at - c.opened_at <= {week})::float8
+           / nullif(count(*) FILTER (WHERE c.closed_at IS NOT NULL OR c.opened_at + {week} <= now()), 0)
+           AS "closed within the week",
+       count(*) AS "opened",
+       count(*) FILTER (WHERE c.closed_at IS NULL) AS "still open",
+       count(*) FILTER (WHERE c.round > 1) AS "sent back",
+       count(*) FILTER (WHERE c.state IN ({quoted(COMPLAINT_MANAGEMENT_STATES)})) AS "to management"
+FROM complaints c
+JOIN tickets t ON t.id = c.ticket_id
+JOIN equipment e ON e.id = t.equipment_id
+WHERE c.opened_at >= now() - interval '{LOOK_BACK_DAYS} days' AND {CUSTOMER_FILTER}""", width=12, height=4,
+                          description="Of the complaints opened in the last 30 days, the share closed (the customer "
+                                      "satisfied on the checking callback, or management) within 7 days, among those "
+                                      "closed or a week old; how many were sent back to a department, and went to "
+                                      "management (GET /api/v1/kpis: complaints).")
+        .unit("none")
+        .color_scheme(blocks.threshold_colors())
+        .thresholds(blocks.thresholds("blue"))
+        .override_by_name("closed within the week", [props.unit("percentunit"), props.decimals(0),
+                                                     props.thresholds("red", (0.8, "orange"), (0.95, "green"))])
+        .override_by_name("sent back", [props.thresholds("green", (1, "orange"))])
+        .override_by_name("to management", [props.thresholds("green", (1, "red"))])
+    )
+
+
+def callback_queue() -> table.Panel:
+    return (
+        blocks.table_panel("Callback queue", f"""
+SELECT c.ticket_id AS "ticket", t.equipment_id, e.customer, cc.name AS "contact",
+       (SELECT string_agg(p.e164, ', ' ORDER BY p.e164) FROM contact_phones p WHERE p.contact_id = cc.id) AS "phone",
+       c.purpose, c.due_at AS "due", extract(epoch FROM c.due_at - now()) AS "time left", c.attempts,
+       c.next_attempt_at AS "next attempt", c.assigned_to AS "assigned to"
+FROM callbacks c
+JOIN tickets t ON t.id = c.ticket_id
+JOIN equipment e ON e.id = t.equipment_id
+LEFT JOIN customer_contacts cc ON cc.id = c.contact_id
+WHERE c.state = 'open' AND {CUSTOMER_FILTER}
+ORDER BY c.due_at, c.id""", width=24, height=9, filterable=True,
+                           description="The callbacks to make, the soonest due first: the survey after a repair, or "
+                                       "the check after a department answered a complaint; whom to call, the time "
+                                       "left until it is due (negative: overdue by), the attempts so far and who has "
+                                       "it.")
+        .override_by_name("ticket", [props.links(api_ticket_link("ticket")), props.width(70)])
+        .override_by_name("equipment_id", [props.display_name("machine"), props.links(machine_link())])
+        .override_by_name("due", [props.unit("dateTimeAsIso")])
+        .override_by_name("next attempt", [props.unit("dateTimeAsIso")])
+        .override_by_name("time left", [props.unit("s"), props.threshold_colors(), props.color_text(),
+                                        props.thresholds("red", (0, "orange"), (3600, "green"))])
+        .override_by_name("attempts", [props.threshold_colors(), props.color_text(),
+                                       props.thresholds("text", (3, "orange"))])
+    )
+
+
+def open_complaints() -> table.Panel:
+    return (
+        blocks.table_panel("Complaints against their deadlines", f"""
+SELECT c.ticket_id AS "ticket", t.equipment_id, e.customer, c.department, c.state, c.round,
+       c.answer_due AS "answer due",
+       CASE WHEN c.state <> 'answered' THEN extract(epoch FROM c.answer_due - now()) END AS "time left",
+       c.opened_at AS "opened", array_to_string(c.indicators, ', ') AS "scored low"
+FROM complaints c
+JOIN tickets t ON t.id = c.ticket_id
+JOIN equipment e ON e.id = t.equipment_id
+WHERE c.closed_at IS NULL AND {CUSTOMER_FILTER}
+ORDER BY c.state = 'answered', c.answer_due, c.id""", width=24, height=8, filterable=True,
+                           description="Open complaints, the most overdue first: the department (or management) "
+                                       "that has to answer, the round (above 1: sent back by the customer), the time "
+                                       "left to its answer (negative, and the row red: overdue). Answered ones wait "
+                                       "for the checking callback in the queue above and come last.")
+        .override_by_name("ticket", [props.links(api_ticket_link("ticket")), props.width(70)])
+        .override_by_name("equipment_id", [props.display_name("machine"), props.links(machine_link())])
+        .override_by_name("answer due", [props.unit("dateTimeAsIso")])
+        .override_by_name("opened", [props.unit("dateTimeAsIso")])
+        .override_by_name("round", [props.threshold_colors(), props.color_text(),
+                                    props.thresholds("text", (2, "orange"))])
+        .override_by_name("time left", [
+            props.unit("s"), props.threshold_colors(), props.thresholds("red", (0, "transparent")),
+            props.cell(common_model.TableColoredBackgroundCellOptions(apply_to_row=True))])
+    )
+
+
 def history() -> table.Panel:
     return (
         blocks.table_panel("Work order history in the time range", f"""
@@ -281,7 +404,7 @@ def dashboard() -> dashboard_model.Dashboard:
         WORK_ORDERS_UID,
         "IronSight · Work orders",
         "Open work orders against their time limits; the list to work through; service vans and visits; parts "
-        "stock; service KPIs and callback scores; the history.",
+        "stock; service KPIs and callback scores; callbacks and complaints after the repair; the history.",
         variables=[customer_variable(multi=True),
                    blocks.query_variable("state", "State", "SELECT DISTINCT state FROM tickets ORDER BY 1",
                                          include_all=True, multi=True, all_value=ALL_VALUE),
@@ -290,5 +413,7 @@ def dashboard() -> dashboard_model.Dashboard:
         refresh="1m",
         tags=("work orders",),
         panels=[open_stats(), by_state(), opened_over_time(), open_list(), Row("Dispatch"), vans_map(), visits(),
-                parts_stock(), Row("Service KPIs"), service_kpis(), survey_scores(), Row("History"), history()],
+                parts_stock(), Row("Service KPIs"), service_kpis(), survey_scores(), Row("After the repair"),
+                callbacks_on_time(), complaints_within_the_week(), callback_queue(), open_complaints(),
+                Row("History"), history()],
     )

@@ -21,8 +21,8 @@ import yaml
 
 import dashboards.render as render
 from core.shards import SHARD_COUNT
-from dashboards import caller, health, limits, sql
-from dashboards.common import CALLER_UID, HEALTH_UID, MACHINE_UID
+from dashboards import caller, health, limits, sql, work_orders
+from dashboards.common import CALLER_UID, HEALTH_UID, MACHINE_UID, WORK_ORDERS_UID
 from dashboards.constants import DATASOURCE_TYPE, DATASOURCE_UID, FOLDER_UID, GRID_COLUMNS, MIN_INTERVAL
 from dashboards.grafana_macros import (
     BUILT_IN_NAMES,
@@ -124,6 +124,7 @@ def seeded(migrated_database_url: str) -> Iterator[Seeded]:
             alarms.tickets.close()
         _open_work_orders(conn)
         _front_desk(conn, faulty[0])
+        _after_the_repair(conn, faulty[0])
     yield Seeded(url, faulty, offline, faulty[0])
 
 
@@ -203,6 +204,69 @@ def _front_desk(conn: psycopg.Connection, equipment_id: str) -> None:
     calls.record_call(conn, phone="07700 900123", phone_e164=customers.normalise_phone(caller.DEFAULT_PHONE, region),
                       customer_id=QUOTED_CUSTOMER, contact_id=contact["id"], equipment_id=equipment_id,
                       agent="callcentre", source="agent", outcome="work_order_opened", ticket_id=ticket_id)
+    conn.commit()
+
+
+def _after_the_repair(conn: psycopg.Connection, quoted_equipment_id: str) -> None:
+    """Callbacks and complaints, written as SQL until their service code lands: the quoted customer's
+    contact to call back about a second order solved on the phone (overdue) and a complaint of theirs
+    sent back and overdue; the repaired order's callback and a complaint its department answered;
+    the surveyed order's callback done and its complaint satisfied within the week."""
+    from tickets import service
+
+    now = datetime.now(UTC)
+    contact_id = conn.execute("SELECT id FROM customer_contacts WHERE customer_id = %s",
+                              (QUOTED_CUSTOMER,)).fetchone()[0]
+    first_quoted = conn.execute("SELECT min(id) FROM tickets WHERE equipment_id = %s",
+                                (quoted_equipment_id,)).fetchone()[0]
+    leak, _ = service.create_ticket(conn, service.NewTicket(quoted_equipment_id, "customer call: hydraulic leak",
+                                                            "minor", contact_id=contact_id))
+    for action, body in (("accept", {}), ("start_remote_diagnosis", {}), ("resolve_remote", {"work_done": "torqued"})):
+        service.apply_action(conn, leak["id"], action, actor="dispatcher", fields=body)
+    repaired = conn.execute("SELECT id FROM tickets WHERE state = 'resolved' AND id <> %s ORDER BY id LIMIT 1",
+                            (leak["id"],)).fetchone()[0]
+    surveyed = conn.execute("SELECT id FROM tickets WHERE state = 'closed' ORDER BY id LIMIT 1").fetchone()[0]
+
+    def callback(ticket_id: int, due: datetime, *, state: str = "open", attempts: int = 0,
+                 contact: int | None = None, check: tuple[int, int] | None = None) -> None:
+        """A callback as given; a survey callback the repair already scheduled is set to it."""
+        conn.execute(
+            """INSERT INTO callbacks (ticket_id, purpose, complaint_id, complaint_round, contact_id, state, created_at,
+                                      due_at, next_attempt_at, attempts, done_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (ticket_id) WHERE purpose = 'survey' DO UPDATE SET
+                   contact_id = EXCLUDED.contact_id, state = EXCLUDED.state, due_at = EXCLUDED.due_at,
+                   attempts = EXCLUDED.attempts, done_at = EXCLUDED.done_at""",
+            (ticket_id, "complaint_check" if check else "survey", *(check or (None, None)), contact, state,
+             due - timedelta(days=2), due, due - timedelta(hours=1), attempts,
+             due - timedelta(hours=1) if state == "done" else None))
+
+    def complaint(ticket_id: int, opened: datetime, state: str, department: str,
+                  rounds: list[tuple[datetime, datetime | None]], closed: datetime | None = None) -> int:
+        """``rounds``: each one's answer deadline and answer; each is sent when the previous was answered."""
+        complaint_id = conn.execute(
+            """INSERT INTO complaints (ticket_id, source, state, department, round, answer_due, opened_by, opened_at,
+                                       closed_at) VALUES (%s, 'direct', %s, %s, %s, %s, 'callcentre', %s, %s)
+               RETURNING id""",
+            (ticket_id, state, department, len(rounds), rounds[-1][0], opened, closed)).fetchone()[0]
+        sent = opened
+        for number, (due, answered) in enumerate(rounds, start=1):
+            conn.execute("INSERT INTO complaint_rounds (complaint_id, round, department, sent_at, answer_due, "
+                         "answered_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                         (complaint_id, number, department, sent, due, answered))
+            sent = answered or sent
+        return complaint_id
+
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    callback(leak["id"], now - 30 * timedelta(minutes=1), attempts=2, contact=contact_id)
+    complaint(first_quoted, now - 10 * day, "with_department", "dispatch",
+              [(now - 3 * day, now - 4 * day), (now - hour, None)])
+    callback(repaired, now + 2 * hour)
+    answered = complaint(repaired, now - 2 * day, "answered", "service management", [(now + 5 * day, now - day)])
+    callback(repaired, now + day, check=(answered, 1))
+    callback(surveyed, now - 4 * day, state="done", attempts=1)
+    complaint(surveyed, now - 5 * day, "satisfied", "parts logistics", [(now + 2 * day, now - 4 * day)],
+              closed=now - 3 * day)
     conn.commit()
 
 
@@ -319,6 +383,40 @@ def test_the_caller_dashboard_finds_the_caller_from_any_spelling_of_the_number(s
     assert not [r.where for r in results if r.rows]
 
 
+def test_the_work_orders_dashboard_shows_what_happens_after_the_repair(seeded):
+    from tickets.kpis import compute_kpis
+
+    board = next(d for d in render.dashboards() if d["uid"] == WORK_ORDERS_UID)
+    with psycopg.connect(seeded.url) as conn:
+        results = check_dashboards(conn, [board], TimeRange.last(timedelta(hours=6)), role=READER)
+        now = datetime.now(UTC)
+        kpis = compute_kpis(conn, now - timedelta(days=work_orders.LOOK_BACK_DAYS), now)
+        open_callbacks = conn.execute("SELECT count(*) FROM callbacks WHERE state = 'open'").fetchone()[0]
+    assert not _failures(results), _failures(results)
+    found = {r.where: r for r in results}
+    queue = found["panel 'Callback queue' A"]
+    assert len(queue.rows) == open_callbacks >= 3
+    assert queue.column("due") == sorted(queue.column("due"))
+    overdue = dict(zip(queue.columns, queue.rows[0], strict=True))
+    assert (overdue["customer"], overdue["contact"], overdue["attempts"]) == (QUOTED_CUSTOMER, "Siobhán O'Brien", 2)
+    assert overdue["time left"] < 0 and overdue["phone"] == "+35315550100, +447700900123"
+    assert {"survey", "complaint_check"} <= set(queue.column("purpose"))
+    complaints = found["panel 'Complaints against their deadlines' A"]
+    rows = [dict(zip(complaints.columns, row, strict=True)) for row in complaints.rows]
+    assert [(r["customer"], r["state"], r["round"]) for r in rows][0] == (QUOTED_CUSTOMER, "with_department", 2)
+    assert rows[0]["time left"] < 0 and rows[-1]["state"] == "answered" and rows[-1]["time left"] is None
+    # The stat panels are the API's figures over the last 30 days.
+    callbacks = found[f"panel 'Callbacks due in the last {work_orders.LOOK_BACK_DAYS} days' A"]
+    assert callbacks.column("done on time") == [pytest.approx(kpis["callbacks"]["on_time_rate"])]
+    assert (callbacks.column("due"), callbacks.column("overdue now")) == (
+        [kpis["callbacks"]["due"]], [kpis["callbacks"]["overdue"]])
+    weekly = found[f"panel 'Complaints opened in the last {work_orders.LOOK_BACK_DAYS} days' A"]
+    assert weekly.column("closed within the week") == [pytest.approx(kpis["complaints"]["closed_within_week_rate"])]
+    assert (weekly.column("opened"), weekly.column("sent back"), weekly.column("to management")) == (
+        [kpis["complaints"]["opened"]], [kpis["complaints"]["sent_back"]], [kpis["complaints"]["escalated"]])
+    assert kpis["callbacks"]["on_time_rate"] is not None and kpis["complaints"]["closed_within_week_rate"] == 0.5
+
+
 def test_the_health_dashboard_shows_the_pipeline_of_the_seeded_fleet(seeded):
     with psycopg.connect(seeded.url) as conn:
         results = check_dashboards(conn, [d for d in render.dashboards() if d["uid"] == HEALTH_UID],
@@ -375,7 +473,8 @@ def test_the_reader_role_migration_is_idempotent_and_only_reads(seeded):
         assert (login, superuser) == (False, False)
         conn.execute(f"SET ROLE {READER}")
         for table in ("equipment", "sites", "readings", "equipment_state", "dead_letters", "ingest_stats", "faults",
-                      "fault_events", "alarms", "tickets", "ticket_events", "ticket_alarms"):
+                      "fault_events", "alarms", "tickets", "ticket_events", "ticket_alarms", "customer_contacts",
+                      "contact_phones", "callbacks", "complaints", "complaint_rounds"):
             conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         conn.rollback()
         for statement in ("INSERT INTO sites (name, lat, lon, radius_m) VALUES ('x', 0, 0, 1)",
@@ -520,6 +619,13 @@ def test_open_ticket_states_and_offline_limit_follow_the_code_they_mirror():
     assert sql.OPEN_TICKET_STATES == OPEN_STATES
     assert sql.SURVEY_INDICATORS == SURVEY_INDICATORS
     assert sql.OFFLINE_AFTER_S == Settings.model_fields["offline_after_s"].default
+
+
+def test_the_after_the_repair_panels_follow_the_kpis():
+    from tickets.kpis import COMPLAINT_MANAGEMENT_STATES, COMPLAINT_WEEK
+
+    assert timedelta(days=work_orders.COMPLAINT_WEEK_DAYS) == COMPLAINT_WEEK
+    assert work_orders.COMPLAINT_MANAGEMENT_STATES == COMPLAINT_MANAGEMENT_STATES
 
 
 # --- Grafana's query preparation, against Grafana's own documented behaviour ---

@@ -23,6 +23,7 @@ import pytest
 
 from api.roles import Role
 from tests.helpers import ApiServer, Tenant, seed_tenant
+from tickets import aftercare
 
 ALPHA, BETA = "alpha-corp", "beta-corp"
 BETA_MARKERS = (BETA, "BETA-1", "SN-BETA-1", "beta-user")
@@ -72,6 +73,7 @@ CASES: dict[str, Case] = {
     "POST /api/v1/tickets/{ticket_id}/actions/{action}": Case(body=ACTOR | {"reason": "x"}, customer_allowed=False),
     "POST /api/v1/tickets/{ticket_id}/survey": Case(body=SURVEY),
     "GET /api/v1/kpis": Case(query={"customer": "{customer}"}),
+    "GET /api/v1/kpis/satisfaction": Case(customer_allowed=False),
     "GET /api/v1/health": Case(),
     "GET /api/v1/portal/fleet": Case(query={"customer": "{customer}"}),
     "GET /api/v1/iso15143/Fleet/{page}": Case(),
@@ -139,6 +141,22 @@ CASES: dict[str, Case] = {
     "GET /api/v1/portal/equipment/{equipment_id}/parts": Case(query={"q": "belt"}),
     "GET /api/v1/dispatch/proposals": Case(customer_allowed=False),
     "GET /api/v1/tickets/{ticket_id}/dispatch-options": Case(customer_allowed=False),
+    "GET /api/v1/callbacks": Case(customer_allowed=False),
+    "GET /api/v1/callbacks/plan": Case(customer_allowed=False),
+    "GET /api/v1/callbacks/{callback_id}": Case(customer_allowed=False),
+    "POST /api/v1/callbacks/{callback_id}/claim": Case(body={"agent": "x"}, customer_allowed=False),
+    "POST /api/v1/callbacks/{callback_id}/attempts": Case(body={"agent": "x", "outcome": "no_answer"},
+                                                          customer_allowed=False),
+    "GET /api/v1/complaints": Case(query={"customer": "{customer}"}),
+    "POST /api/v1/complaints": Case(body={"ticket_id": "{ticket_id}", "department": "dispatch", "actor": "x"},
+                                    customer_allowed=False),
+    "GET /api/v1/complaints/{complaint_id}": Case(),
+    "POST /api/v1/complaints/{complaint_id}/answer": Case(body={"answer": "x", "actor": "x"}, customer_allowed=False),
+    "POST /api/v1/complaints/{complaint_id}/close": Case(body={"note": "x", "actor": "x"}, customer_allowed=False),
+    "GET /api/v1/service-groups": Case(customer_allowed=False),
+    "GET /api/v1/service-groups/{name}": Case(customer_allowed=False),
+    "PUT /api/v1/service-groups/{name}": Case(body={"kind": "expert"}, customer_allowed=False),
+    "DELETE /api/v1/service-groups/{name}": Case(customer_allowed=False),
 }
 
 
@@ -148,6 +166,8 @@ class Side:
     client: httpx.Client
     user_id: int
     key_id: int
+    callback_id: int
+    complaint_id: int
 
     def values(self) -> dict[str, Any]:
         t = self.tenant
@@ -157,7 +177,7 @@ class Side:
                 "command_id": "00000000-0000-0000-0000-000000000000", "station_id": "ST-1", "engineer_id": "ENG-1",
                 "vehicle_id": "VAN-1", "warehouse_id": "WH-1", "part": "fan belt",
                 "part_number": "IS-FAN-BELT", "customer_id": t.customer, "contact_id": 1, "call_id": 1,
-                "name": "gold",
+                "name": "gold", "callback_id": self.callback_id, "complaint_id": self.complaint_id,
                 "start": f"{datetime.now(UTC) - timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}",
                 "end": f"{datetime.now(UTC) + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}"}
 
@@ -172,8 +192,11 @@ def world(settings, conn):
         client = server.user("customer", customer=tenant.customer, username=username)
         user_id = conn.execute("SELECT id FROM api_users WHERE username = %s", (username,)).fetchone()[0]
         key = client.post("/auth/api-keys", json={"name": "integration"}).json()
+        callback_id = conn.execute("SELECT id FROM callbacks WHERE ticket_id = %s", (tenant.ticket_id,)).fetchone()[0]
         conn.commit()
-        sides[tenant.customer] = Side(tenant, client, user_id, key["id"])
+        complaint = aftercare.raise_complaint(conn, tenant.open_ticket_id, department="dispatch", actor="anna",
+                                              description="the engineer was late")
+        sides[tenant.customer] = Side(tenant, client, user_id, key["id"], callback_id, complaint["id"])
     yield server, sides[ALPHA], sides[BETA]
     server.close()
 
@@ -232,6 +255,10 @@ def beta_rows(conn: psycopg.Connection) -> str:
         "SELECT * FROM ticket_events WHERE ticket_id IN (SELECT t.id FROM tickets t JOIN equipment e "
         "ON e.id = t.equipment_id WHERE e.customer = %(c)s) ORDER BY id",
         "SELECT * FROM ticket_surveys ORDER BY ticket_id, round",
+        "SELECT * FROM callbacks ORDER BY id",
+        "SELECT * FROM callback_attempts ORDER BY id",
+        "SELECT * FROM complaints ORDER BY id",
+        "SELECT * FROM complaint_rounds ORDER BY complaint_id, round",
         "SELECT u.*, t.id, t.kind, t.revoked_at, t.expires_at FROM api_users u LEFT JOIN api_tokens t "
         "ON t.user_id = u.id WHERE u.customer = %(c)s ORDER BY u.id, t.id",
     ]

@@ -83,7 +83,7 @@ def test_the_table_reaches_every_state_and_every_open_state_can_end():
 
 
 @pytest.mark.parametrize("state, action", [p for p in workflow.legal_pairs()
-                                           if not workflow.BY_ACTION[p[1]].survey_only])
+                                           if not workflow.BY_ACTION[p[1]].own_endpoint])
 def test_every_legal_transition(fleet, state, action):
     ticket_id = new_ticket(fleet)
     before = walk(fleet, ticket_id, PATHS[state])
@@ -118,7 +118,7 @@ def test_every_illegal_transition_is_refused_and_changes_nothing(fleet, state):
     assert after["state"] == state and after["history"] == before["history"]
 
 
-def test_survey_only_actions_and_missing_fields_are_refused(fleet):
+def test_own_endpoint_actions_and_missing_fields_are_refused(fleet):
     ticket_id = new_ticket(fleet)
     walk(fleet, ticket_id, PATHS["resolved"])
     with pytest.raises(workflow.UnknownAction):
@@ -206,7 +206,7 @@ def test_the_whole_loop_over_http_with_history(api):
     history = api.get(f"/tickets/{tid}").json()["history"]
     assert [e["event"] for e in history] == [
         "created", "accepted", "remote_diagnosis_started", "dispatched", "returned", "dispatched",
-        "engineer_accepted", "arrived", "urged", "escalated", "reassigned", "resolved", "closed"]
+        "engineer_accepted", "arrived", "urged", "escalated", "reassigned", "resolved", "callback_attempt", "closed"]
     assert history[4]["actor"] == "admin" and history[4]["detail"]["on_behalf_of"] == "Eva"
     assert history[4]["detail"]["reason"] == "no crane licence"
     assert history[5]["detail"]["arrive_by"] == datetime.fromisoformat(promised).isoformat()
@@ -234,14 +234,25 @@ def test_survey_complaint_and_second_callback_over_http(api):
     assert complaint["detail"]["low"] == ["attitude", "parts_supply"]
     assert complaint["detail"]["responsible"] == ["parts logistics", "service management"]
     assert api.post(f"/tickets/{tid}/survey", json={"actor": "cc", **GOOD}).status_code == 409  # once
-    assert api.post(f"/tickets/{tid}/actions/second_callback", json={"actor": "cc"}).status_code == 422  # reason
-    closed = api.post(f"/tickets/{tid}/actions/second_callback",
-                      json={"actor": "cc", "reason": "parts logistics apologised, stock rule changed",
-                            "survey": GOOD | {"parts_supply": 4}}).json()
+    assert complaint["detail"]["department"] == "service management"  # the lowest score: attitude
+    assert api.post(f"/tickets/{tid}/actions/second_callback", json={"actor": "cc"}).status_code == 404
+    complaint_id = complaint["detail"]["complaint_id"]
+    answered = api.post(f"/complaints/{complaint_id}/answer",
+                        json={"actor": "service manager", "answer": "spoke to the engineer; parts rule changed"})
+    assert answered.status_code == 200 and answered.json()["state"] == "answered"
+    check = api.get("/callbacks", params={"purpose": "complaint_check"}).json()["data"]
+    assert [(c["ticket_id"], c["complaint_round"]) for c in check] == [(tid, 1)]
+    done = api.post(f"/callbacks/{check[0]['id']}/attempts",
+                    json={"agent": "cc", "outcome": "answered", "scores": GOOD | {"parts_supply": 4},
+                          "note": "happy now"})
+    assert done.status_code == 200 and done.json()["state"] == "done"
+    closed = api.get(f"/tickets/{tid}").json()
     assert closed["state"] == "closed"
     assert [s["round"] for s in closed["surveys"]] == [1, 2]
     assert closed["surveys"][0]["parts_supply"] == 2 and closed["surveys"][1]["parts_supply"] == 4
-    assert [e["event"] for e in closed["history"]][-2:] == ["complaint_opened", "second_callback"]
+    events = [e["event"] for e in closed["history"]]
+    assert events[events.index("complaint_opened"):] == ["complaint_opened", "complaint_answered", "callback_attempt",
+                                                         "complaint_satisfied", "second_callback"]
 
 
 # --- SLA timers -------------------------------------------------------------------------------------------------

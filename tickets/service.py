@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from core.db import one, where_equal
 from core.errors import IronSightError
-from tickets import dispatch, sla, stock, workflow
+from tickets import callbacks, complaints, dispatch, groups, sla, stock, workflow
 from tickets.dispatch import TravelModel
 from tickets.workflow import ACTIVE_STATES, OPEN_STATES, PREVIOUS, TransitionError
 
@@ -201,6 +201,15 @@ def get_ticket(conn: psycopg.Connection, ticket_id: int) -> dict[str, Any] | Non
             f"SELECT round, {', '.join(SURVEY_INDICATORS)}, comment, actor, at FROM ticket_surveys "
             "WHERE ticket_id = %s ORDER BY round", (ticket_id,)
         ).fetchall()
+        ticket["consultations"] = cur.execute(
+            "SELECT id, group_name, question, asked_by, asked_at, answered_by, answered_at, outcome "
+            "FROM ticket_consultations WHERE ticket_id = %s ORDER BY id", (ticket_id,)).fetchall()
+        ticket["callbacks"] = cur.execute(
+            "SELECT id, purpose, complaint_id, complaint_round, state, due_at, attempts, assigned_to, done_at "
+            "FROM callbacks WHERE ticket_id = %s ORDER BY id", (ticket_id,)).fetchall()
+        ticket["complaints"] = cur.execute(
+            "SELECT id, source, state, department, round, answer_due, opened_at, closed_at FROM complaints "
+            "WHERE ticket_id = %s ORDER BY id", (ticket_id,)).fetchall()
         return ticket
 
 
@@ -266,7 +275,7 @@ def apply_action(conn: psycopg.Connection, ticket_id: int, action: str, *, actor
 
     Raises TicketNotFound, UnknownAction, TransitionError (not allowed in the current state) or
     MissingFields. ``fields``: reason, note, engineer, warehouse, arrive_by, expert_group, work_done,
-    parts_used, first_time_fix, survey (second_callback only). ``at`` defaults to now.
+    parts_used, first_time_fix, outcome (reassign: what the expert group found). ``at`` defaults to now.
 
     ``dispatch`` plans the engineer's trip (tickets.dispatch; DispatchRefused when the engineer cannot
     be sent): the vehicle, the warehouse where the diagnosed part is collected (its unit moves to the
@@ -275,50 +284,64 @@ def apply_action(conn: psycopg.Connection, ticket_id: int, action: str, *, actor
     """
     fields = {k: v for k, v in (fields or {}).items() if v is not None}
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        ticket = _lock(cur, ticket_id)
+        ticket = lock(cur, ticket_id)
         transition = workflow.transition_for(action, ticket["state"])
         workflow.check_required(transition, fields)
         at = at or one(cur.execute("SELECT now() AS now"))["now"]
-        if action == "second_callback" and fields.get("survey"):
-            _insert_survey(cur, ticket_id, 2, fields["survey"], fields.get("note") or fields.get("reason", ""),
-                           actor, at)
-        _transition(cur, ticket, transition, fields, actor, at, travel=travel or TravelModel())
+        transition_ticket(cur, ticket, transition, fields, actor, at, travel=travel or TravelModel())
     result = get_ticket(conn, ticket_id)
     assert result is not None
     return result
 
 
 def submit_survey(conn: psycopg.Connection, ticket_id: int, scores: dict[str, int], *, actor: str,
-                  comment: str = "", at: datetime | None = None) -> dict[str, Any]:
+                  comment: str = "", at: datetime | None = None, contact_id: int | None = None) -> dict[str, Any]:
     """The callback survey of a resolved ticket: closes it, or opens a complaint follow-up when
-    any indicator scores ``COMPLAINT_SCORE_MAX`` or less (closed later by ``second_callback``)."""
+    any indicator scores ``COMPLAINT_SCORE_MAX`` or less. Completes the ticket's open survey callback,
+    recording ``contact_id`` as the contact who answered."""
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        ticket = _lock(cur, ticket_id)
-        if ticket["state"] != "resolved":
-            raise TransitionError(
-                f"a callback survey needs a resolved ticket; ticket {ticket_id} is {ticket['state']!r}")
+        ticket = lock(cur, ticket_id)
         at = at or one(cur.execute("SELECT now() AS now"))["now"]
-        _insert_survey(cur, ticket_id, 1, scores, comment, actor, at)
-        low = [name for name in SURVEY_INDICATORS if scores[name] <= COMPLAINT_SCORE_MAX]
-        detail: dict[str, Any] = {"scores": {name: scores[name] for name in SURVEY_INDICATORS}, "comment": comment}
-        if low:
-            detail |= {"low": low, "responsible": sorted({RESPONSIBLE_DEPARTMENT[name] for name in low})}
-        transition = workflow.transition_for("complain" if low else "callback", "resolved", via_survey=True)
-        _transition(cur, ticket, transition, {}, actor, at, extra=detail)
+        callback = callbacks.open_for(cur, ticket_id, "survey")
+        if callback is not None and ticket["state"] == "resolved":
+            callbacks.record_attempt(cur, callback, agent=actor, outcome="answered", contact_id=contact_id,
+                                     note=comment, at=at)
+        record_survey(cur, ticket, scores, comment=comment, actor=actor, at=at)
     result = get_ticket(conn, ticket_id)
     assert result is not None
     return result
 
 
-def _lock(cur: psycopg.Cursor[DictRow], ticket_id: int) -> dict[str, Any]:
+def record_survey(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any], scores: dict[str, int], *, comment: str,
+                  actor: str, at: datetime) -> None:
+    """Store the survey of a resolved (locked) ticket and close it, or open a complaint to the
+    department responsible for the lowest score (the others responsible are named in its history)."""
+    if ticket["state"] != "resolved":
+        raise TransitionError(
+            f"a callback survey needs a resolved ticket; ticket {ticket['id']} is {ticket['state']!r}")
+    insert_survey(cur, ticket["id"], 1, scores, comment, actor, at)
+    low = [name for name in SURVEY_INDICATORS if scores[name] <= COMPLAINT_SCORE_MAX]
+    detail: dict[str, Any] = {"scores": {name: scores[name] for name in SURVEY_INDICATORS}, "comment": comment}
+    if low:
+        detail |= {"low": low, "responsible": sorted({RESPONSIBLE_DEPARTMENT[name] for name in low})}
+    if low:
+        worst = min(low, key=lambda name: (scores[name], SURVEY_INDICATORS.index(name)))
+        detail |= complaints.summary(complaints.open_complaint(
+            cur, ticket["id"], department=RESPONSIBLE_DEPARTMENT[worst], source="survey", actor=actor, at=at,
+            indicators=low, description=comment))
+    transition = workflow.transition_for("complain" if low else "callback", "resolved", own_endpoint=True)
+    transition_ticket(cur, ticket, transition, {}, actor, at, extra=detail)
+
+
+def lock(cur: psycopg.Cursor[DictRow], ticket_id: int) -> dict[str, Any]:
     ticket = cur.execute(f"SELECT {_COLUMNS} FROM tickets WHERE id = %s FOR UPDATE", (ticket_id,)).fetchone()
     if ticket is None:
         raise TicketNotFound(f"no ticket {ticket_id}")
     return ticket
 
 
-def _insert_survey(cur: psycopg.Cursor[DictRow], ticket_id: int, round_: int, scores: dict[str, int], comment: str,
-                   actor: str, at: datetime) -> None:
+def insert_survey(cur: psycopg.Cursor[DictRow], ticket_id: int, round_: int, scores: dict[str, int], comment: str,
+                  actor: str, at: datetime) -> None:
     cur.execute(
         f"""INSERT INTO ticket_surveys (ticket_id, round, {', '.join(SURVEY_INDICATORS)}, comment, actor, at)
             VALUES (%s, %s, {', '.join(['%s'] * len(SURVEY_INDICATORS))}, %s, %s, %s)""",
@@ -326,9 +349,9 @@ def _insert_survey(cur: psycopg.Cursor[DictRow], ticket_id: int, round_: int, sc
     )
 
 
-def _transition(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any], transition: workflow.Transition,
-                fields: dict[str, Any], actor: str, at: datetime, extra: dict[str, Any] | None = None,
-                travel: TravelModel | None = None) -> None:
+def transition_ticket(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any], transition: workflow.Transition,
+                      fields: dict[str, Any], actor: str, at: datetime, extra: dict[str, Any] | None = None,
+                      travel: TravelModel | None = None) -> None:
     """Apply a validated transition: the ticket's columns, the stock it moves, then its event."""
     source = ticket["state"]
     target = transition.target
@@ -378,9 +401,18 @@ def _transition(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any], transition
                 for used in fields["parts_used"]
             ]
     elif action == "escalate":
+        groups.require(cur, fields["expert_group"], "expert")
         changes |= {"expert_group": fields["expert_group"], "escalated_from": source}
+        extra["consultation_id"] = one(cur.execute(
+            "INSERT INTO ticket_consultations (ticket_id, group_name, question, asked_by, asked_at) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (ticket["id"], fields["expert_group"], fields.get("reason") or fields.get("note") or "", actor, at)))["id"]
     elif action == "reassign":
         changes |= {"expert_group": None, "escalated_from": None}
+        cur.execute("UPDATE ticket_consultations SET answered_by = %s, answered_at = %s, outcome = %s "
+                    "WHERE ticket_id = %s AND answered_at IS NULL",
+                    (actor, at, fields.get("outcome") or fields.get("reason") or fields.get("note") or "",
+                     ticket["id"]))
     if target in workflow.TERMINAL_STATES:
         changes["ended_at"] = at
     assignments = ", ".join(f"{column} = %s" for column in changes)
@@ -390,6 +422,8 @@ def _transition(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any], transition
     if action == "dispatch":
         detail["arrive_by"] = changes["arrive_by"].isoformat()
     detail |= extra
+    if target == "resolved":
+        detail |= callbacks.schedule(cur, ticket, "survey", at, within=sla.callback_within(cur, ticket)) or {}
     cur.execute("INSERT INTO ticket_events (ticket_id, at, actor, event, detail) VALUES (%s, %s, %s, %s, %s)",
                 (ticket["id"], at, actor, transition.event_name, Jsonb(detail)))
 

@@ -10,6 +10,10 @@ Three timers per ticket, each a deadline column, the moment it starts and the mo
 - resolve: ``resolve_by`` = created + contract ``resolve_h`` (default 24 h); stopped by the
   resolution or the end of the ticket.
 
+Besides, every open callback is due within the customer's callback time (tickets.callbacks) and
+every complaint round's answer within a week (tickets.complaints): ``run_sla_round`` warns and flags
+those too, once per callback and per round (their ``warned_at`` / ``breached_at``).
+
 ``run_sla_round`` emits, per ticket and timer, a ``sla_warning`` event once ``WARN_FRACTION`` of the
 allowed time has passed on a running timer, and a ``sla_breach`` event once the deadline passed with
 the timer still running (or stopped late). ``ticket_sla_alerts`` has one row per ticket, timer and
@@ -30,6 +34,7 @@ from psycopg.rows import DictRow, TupleRow, dict_row
 
 from core import metrics
 from core.db import one, poll_until_stopped
+from tickets import callbacks, complaints
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,7 @@ TIMERS = (
 # The kinds of request a ticket can be (tickets.kind); a contract tier may set limits per kind.
 TICKET_KINDS = ("fault", "consultation", "complaint", "suggestion", "maintenance")
 DEFAULT_REMOTE_DIAGNOSIS_MIN = 30.0
+DEFAULT_CALLBACK_H = 48.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +78,12 @@ class Contract:
     resolve_h: float = DEFAULT_RESOLVE_H
     remote_diagnosis_min: float = DEFAULT_REMOTE_DIAGNOSIS_MIN
     tier: str | None = None
+    callback_h: float = DEFAULT_CALLBACK_H
 
 
 _CONTRACT = """
 SELECT coalesce(l.respond_h, t.respond_h) AS respond_h, t.arrive_h, coalesce(l.resolve_h, t.resolve_h) AS resolve_h,
-       t.remote_diagnosis_min, t.name
+       t.remote_diagnosis_min, t.name, t.callback_h
 FROM equipment e LEFT JOIN customers c ON c.id = e.customer LEFT JOIN contract_tiers t ON t.name = c.tier
 LEFT JOIN contract_tier_limits l ON l.tier = t.name AND l.kind = %s
 WHERE e.id = %s
@@ -96,11 +103,17 @@ def contract_for(conn: psycopg.Connection[TupleRow] | psycopg.Cursor[TupleRow] |
     return Contract(*values)
 
 
+def callback_within(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any]) -> timedelta:
+    """How soon the ticket's customer is called back (after a resolution, after a complaint's answer)."""
+    contract = contract_for(cur, ticket["equipment_id"], ticket.get("kind") or "fault") or Contract()
+    return timedelta(hours=contract.callback_h)
+
+
 def contract_for_customer(conn: psycopg.Connection, customer_id: str, kind: str = "fault") -> Contract:
     """The limits of a customer's tier for a request of ``kind`` (defaults without a tier)."""
     row = conn.execute(
         """SELECT coalesce(l.respond_h, t.respond_h), t.arrive_h, coalesce(l.resolve_h, t.resolve_h),
-                  t.remote_diagnosis_min, t.name
+                  t.remote_diagnosis_min, t.name, t.callback_h
            FROM customers c JOIN contract_tiers t ON t.name = c.tier
            LEFT JOIN contract_tier_limits l ON l.tier = t.name AND l.kind = %s WHERE c.id = %s""",
         (kind, customer_id)).fetchone()
@@ -123,7 +136,8 @@ def set_contract(conn: psycopg.Connection, customer: str, *, respond_h: float = 
 
 
 _TIER = """
-SELECT t.name, t.description, t.respond_h, t.arrive_h, t.resolve_h, t.remote_diagnosis_min, t.updated_at,
+SELECT t.name, t.description, t.respond_h, t.arrive_h, t.resolve_h, t.remote_diagnosis_min, t.callback_h,
+       t.updated_at,
        coalesce((SELECT jsonb_object_agg(l.kind, jsonb_build_object('respond_h', l.respond_h, 'resolve_h', l.resolve_h))
                  FROM contract_tier_limits l WHERE l.tier = t.name), '{}') AS limits
 FROM contract_tiers t
@@ -136,18 +150,20 @@ def list_tiers(conn: psycopg.Connection) -> list[dict[str, Any]]:
 
 
 def put_tier(conn: psycopg.Connection, name: str, *, description: str, respond_h: float, arrive_h: float,
-             resolve_h: float, remote_diagnosis_min: float, limits: dict[str, tuple[float, float]]
-             ) -> dict[str, Any]:
+             resolve_h: float, remote_diagnosis_min: float, limits: dict[str, tuple[float, float]],
+             callback_h: float = DEFAULT_CALLBACK_H) -> dict[str, Any]:
     """Create or replace a contract tier and its limits per kind (kind → (respond_h, resolve_h));
     tickets created from then on follow it."""
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            """INSERT INTO contract_tiers (name, description, respond_h, arrive_h, resolve_h, remote_diagnosis_min)
-               VALUES (%s, %s, %s, %s, %s, %s)
+            """INSERT INTO contract_tiers (name, description, respond_h, arrive_h, resolve_h, remote_diagnosis_min,
+                                          callback_h)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, respond_h = EXCLUDED.respond_h,
                    arrive_h = EXCLUDED.arrive_h, resolve_h = EXCLUDED.resolve_h,
-                   remote_diagnosis_min = EXCLUDED.remote_diagnosis_min, updated_at = now()""",
-            (name, description, respond_h, arrive_h, resolve_h, remote_diagnosis_min))
+                   remote_diagnosis_min = EXCLUDED.remote_diagnosis_min, callback_h = EXCLUDED.callback_h,
+                   updated_at = now()""",
+            (name, description, respond_h, arrive_h, resolve_h, remote_diagnosis_min, callback_h))
         cur.execute("DELETE FROM contract_tier_limits WHERE tier = %s", (name,))
         for kind, (kind_respond_h, kind_resolve_h) in limits.items():
             cur.execute("INSERT INTO contract_tier_limits (tier, kind, respond_h, resolve_h) VALUES (%s, %s, %s, %s)",
@@ -195,6 +211,17 @@ def run_sla_round(conn: psycopg.Connection, now: datetime | None = None, *,
                     log.info("ticket %d: SLA %s of the %s timer", ticket_id, kind, timer.name)
                 emitted += len(rows)
                 metrics.SLA_ALERTS.labels(timer=timer.name, kind=kind).inc(len(rows))
+        for kind, fired in callbacks.fire_sla(conn.cursor(), now, warn_fraction).items():
+            for ticket_id, callback_id in fired:
+                log.info("ticket %d: SLA %s of callback %d", ticket_id, kind, callback_id)
+            emitted += len(fired)
+            metrics.SLA_ALERTS.labels(timer="callback", kind=kind).inc(len(fired))
+        for kind, answers in complaints.fire_sla(conn.cursor(), now, warn_fraction).items():
+            for ticket_id, complaint_id, department in answers:
+                log.info("ticket %d: SLA %s of complaint %d's answer from %s", ticket_id, kind, complaint_id,
+                         department)
+            emitted += len(answers)
+            metrics.SLA_ALERTS.labels(timer="complaint_answer", kind=kind).inc(len(answers))
     return emitted
 
 

@@ -8,16 +8,24 @@ The loop:
                          └──dispatch──► dispatched ─┴─engineer_accept─► en_route ─arrive─► on_site
                                           ▲  (from remote_diagnosis too)                      │
                                                                                      resolve ─┘
-    resolved ─(survey, all scores ≥ 3)─► closed
-    resolved ─(survey, a score ≤ 2)───► complaint ─second_callback─► closed
+    resolved ─(callback survey, all scores ≥ 3)─► closed
+    resolved ─(callback survey, a score ≤ 2)───► complaint ─(department answers, checking callback:
+                                                            satisfied)─► closed
+    resolved ─(callback: customer unreachable)──► closed
+
+A complaint is worked outside the state machine (tickets.complaints): it goes to the responsible
+department with a deadline, the department answers, a second callback checks it; a customer still
+unhappy sends it back (the ticket stays in ``complaint``), and after too many rounds management
+closes it. A complaint raised directly (``POST /complaints``) moves a ticket not yet being worked on,
+or a resolved one, into ``complaint`` too.
 
 Besides: ``reject`` / ``cancel`` with a reason end a ticket; ``escalate`` hands it to an expert
 group (R&D, supplier) and ``reassign`` gives it back in the state it was escalated from;
 ``follow_up`` and ``urge`` record a note on any open ticket without changing its state.
 
 A transition whose ``target`` is ``None`` keeps the state; ``PREVIOUS`` returns to the state saved
-when the ticket was escalated. ``survey_only`` actions are taken by ``POST /tickets/{id}/survey``,
-never directly.
+when the ticket was escalated. ``own_endpoint`` actions are taken by the endpoint of what causes
+them (a callback's result, a complaint), never through ``POST /tickets/{id}/actions/{action}``.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ PREVIOUS = "@previous"
 _ESCALATABLE = ("accepted", "remote_diagnosis", "on_site")
 # Rejecting is the dispatcher's call before anyone is sent; cancelling is possible until resolution.
 _REJECTABLE = ("created", "accepted", "remote_diagnosis", "escalated")
+# A complaint raised directly moves a ticket nobody is working on yet, or a resolved one.
+_COMPLAINABLE = ("created", "accepted", "resolved")
 _CANCELLABLE = ("created", "accepted", "remote_diagnosis", "escalated", "dispatched", "en_route", "on_site")
 
 
@@ -62,7 +72,7 @@ class Transition:
     target: str | None          # None: the state does not change (an event only)
     requires: tuple[str, ...] = ()
     event: str = ""             # the ticket_events name; the action's name when empty
-    survey_only: bool = False   # taken through the survey endpoint, not POST …/actions/{action}
+    own_endpoint: bool = False  # taken through a callback or complaint endpoint, not POST …/actions/{action}
     description: str = ""
 
     @property
@@ -86,12 +96,16 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("arrive", ("en_route",), "on_site", event="arrived", description="the engineer is on site"),
     Transition("resolve", ("on_site",), "resolved", requires=("work_done", "first_time_fix"), event="resolved",
                description="repaired on site: work done, parts used, first-time fix or not"),
-    Transition("callback", ("resolved",), "closed", event="closed", survey_only=True,
+    Transition("callback", ("resolved",), "closed", event="closed", own_endpoint=True,
                description="callback survey without a low score closes the ticket"),
-    Transition("complain", ("resolved",), "complaint", event="complaint_opened", survey_only=True,
-               description="callback survey with a score of 2 or less opens a complaint follow-up"),
-    Transition("second_callback", ("complaint",), "closed", requires=("reason",), event="second_callback",
-               description="the customer is called back again after the complaint was handled; closes"),
+    Transition("complain", _COMPLAINABLE, "complaint", event="complaint_opened", own_endpoint=True,
+               description="a callback survey with a score of 2 or less, or a complaint raised directly"),
+    Transition("second_callback", ("complaint",), "closed", event="second_callback", own_endpoint=True,
+               description="the checking callback after the department's answer: the customer is satisfied"),
+    Transition("close_complaint", ("complaint",), "closed", requires=("reason",), event="closed_by_management",
+               own_endpoint=True, description="management closes a complaint sent back too often"),
+    Transition("close_unreachable", ("resolved",), "closed", event="closed_unreachable", own_endpoint=True,
+               description="the callback after the repair reached nobody after every attempt"),
     Transition("reject", _REJECTABLE, "rejected", requires=("reason",), event="rejected",
                description="not a valid work order (duplicate, not covered, no fault)"),
     Transition("cancel", _CANCELLABLE, "cancelled", requires=("reason",), event="cancelled",
@@ -107,13 +121,13 @@ TRANSITIONS: tuple[Transition, ...] = (
 )
 
 BY_ACTION: dict[str, Transition] = {t.action: t for t in TRANSITIONS}
-ACTIONS = tuple(t.action for t in TRANSITIONS if not t.survey_only)
+ACTIONS = tuple(t.action for t in TRANSITIONS if not t.own_endpoint)
 
 
-def transition_for(action: str, state: str, *, via_survey: bool = False) -> Transition:
+def transition_for(action: str, state: str, *, own_endpoint: bool = False) -> Transition:
     """The transition ``action`` takes from ``state``; raises when there is none."""
     transition = BY_ACTION.get(action)
-    if transition is None or (transition.survey_only and not via_survey):
+    if transition is None or (transition.own_endpoint and not own_endpoint):
         raise UnknownAction(f"unknown action {action!r}; actions: {', '.join(ACTIONS)}")
     if state not in transition.sources:
         raise TransitionError(

@@ -147,5 +147,6 @@ def put_contract_tier(name: Annotated[str, Path(min_length=1, max_length=100)], 
     created from then on for its customers follow it."""
     row = sla.put_tier(conn, name, description=body.description, respond_h=body.respond_h, arrive_h=body.arrive_h,
                        resolve_h=body.resolve_h, remote_diagnosis_min=body.remote_diagnosis_min,
+                       callback_h=body.callback_h,
                        limits={k: (v.respond_h, v.resolve_h) for k, v in body.limits.items()})
     return ContractTierPublic(**row)

@@ -16,7 +16,7 @@ from api.schemas.tickets import (
     TicketsPublic,
 )
 from api.tenancy import ensure_visible, not_found
-from tickets import dispatch, service, stock, workflow
+from tickets import dispatch, groups, service, stock, workflow
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 
@@ -97,7 +97,7 @@ def get_ticket(ticket_id: int, caller: Reader, conn: DbConn) -> TicketPublic:
 def _actions_table() -> str:
     lines = ["| action | from | to | needs |", "|---|---|---|---|"]
     for t in workflow.TRANSITIONS:
-        if t.survey_only:
+        if t.own_endpoint:
             continue
         target = {None: "(same state)", workflow.PREVIOUS: "(state before escalation)"}.get(t.target, t.target)
         sources = "any open state" if t.sources == workflow.OPEN_STATES else ", ".join(t.sources)
@@ -128,15 +128,15 @@ def take_action(ticket_id: int, action: Annotated[str, Path(examples=list(workfl
         raise HTTPException(404, str(exc)) from None
     except (workflow.TransitionError, stock.OutOfStock) as exc:
         raise HTTPException(409, str(exc)) from None
-    except (workflow.MissingFields, dispatch.DispatchRefused) as exc:
+    except (workflow.MissingFields, dispatch.DispatchRefused, groups.UnknownGroup) as exc:
         raise HTTPException(422, str(exc)) from None
     return TicketPublic(**ticket)
 
 
 @router.post("/{ticket_id}/survey", response_model=TicketPublic,
-             description="The callback survey of a resolved ticket. Without a score of 2 or less the ticket is "
-                         "closed; otherwise it enters `complaint` (with the responsible departments in its "
-                         "history) until the `second_callback` action closes it.",
+             description="The callback survey of a resolved ticket (completes its callback). Without a score of 2 "
+                         "or less the ticket is closed; otherwise it enters `complaint` and a complaint goes to the "
+                         "department responsible for the lowest score (`/complaints`).",
              responses={404: {"description": "no such ticket"},
                         409: {"description": "the ticket is not resolved (or already surveyed)"}})
 def submit_survey(ticket_id: int, body: SurveyCreate, conn: DbConn,

@@ -49,7 +49,10 @@ class ContactFields(BaseModel):
     role: str | None = Field(None, max_length=100)
     email: str | None = Field(None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
     preferred_channel: PreferredChannel | None = None
-    language: str | None = Field(None, pattern=r"^[a-z]{2}(-[A-Za-z]{2,4})?$", description="e.g. en, zh, zh-CN")
+    language: str | None = Field(None, pattern=r"^[a-z]{2}(-[A-Za-z]{2,4})?$",
+                                 description="e.g. en, zh, zh-CN: the language of the notifications they get")
+    notify_all: bool | None = Field(None, description="notified of every work order of the customer's fleet, not "
+                                                      "only the ones they raised")
     phones: list[Annotated[str, StringConstraints(min_length=3, max_length=40)]] | None = Field(
         None, max_length=10, description="any common spelling; stored in E.164 (a number without country code "
                                          "is read in IRONSIGHT_PHONE_REGION)")
@@ -67,6 +70,7 @@ class ContactPublic(BaseModel):
     email: str | None
     preferred_channel: str
     language: str
+    notify_all: bool = False
     phones: list[str]
     created_at: datetime
     updated_at: datetime
@@ -83,6 +87,8 @@ class ContractTierPut(BaseModel):
     arrive_h: Hours
     resolve_h: Hours
     remote_diagnosis_min: float = Field(30.0, gt=0, le=24 * 60)
+    callback_h: Hours = Field(48.0, description="the customer is called back within this time after a resolution, "
+                                                 "and after a department's answer to a complaint")
     limits: dict[TicketKindName, KindLimits] = Field(
         default_factory=dict, description="other limits for requests of these kinds (faults use the tier's)")
 

@@ -89,6 +89,20 @@ class TicketPublic(BaseModel):
     late_warned_at: datetime | None = Field(None, description="when the ETA first passed arrive_by")
     sla: dict[str, SlaTimerPublic] | None = Field(None, description="respond / arrive / resolve timers")
     surveys: list[SurveyPublic] | None = None
+    consultations: list[ConsultationPublic] | None = Field(None, description="expert groups asked, and their answers")
+    callbacks: list[dict[str, Any]] | None = Field(None, description="its callbacks (`/callbacks/{id}` for one)")
+    complaints: list[dict[str, Any]] | None = Field(None, description="its complaints (`/complaints/{id}` for one)")
+
+
+class ConsultationPublic(BaseModel):
+    id: int
+    group_name: str
+    question: str
+    asked_by: str
+    asked_at: datetime
+    answered_by: str | None
+    answered_at: datetime | None
+    outcome: str | None
 
 
 class TicketsPublic(BaseModel):
@@ -148,4 +162,4 @@ class TicketActionBody(BaseModel):
     work_done: str | None = Field(None, max_length=5000)
     parts_used: list[PartUsed] | None = None
     first_time_fix: bool | None = None
-    survey: SurveyScores | None = Field(None, description="second_callback: the customer's scores again")
+    outcome: str | None = Field(None, max_length=5000, description="reassign: what the expert group found")

@@ -169,3 +169,8 @@ WITH opened AS (
 )
 INSERT INTO complaint_rounds (complaint_id, round, department, sent_at, answer_due)
 SELECT id, 1, department, opened_at, answer_due FROM opened;
+
+-- Every checking callback may record the customer's scores again: round 1 is the survey after the
+-- repair, round n + 1 the check after the department's n-th answer.
+ALTER TABLE ticket_surveys DROP CONSTRAINT IF EXISTS ticket_surveys_round_check;
+ALTER TABLE ticket_surveys ADD CONSTRAINT ticket_surveys_round_check CHECK (round >= 1);
