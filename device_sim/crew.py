@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 SURVEY_INDICATORS = ("product_quality", "overall_service", "timeliness", "attitude", "engineer_skill", "parts_supply")
 DISPATCHER = "dispatcher.sim"
 CALL_CENTRE = "callcentre.sim"
+MANAGER = "management.sim"  # closes complaints sent back too often (an administrator's call)
 KEY_NAME = "simulated service crew"
 
 # Minutes, before dividing by the speed factor.
@@ -63,7 +64,8 @@ REMOTE_DIAGNOSIS_MIN = (3.0, 8.0)
 ENGINEER_ACCEPT_MIN = (0.3, 1.0)
 REPAIR_MIN = (20.0, 50.0)
 CALLBACK_MIN = (2.0, 6.0)
-SECOND_CALLBACK_MIN = (5.0, 10.0)
+DEPARTMENT_ANSWER_MIN = (5.0, 15.0)
+MANAGEMENT_MIN = (5.0, 10.0)
 CALL_MIN = (1.0, 4.0)
 ANSWER_MIN = (5.0, 20.0)
 PICKUP_MIN = 15.0  # IRONSIGHT_DISPATCH_PICKUP_MIN's default: the stop the ETAs count on
@@ -71,12 +73,21 @@ PICKUP_MIN = 15.0  # IRONSIGHT_DISPATCH_PICKUP_MIN's default: the stop the ETAs 
 REMOTE_SUCCESS = 0.75
 FIRST_TIME_FIX = 0.93
 LOW_SCORE_SHARE = 0.1
+NO_ANSWER_SHARE = 0.2      # a callback that reaches nobody is tried again later
+SATISFIED_SHARE = 0.7      # a customer called back after a department's answer is satisfied
+# What each department answers a complaint with.
+DEPARTMENT_ANSWERS = {
+    "quality / R&D": "the failure was analysed; the part's supplier changed its process",
+    "service management": "the engineer was spoken to; the customer gets a goodwill check-up",
+    "dispatch": "dispatch now plans this site from the nearer station",
+    "service engineering": "the engineer is booked on the model's training",
+    "parts logistics": "the part is now stocked at the nearer warehouse",
+}
 
 # What the telephony system names the number customers call.
 HOTLINE = "service-hotline"
 # Requests of these kinds are answered by the control centre; faults and maintenance need the machine.
 ANSWERED_KINDS = {"consultation": "answered the customer's question",
-                  "complaint": "complaint handled by the responsible department; customer informed",
                   "suggestion": "suggestion passed on to the product team; customer thanked"}
 # Where a fault's work order can still be fixed on the phone, the steps that take it to resolved.
 PHONE_FIX_STEPS = {"created": ("accept", "accepted"), "accepted": ("start_remote_diagnosis", "remote_diagnosis"),
@@ -110,7 +121,7 @@ class ServiceCrew:
     def __init__(self, api_url: str, mqtt_url: str, *, topic_root: str, username: str, password: str,
                  speed: float = 1.0, seed: int = 1, road_speed_kmh: float = 60.0, road_factor: float = 1.3,
                  report_every_s: float = 5.0, round_every_s: float = 2.0,
-                 customers: SimulatedCustomers | None = None) -> None:
+                 customers: SimulatedCustomers | None = None, no_answer_share: float = NO_ANSWER_SHARE) -> None:
         self.base_url = api_url.rstrip("/") + "/api/v1"
         self.api = httpx.Client(base_url=self.base_url, timeout=10)  # the dispatcher's, once signed in
         self.admin_login = (username, password)
@@ -132,6 +143,7 @@ class ServiceCrew:
         self._session: mqtt.Session | None = None
         self.customers = customers
         self.calls: list[Call] = []
+        self.no_answer_share = no_answer_share
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -161,7 +173,7 @@ class ServiceCrew:
                           headers={"Authorization": f"Bearer {token.json()['access_token']}"}) as admin:
             engineers = [v["engineer_id"] for v in admin.get("/vehicles").json() if v["engineer_id"]]
             users = {u["username"]: u["id"] for u in admin.get("/users").json()["data"]}
-            for person, role in ((DISPATCHER, "dispatcher"), (CALL_CENTRE, "dispatcher"),
+            for person, role in ((DISPATCHER, "dispatcher"), (CALL_CENTRE, "dispatcher"), (MANAGER, "admin"),
                                  *((e, "engineer") for e in engineers)):
                 if person not in users:
                     created = admin.post("/users", json={"username": person, "role": role})
@@ -266,6 +278,12 @@ class ServiceCrew:
                 else:
                     self._act(ticket["id"], "accept", DISPATCHER)
         for ticket in self._tickets("accepted"):
+            if ticket["kind"] == "complaint":
+                # A complaint is no work order: it goes to the department that answers for it.
+                self._as(DISPATCHER).post("/complaints", json={
+                    "ticket_id": ticket["id"], "department": "service management", "actor": DISPATCHER,
+                    "description": ticket["title"]})
+                continue
             remote = ticket["remote_resolvable"] and ticket["id"] not in self.needs_visit
             if ticket["kind"] in ANSWERED_KINDS or remote:
                 self._act(ticket["id"], "start_remote_diagnosis", DISPATCHER)
@@ -380,18 +398,37 @@ class ServiceCrew:
             van.last_report = now
 
     def _call_centre(self) -> None:
-        for ticket in self._tickets("resolved"):
-            if self._ready("callback", ticket["id"], CALLBACK_MIN):
+        """The call centre works its callback queue; departments answer complaints; management closes
+        the ones sent back too often."""
+        agent = self._as(CALL_CENTRE)
+        for callback in agent.get("/callbacks", params={"due": "now", "limit": 1000}).json()["data"]:
+            step = f"callback-{callback['attempts']}"
+            if not self._ready(step, callback["id"], CALLBACK_MIN):
+                continue
+            call: dict[str, Any] = {"agent": CALL_CENTRE, "contact_id": callback["contact_id"]}
+            if self.rng.random() < self.no_answer_share:
+                call |= {"outcome": self.rng.choice(("no_answer", "busy")), "note": "nobody answered"}
+            elif callback["purpose"] == "survey":
                 scores = {name: self.rng.choice((4, 5, 5)) for name in SURVEY_INDICATORS}
                 if self.rng.random() < LOW_SCORE_SHARE:
                     scores[self.rng.choice(SURVEY_INDICATORS)] = self.rng.choice((1, 2))
-                self._as(CALL_CENTRE).post(f"/tickets/{ticket['id']}/survey",
-                                           json={"actor": CALL_CENTRE, **scores, "comment": "callback"})
-        for ticket in self._tickets("complaint"):
-            if self._ready("second_callback", ticket["id"], SECOND_CALLBACK_MIN):
-                self._act(ticket["id"], "second_callback", CALL_CENTRE,
-                          reason="complaint handled by the responsible department; customer called back")
-
+                call |= {"outcome": "answered", "scores": scores, "note": "callback after the repair"}
+            else:
+                satisfied = self.rng.random() < SATISFIED_SHARE
+                call |= {"outcome": "answered", "satisfied": satisfied,
+                         "note": "problem solved, thanks" if satisfied else "it happened again"}
+            done = agent.post(f"/callbacks/{callback['id']}/attempts", json=call)
+            if done.status_code != 200:
+                log.info("crew: callback %s not recorded: %s %s", callback["id"], done.status_code, done.text[:200])
+        for complaint in agent.get("/complaints", params={"state": "with_department", "limit": 1000}).json()["data"]:
+            if self._ready(f"department-{complaint['round']}", complaint["id"], DEPARTMENT_ANSWER_MIN):
+                agent.post(f"/complaints/{complaint['id']}/answer", json={
+                    "actor": complaint["department"],
+                    "answer": DEPARTMENT_ANSWERS.get(complaint["department"], "handled")})
+        for complaint in agent.get("/complaints", params={"state": "escalated", "limit": 1000}).json()["data"]:
+            if self._ready("management", complaint["id"], MANAGEMENT_MIN):
+                self._as(MANAGER).post(f"/complaints/{complaint['id']}/close", json={
+                    "actor": MANAGER, "note": "goodwill: the next service is on us"})
 
     # --- the front desk: customers' calls ----------------------------------------------------------
 
