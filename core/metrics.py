@@ -36,9 +36,11 @@ PORT_VARIABLE = "IRONSIGHT_METRICS_PORT"
 # `ironsight run` serves metrics from this port on unless IRONSIGHT_METRICS_PORT says otherwise (0: none).
 RUN_BASE_PORT = 9400
 # The commands whose process serves metrics (the services; not the simulators, not one-shot commands).
-EXPORTING_COMMANDS = ("api", "ingest", "devices", "diagnostics", "alarms", "sla", "tracking")
+EXPORTING_COMMANDS = ("api", "ingest", "devices", "diagnostics", "alarms", "sla", "tracking", "notify")
 # `ironsight run`'s ports: base + offset; diagnostics-1, diagnostics-2 … follow the fixed ones.
 RUN_PORT_OFFSETS = {"api": 0, "ingest": 1, "devices": 2, "alarms": 3, "sla": 4, "tracking": 5}
+# Services added later take the ports after the last diagnostics worker's, so that the ports above stay.
+RUN_LATER_SERVICES = ("notify",)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -141,6 +143,17 @@ TRACKING_REJECTED = Counter("ironsight_tracking_rejected_positions_total", "Van 
                             ["reason"])
 SLA_ALERTS = Counter("ironsight_sla_alerts_total", "SLA warnings and breaches recorded, by timer", ["timer", "kind"])
 
+# --- notifications ---
+
+NOTIFICATIONS = Counter(
+    "ironsight_notifications_total",
+    "Notifications by channel and outcome: queued, unsendable (no address), sent, retried (an attempt failed, "
+    "tried again later), failed (refused for good, or given up), unsent (the channel is not configured)",
+    ["channel", "outcome"])
+NOTIFICATION_SEND_SECONDS = Histogram("ironsight_notification_send_seconds",
+                                      "Time of one delivery attempt, by channel", ["channel"],
+                                      buckets=_LATENCY_BUCKETS)
+
 # --- api ---
 
 API_REQUESTS = Counter("ironsight_api_requests_total", "HTTP requests answered, by route template and status class",
@@ -158,6 +171,13 @@ def by_reason(counter: Counter, **labels: str) -> Callable[[str], None]:
 
 def db_connection_error(worker: str) -> None:
     DB_CONNECTION_ERRORS.labels(worker=worker).inc()
+
+
+def notification(channel: str, outcome: str, seconds: float | None = None) -> None:
+    """One notification's outcome (and, for an attempt, how long it took)."""
+    NOTIFICATIONS.labels(channel=channel, outcome=outcome).inc()
+    if seconds is not None:
+        NOTIFICATION_SEND_SECONDS.labels(channel=channel).observe(seconds)
 
 
 # --- per-worker bundles ---
@@ -392,16 +412,22 @@ def numbered_env(index: int, environ: Mapping[str, str] | None = None) -> dict[s
 
 def run_ports(base: int | None, workers: Iterable[str]) -> dict[str, int]:
     """``ironsight run``'s metrics port of each service it starts (name → port): ``base`` (default
-    RUN_BASE_PORT; 0: none) + RUN_PORT_OFFSETS, then diagnostics-1, -2 … on the ports after those."""
+    RUN_BASE_PORT; 0: none) + RUN_PORT_OFFSETS, then diagnostics-1, -2 … on the ports after those, then
+    RUN_LATER_SERVICES (notify)."""
     if base == 0:
         return {}
     base = RUN_BASE_PORT if base is None else base
     ports: dict[str, int] = {}
-    for name in workers:
+    names = list(workers)
+    for name in names:
         if name in RUN_PORT_OFFSETS:
             ports[name] = base + RUN_PORT_OFFSETS[name]
         elif name.startswith("diagnostics-") and name.removeprefix("diagnostics-").isdigit():
             ports[name] = base + len(RUN_PORT_OFFSETS) + int(name.removeprefix("diagnostics-")) - 1
+    after = max(ports.values(), default=base + len(RUN_PORT_OFFSETS) - 1)
+    for name in (n for n in RUN_LATER_SERVICES if n in names):
+        after += 1
+        ports[name] = after
     return ports
 
 

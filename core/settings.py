@@ -132,6 +132,22 @@ class Settings(BaseSettings):
     iso_oem_name: str = "IronSight"
     fuel_tank_litres: float = 400.0
 
+    # Notifications (notifications/, docs/notifications.md). Every event also goes to the integration webhook
+    # when set (resolved when the event is written); webhooks and the SMS gateway are signed with the secret.
+    # E-mail through smtp_url (smtp://user:pass@host:port, smtps:// for implicit TLS, ?starttls=true); SMS
+    # POSTed to sms_gateway_url. A channel left unset marks its notifications `unsent` (not retried). A
+    # worker holds a claimed notification for notify_lease_s (then another may retry it); failures are
+    # retried with backoff up to notify_retry_max_s apart, until notify_give_up_after_h after queueing.
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: SecretStr | None = None
+    smtp_url: SecretStr | None = None
+    mail_from: str = "IronSight <notifications@ironsight.invalid>"
+    sms_gateway_url: str | None = None
+    notify_timeout_s: float = 10.0
+    notify_lease_s: float = 120.0
+    notify_retry_max_s: float = 300.0
+    notify_give_up_after_h: float = 24.0
+
     # Prometheus metrics of a worker process (core.metrics): served on this port of metrics_host; unset or 0:
     # none. `ironsight run` gives each service its own port from this base (9400 when unset; 0: none).
     metrics_port: int | None = None

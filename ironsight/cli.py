@@ -142,6 +142,15 @@ def cmd_sla(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
+    from notifications.channels import DeliveryConfig
+    from notifications.worker import NotifyWorker
+
+    NotifyWorker(_require(settings.database_url, "IRONSIGHT_DATABASE_URL"), DeliveryConfig.from_settings(settings),
+                 name=args.name).run(_stop_on_signals())
+    return 0
+
+
 def cmd_tracking(args: argparse.Namespace, settings: Settings) -> int:
     from tickets.dispatch import TravelModel
     from tickets.tracking import TrackingWorker
@@ -351,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     alarms.set_defaults(handler=cmd_alarms)
     sub.add_parser("tracking", help="run the vehicle tracking worker (positions → ETA, late warnings, arrivals)"
                    ).set_defaults(handler=cmd_tracking)
+    notify = sub.add_parser("notify", help="run a notify worker (delivers notifications by e-mail, SMS gateway "
+                                           "and webhook; any number may run)")
+    notify.add_argument("--name", default="notify", help="worker name (in logs and the attempts table)")
+    notify.set_defaults(handler=cmd_notify)
     crew = sub.add_parser("crew", help="run a simulated service crew (dispatcher, engineers and vans, call centre)")
     crew.add_argument("--speed", type=float, default=1.0,
                       help="people act and vans drive this many times faster (default 1); give the tracking worker "

@@ -10,6 +10,7 @@ import core
 import devices
 import diagnostics
 import ingest
+import notifications
 import tickets
 from core.db import connect
 from core.migrations import apply_migrations
@@ -19,7 +20,7 @@ from device_sim.simulated_fleet import SITES
 from ingest.partitions import ensure_partitions
 
 # devices after ingest: ingest's migration 0003 created the registry's first tables.
-SCHEMA_PACKAGES = [core, ingest, devices, diagnostics, alarms, tickets, api]
+SCHEMA_PACKAGES = [core, ingest, devices, diagnostics, alarms, tickets, notifications, api]
 
 
 def migrate(database_url: str) -> list[str]:

@@ -55,6 +55,7 @@ from ironsight.embedded_postgres import start_embedded_postgres
 from ironsight.processes import die_with_parent
 from ironsight.schema import migrate
 from ironsight.world import seed_customers, seed_service_world
+from notifications.sinks import HttpSink, MailSink
 from tickets.calls import list_calls
 from tickets.service import count_by_state, events_after, last_event_id
 from tickets.workflow import OPEN_STATES
@@ -170,13 +171,14 @@ class Supervisor:
                    "IRONSIGHT_DISPATCH_PICKUP_MIN": str(settings.dispatch_pickup_min / self.speed)}
             # Only the processes that talk MQTT get an account, each its own (see the module docstring).
             env.pop("IRONSIGHT_MQTT_URL", None)
+            notify_env = self._notification_sinks(data_dir, env)
             self.workers = self.plan(logs)
             # Each service serves its Prometheus metrics on a port of its own (core.metrics.run_ports).
             ports = metrics.run_ports(settings.metrics_port, [w.name for w in self.workers])
             for worker in self.workers:
                 kind = worker.name.split("-")[0]
                 worker.env = {**broker_access.get(kind, broker_access.get(ALL_WORKERS, {})),
-                              **metrics.port_env(ports.get(worker.name))}
+                              **metrics.port_env(ports.get(worker.name)), **(notify_env if kind == "notify" else {})}
                 self._start(worker, env)
             if ports:
                 self._say(metrics.describe_ports(ports, settings.metrics_host))
@@ -209,6 +211,7 @@ class Supervisor:
             Worker("alarms", [*python, "alarms"], logs / "alarms.log"),
             Worker("sla", [*python, "sla"], logs / "sla.log"),
             Worker("tracking", [*python, "tracking"], logs / "tracking.log"),
+            Worker("notify", [*python, "notify"], logs / "notify.log"),
             Worker("crew", [*python, "crew", "--speed", str(self.speed),
                             *(arg for flag, rate in self.customer_rates.items() if rate is not None
                               for arg in (flag, str(rate)))], logs / "crew.log"),
@@ -324,6 +327,36 @@ class Supervisor:
             "crew": {"IRONSIGHT_MQTT_URL": url(SIMULATOR_USER)},
         }
 
+    def _notification_sinks(self, data_dir: Path, env: dict[str, str]) -> dict[str, str]:
+        """Local receivers for the notification channels not configured (notifications.sinks), so that
+        what is sent can be read under <data dir>/outbox/. The integration webhook's URL goes to every
+        process (each writes its events' rows); the rest is the notify worker's environment."""
+        settings = self.settings
+        outbox = data_dir / "outbox"
+        notify_env: dict[str, str] = {}
+        shown: list[str] = []
+        secret = settings.notify_webhook_secret.get_secret_value() if settings.notify_webhook_secret else None
+        if not settings.notify_webhook_url or not settings.sms_gateway_url:
+            # A fresh secret per run: the sink and the worker are both started here.
+            secret = secret or secrets.token_urlsafe(24)
+            notify_env["IRONSIGHT_NOTIFY_WEBHOOK_SECRET"] = secret
+            http = HttpSink(outbox, secret=secret).start()
+            self._services.append(http)
+            if not settings.notify_webhook_url:
+                env["IRONSIGHT_NOTIFY_WEBHOOK_URL"] = f"{http.url}/webhook"
+                shown.append(f"webhooks {outbox / 'webhook'}")
+            if not settings.sms_gateway_url:
+                notify_env["IRONSIGHT_SMS_GATEWAY_URL"] = f"{http.url}/sms"
+                shown.append(f"SMS {outbox / 'sms'}")
+        if not settings.smtp_url:
+            mail = MailSink(outbox / "mail").start()
+            self._services.append(mail)
+            notify_env["IRONSIGHT_SMTP_URL"] = mail.url
+            shown.append(f"e-mail {outbox / 'mail'}")
+        if shown:
+            self._say("notifications go to local sinks: " + ", ".join(shown))
+        return notify_env
+
     def _start(self, worker: Worker, env: dict[str, str]) -> None:
         if worker.log_file is None:
             worker.log_file = open(worker.log_path, "ab")  # noqa: SIM115 - closed in _shutdown
@@ -412,7 +445,7 @@ class Supervisor:
     def _shutdown(self) -> None:
         # The fleet first so nothing new arrives, the API last so alarms can finish a request.
         order = {"sim": 0, "crew": 0, "ingest": 1, "devices": 2, "diagnostics": 3, "alarms": 4, "sla": 5,
-                 "tracking": 5, "api": 6}
+                 "tracking": 5, "notify": 6, "api": 6}
         for worker in sorted(self.workers, key=lambda w: order.get(w.name.split("-")[0], 9)):
             process = worker.process
             if process is not None and process.poll() is None:

@@ -23,7 +23,7 @@ from ironsight.schema import migrate
 RUN_ID = uuid.uuid4().hex[:10]
 
 # Tables in dependency order; truncated between tests that want an empty database.
-_TABLES = ("api_login_throttle", "api_tokens", "api_users", "readings_hourly",
+_TABLES = ("notification_attempts", "notifications", "api_login_throttle", "api_tokens", "api_users", "readings_hourly",
            "command_events", "commands", "device_presence", "devices", "vehicle_trackers",
            "stock_movements", "part_stock", "vehicle_positions", "vehicles", "engineers", "warehouses",
            "parts_catalogue",

@@ -241,3 +241,52 @@ def test_complaints_raised_directly_and_expert_groups_over_http(api, fleet):
     customer = api.user("customer", customer="acme")
     assert customer.get("/complaints").json()["count"] == 2
     assert customer.get("/callbacks").status_code == 403
+
+
+def test_everyone_involved_is_told_in_the_transaction_of_the_event(fleet):
+    """The outbox rows come with the step that causes them, to the people the step concerns, and a
+    step that fails writes none."""
+    ada = customers.save_contact(fleet, "acme", None, {"name": "Ada", "email": "ada@acme.example",
+                                                       "preferred_channel": "email", "language": "zh"},
+                                 region="NL")["id"]
+    groups = [("call centre", "li", "li@ironsight.example"), ("dispatch", "dora", "dora@ironsight.example"),
+              ("management", "max", "max@ironsight.example"), ("R&D", "rui", "rui@ironsight.example")]
+    for group, member, email in groups:
+        fleet.execute("INSERT INTO service_group_members (group_name, member, name, email) VALUES (%s, %s, %s, %s) "
+                      "ON CONFLICT DO NOTHING", (group, member, member.title(), email))
+    fleet.commit()
+    try:
+        ticket, _ = service.create_ticket(fleet, service.NewTicket("EX-1", "no pressure", "major", created_at=T0,
+                                                                   contact_id=ada))
+        tid = ticket["id"]
+        with pytest.raises(service.workflow.TransitionError):
+            service.apply_action(fleet, tid, "arrive", actor="anna", at=T0 + H)
+        service.apply_action(fleet, tid, "accept", actor="anna", at=T0 + H)
+        service.apply_action(fleet, tid, "escalate", actor="anna", at=T0 + H,
+                             fields={"expert_group": "R&D", "reason": "pressure drops when cold"})
+        service.apply_action(fleet, tid, "reassign", actor="rui", at=T0 + H, fields={"outcome": "reset the valve"})
+        service.apply_action(fleet, tid, "start_remote_diagnosis", actor="anna", at=T0 + H)
+        service.apply_action(fleet, tid, "resolve_remote", actor="anna", at=T0 + H, fields={"work_done": "reset"})
+        sla.run_sla_round(fleet, T0 + 20 * H)
+        aftercare.record_callback(fleet, the_callback(fleet, tid)["id"], agent="li", outcome="answered",
+                                  contact_id=ada, scores=LOW_TIMELINESS, at=T0 + 21 * H)
+        complaint_id = service.get_ticket(fleet, tid)["complaints"][0]["id"]
+        sla.run_sla_round(fleet, T0 + 21 * H + 130 * H)
+        rows = fleet.execute("SELECT event, recipient, channel, address, language, subject FROM notifications "
+                             "WHERE ticket_id = %s ORDER BY id", (tid,)).fetchall()
+    finally:
+        fleet.execute("DELETE FROM service_group_members WHERE member = ANY(%s)", ([m for _, m, _ in groups],))
+        fleet.commit()
+    told = [(event, recipient) for event, recipient, *_ in rows]
+    assert told == [
+        ("work_order_opened", f"contact:{ada}"),
+        ("expert_consultation", "member:R&D/rui"),
+        ("work_order_resolved", f"contact:{ada}"),
+        ("callback_due", "member:call centre/li"),
+        ("complaint_assigned", "member:dispatch/dora"),
+        ("complaint_deadline_near", "member:dispatch/dora"),
+    ], told
+    opened = rows[0]
+    assert (opened[2], opened[3], opened[4]) == ("email", "ada@acme.example", "zh")
+    assert opened[5] == f"工单 #{tid} 已创建：no pressure"
+    assert complaints.get_complaint(fleet, complaint_id)["rounds"][0]["warned_at"] is not None

@@ -27,6 +27,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from core.errors import IronSightError
+from notifications import notify
 from tickets import groups
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ SELECT ticket_id, %(now)s, 'sla', %(event)s,
        jsonb_build_object('timer', 'callback', 'callback_id', id, 'purpose', purpose, 'due', due_at,
                           'assigned_to', assigned_to)
 FROM fired
-RETURNING ticket_id, (detail ->> 'callback_id')::bigint AS callback_id
+RETURNING ticket_id, (detail ->> 'callback_id')::bigint AS callback_id, (detail ->> 'due')::timestamptz AS due
 """
 _WARNING = "%(now)s >= c.created_at + (c.due_at - c.created_at) * %(fraction)s AND %(now)s < c.due_at"
 _BREACH = "%(now)s >= c.due_at"
@@ -243,4 +244,9 @@ def fire_sla(cur: psycopg.Cursor[Any], now: datetime, warn_fraction: float) -> d
         rows = cur.execute(_FIRE.format(column=column, condition=condition),
                            {"now": now, "fraction": warn_fraction, "event": f"sla_{kind}"}).fetchall()
         fired[kind] = [(r["ticket_id"], r["callback_id"]) if isinstance(r, dict) else (r[0], r[1]) for r in rows]
+        if kind == "warning":
+            for row in rows:
+                ticket_id, _, due = row.values() if isinstance(row, dict) else row
+                notify(cur, "callback_due", ticket_id=ticket_id, at=now, group=groups.CALL_CENTRE,
+                       facts={"due_at": due})
     return fired

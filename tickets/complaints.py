@@ -23,6 +23,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from core.errors import IronSightError
+from notifications import notify
 from tickets import callbacks, groups
 
 ANSWER_WITHIN = timedelta(days=7)
@@ -71,6 +72,8 @@ def _send(cur: psycopg.Cursor[DictRow], complaint: dict[str, Any], department: s
           at: datetime) -> None:
     cur.execute("INSERT INTO complaint_rounds (complaint_id, round, department, sent_at, answer_due) "
                 "VALUES (%s, %s, %s, %s, %s)", (complaint["id"], round_, department, at, at + ANSWER_WITHIN))
+    notify(cur, "complaint_assigned", ticket_id=complaint["ticket_id"], at=at, group=department,
+           facts={"department": department, "round": round_, "answer_due": at + ANSWER_WITHIN})
 
 
 def summary(complaint: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +140,8 @@ def verify(cur: psycopg.Cursor[DictRow], complaint: dict[str, Any], *, satisfied
 def escalate(cur: psycopg.Cursor[DictRow], complaint: dict[str, Any], *, at: datetime, actor: str,
              reason: str) -> None:
     cur.execute("UPDATE complaints SET state = 'escalated' WHERE id = %s", (complaint["id"],))
+    notify(cur, "complaint_escalated", ticket_id=complaint["ticket_id"], at=at, group=groups.MANAGEMENT,
+           facts={"department": complaint["department"], "round": complaint["round"], "reason": reason})
     _event(cur, complaint["ticket_id"], at, actor, "complaint_escalated",
            {"complaint_id": complaint["id"], "round": complaint["round"], "to": groups.MANAGEMENT,
             "reason": reason})
@@ -208,7 +213,8 @@ SELECT c.ticket_id, %(now)s, 'sla', %(event)s,
        jsonb_build_object('timer', 'complaint_answer', 'complaint_id', f.complaint_id, 'round', f.round,
                           'department', f.department, 'due', f.answer_due)
 FROM fired f JOIN complaints c ON c.id = f.complaint_id
-RETURNING ticket_id, (detail ->> 'complaint_id')::bigint, detail ->> 'department'
+RETURNING ticket_id, (detail ->> 'complaint_id')::bigint, detail ->> 'department', (detail ->> 'round')::int,
+          (detail ->> 'due')::timestamptz
 """
 _WARNING = "%(now)s >= r.sent_at + (r.answer_due - r.sent_at) * %(fraction)s AND %(now)s < r.answer_due"
 _BREACH = "%(now)s >= r.answer_due"
@@ -222,5 +228,10 @@ def fire_sla(cur: psycopg.Cursor[Any], now: datetime,
     for kind, column, condition in (("breach", "breached_at", _BREACH), ("warning", "warned_at", _WARNING)):
         rows = cur.execute(_FIRE.format(column=column, condition=condition),
                            {"now": now, "fraction": warn_fraction, "event": f"sla_{kind}"}).fetchall()
-        fired[kind] = [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in rows]
+        fired[kind] = [tuple(r.values())[:3] if isinstance(r, dict) else tuple(r)[:3] for r in rows]
+        if kind == "warning":
+            for row in rows:
+                ticket_id, _, department, round_, due = row.values() if isinstance(row, dict) else row
+                notify(cur, "complaint_deadline_near", ticket_id=ticket_id, at=now, group=department,
+                       facts={"department": department, "round": round_, "answer_due": due})
     return fired

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from core.db import one, where_equal
 from core.errors import IronSightError
+from notifications import notify
 from tickets import callbacks, complaints, dispatch, groups, sla, stock, workflow
 from tickets.dispatch import TravelModel
 from tickets.workflow import ACTIVE_STATES, OPEN_STATES, PREVIOUS, TransitionError
@@ -152,6 +153,7 @@ def _create_ticket(conn: psycopg.Connection, new: NewTicket, *, check_alarm: boo
             "INSERT INTO ticket_events (ticket_id, at, actor, event, detail) VALUES (%s, %s, %s, 'created', %s)",
             (row["id"], row["created_at"], new.created_by, Jsonb({"source_alarm_id": new.source_alarm_id})),
         )
+        notify(cur, "work_order_opened", ticket_id=row["id"], at=row["created_at"], customer=True)
         if new.source_alarm_id is not None:
             cur.execute("INSERT INTO ticket_alarms (alarm_id, ticket_id) VALUES (%s, %s)",
                         (new.source_alarm_id, row["id"]))
@@ -426,6 +428,23 @@ def transition_ticket(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any], tran
         detail |= callbacks.schedule(cur, ticket, "survey", at, within=sla.callback_within(cur, ticket)) or {}
     cur.execute("INSERT INTO ticket_events (ticket_id, at, actor, event, detail) VALUES (%s, %s, %s, %s, %s)",
                 (ticket["id"], at, actor, transition.event_name, Jsonb(detail)))
+    _notify_transition(cur, ticket["id"], action, target, fields, at)
+
+
+def _notify_transition(cur: psycopg.Cursor[DictRow], ticket_id: int, action: str, target: str,
+                       fields: dict[str, Any], at: datetime) -> None:
+    """Who hears of the step, in its transaction: the customer of the visit's milestones, the
+    engineer of the job, the expert group of the question."""
+    if action == "dispatch":
+        notify(cur, "engineer_dispatched", ticket_id=ticket_id, at=at, customer=True)
+        notify(cur, "job_assigned", ticket_id=ticket_id, at=at, engineer=fields["engineer"])
+    elif action == "arrive":
+        notify(cur, "engineer_arrived", ticket_id=ticket_id, at=at, customer=True)
+    elif action == "escalate":
+        notify(cur, "expert_consultation", ticket_id=ticket_id, at=at, group=fields["expert_group"],
+               facts={"question": fields.get("reason") or fields.get("note") or ""})
+    elif target == "resolved":
+        notify(cur, "work_order_resolved", ticket_id=ticket_id, at=at, customer=True)
 
 
 def _default_arrive_by(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any]) -> datetime:

@@ -36,6 +36,7 @@ from core.errors import InvalidTelemetry
 from core.geo import distance_km
 from core.inbound import BadInputLog, InboundMessage
 from core.positions import Position, decode_position, position_subscription, vehicle_id_from_topic
+from notifications import notify
 from tickets import dispatch, service
 from tickets.dispatch import TravelModel
 from tickets.workflow import TransitionError
@@ -126,6 +127,8 @@ def _update_visit(cur: psycopg.Cursor[DictRow], ticket: dict[str, Any], vehicle_
     for event, detail in events:
         cur.execute("INSERT INTO ticket_events (ticket_id, at, actor, event, detail) VALUES (%s, %s, %s, %s, %s)",
                     (ticket["id"], position.ts, f"tracking:{vehicle_id}", event, Jsonb(detail)))
+        if event == "late_arrival_warning":
+            notify(cur, "late_arrival", ticket_id=ticket["id"], at=position.ts, customer=True)
     return ticket["state"] == "en_route" and not to_collect and km * 1000 <= arrival_radius_m
 
 
