@@ -56,6 +56,7 @@ from ironsight.processes import die_with_parent
 from ironsight.schema import migrate
 from ironsight.world import seed_customers, seed_service_world
 from notifications.sinks import HttpSink, MailSink
+from tickets.aftercare import queue_counts
 from tickets.calls import list_calls
 from tickets.service import count_by_state, events_after, last_event_id
 from tickets.workflow import OPEN_STATES
@@ -394,7 +395,8 @@ class Supervisor:
                           f"online {online:5d}  "
                           f"active alarms {count_active(conn):4d}  open tickets {open_tickets:4d}  "
                           f"(vans out {driving}, on site {tickets.get('on_site', 0)})  "
-                          f"closed {tickets.get('closed', 0)}  {describe_calls(conn)}")
+                          f"closed {tickets.get('closed', 0)}  {describe_calls(conn)}  "
+                          f"{describe_aftercare(conn)}")
                 last_alarm_id = self._announce_alarms(conn, last_alarm_id)
                 if last_ticket_event_id is None:
                     last_ticket_event_id = last_event_id(conn)  # a restart announces only what is new
@@ -481,6 +483,14 @@ def describe_calls(conn: psycopg.Connection) -> str:
     return f"calls/h {count:3d}" + (f" (last: {last.replace('_', ' ')})" if last else "")
 
 
+def describe_aftercare(conn: psycopg.Connection) -> str:
+    """The callback queue and the complaints, against their deadlines."""
+    counts = queue_counts(conn)
+    return (f"callbacks open {counts['callbacks_open']} (overdue {counts['callbacks_overdue']}, "
+            f"done {counts['callbacks_done']})  complaints open {counts['complaints_open']} "
+            f"(overdue {counts['complaints_overdue']}, closed {counts['complaints_closed']})")
+
+
 def describe_ticket_event(event: dict) -> str:
     detail = event["detail"] or {}
     kind = event["event"]
@@ -495,5 +505,16 @@ def describe_ticket_event(event: dict) -> str:
     if kind == "resolved":
         return "resolved " + ("remotely" if detail.get("action") == "resolve_remote" else "on site")
     if kind == "complaint_opened":
-        return f"callback: complaint about {', '.join(detail.get('low', []))}"
-    return "closed after the callback" if kind == "closed" else kind
+        about = ", ".join(detail.get("low", [])) or detail.get("description") or "the service"
+        return f"complaint about {about} sent to {detail.get('department')}"
+    if kind == "complaint_answered":
+        return f"{detail.get('department')} answered the complaint (round {detail.get('round')}); checking callback due"
+    if kind == "complaint_sent_back":
+        return f"still unhappy: complaint sent back to {detail.get('department')} (round {detail.get('round')})"
+    if kind == "complaint_satisfied":
+        return "checking callback: the customer is satisfied"
+    if kind == "complaint_escalated":
+        return f"complaint escalated to management ({detail.get('reason')})"
+    return {"closed": "closed after the callback", "second_callback": "closed after the checking callback",
+            "closed_by_management": "closed by management", "closed_unreachable": "closed: customer unreachable"
+            }.get(kind, kind)

@@ -86,11 +86,13 @@ def service_world() -> tuple[list[Station], list[Engineer], list[Vehicle], list[
         stations.append(station)
         # Every other station's day engineer is not trained on cranes: a crane there needs a neighbour.
         day_skills = ALL_MODELS if index % 2 == 0 else tuple(m for m in ALL_MODELS if m not in CRANE_MODELS)
-        for shift, start, end, skills in (("day", time(6), time(18), day_skills),
-                                          ("night", time(18), time(6), ALL_MODELS)):
+        for nth, (shift, start, end, skills) in enumerate((("day", time(6), time(18), day_skills),
+                                                           ("night", time(18), time(6), ALL_MODELS))):
             engineer_id = f"ENG-{city}-{shift}"
             engineers.append(Engineer(engineer_id, f"{city.title()} {shift} engineer", station.id, skills,
-                                      start, end, site.timezone))
+                                      start, end, site.timezone,
+                                      phone=mobile_number(site.country, ENGINEER_NUMBERS + 2 * index + nth),
+                                      email=f"{engineer_id.lower()}@service.ironsight.example"))
             vehicles.append(Vehicle(f"VAN-{city}-{shift}", station.id, engineer_id,
                                     tuple((part, 2) for part in VAN_PARTS)))
         warehouses.append(Warehouse(f"WH-{city}", f"{city.title()} parts warehouse", site.lat + WAREHOUSE_OFFSET[0],
@@ -99,10 +101,29 @@ def service_world() -> tuple[list[Station], list[Engineer], list[Vehicle], list[
     return stations, engineers, vehicles, warehouses
 
 
+# Who answers for each service group in the simulated world (notifications to a group reach them).
+GROUP_MEMBERS = {
+    "call centre": ("callcentre.sim", "Call centre agent"),
+    "quality / R&D": ("quality.sim", "Quality engineer"),
+    "service management": ("service-manager.sim", "Service manager"),
+    "dispatch": ("dispatch-lead.sim", "Dispatch lead"),
+    "service engineering": ("service-engineering.sim", "Service engineering lead"),
+    "parts logistics": ("parts.sim", "Parts logistics lead"),
+    "management": ("management.sim", "Service director"),
+    "R&D": ("rnd.sim", "R&D engineer"),
+}
+# The simulated engineers' mobile numbers end from here on, after the customers' contacts.
+ENGINEER_NUMBERS = 9000
+
+
 def seed_service_world(conn: psycopg.Connection) -> None:
     """Register (or refresh) the service world; stock is counted afresh each time. Catalogue
     entries are only added where missing: once there, they are staff's to maintain."""
     at = datetime.now(UTC)
+    for group, (member, name) in GROUP_MEMBERS.items():
+        conn.execute("INSERT INTO service_group_members (group_name, member, name, email) VALUES (%s, %s, %s, %s) "
+                     "ON CONFLICT DO NOTHING",
+                     (group, member, name, f"{member.removesuffix('.sim')}@ironsight.example"))
     stations, engineers, vehicles, warehouses = service_world()
     for station in stations:
         upsert_station(conn, station)
@@ -143,6 +164,13 @@ COMPANIES = {
     "sud-travaux": ("Sud Travaux S.A.", "standard"),
     "delta-infra": ("Delta Infra S.p.A.", "silver"),
 }
+# Each customer's fleet manager hears of every work order by e-mail, in their language.
+FLEET_MANAGERS = {
+    "acme-construction": ("Eva Jansen", "en"),
+    "nordbau": ("Wang Lei", "zh"),
+    "sud-travaux": ("Claire Dubois", "en"),
+    "delta-infra": ("Chen Jing", "zh"),
+}
 # Two customers work at each site: the site managers there of the first (in CUSTOMERS' order), then the second.
 SITE_MANAGERS = {
     "NL": ("Sanne de Vries", "Daan Bakker"),
@@ -161,6 +189,9 @@ class Contact:
     email: str
     country: str
     phone: str  # E.164
+    language: str | None = None      # the country's by default
+    preferred_channel: str = "phone"
+    notify_all: bool = False         # hears of every work order of the fleet
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +236,12 @@ def customers_world() -> list[Customer]:
             serial += 1
             contacts.append(Contact(person, f"site manager, {site.name}", _email(person, customer_id), site.country,
                                     mobile_number(site.country, serial)))
+        manager, language = FLEET_MANAGERS[customer_id]
+        serial += 1
+        home = contacts[0].country  # the fleet manager sits in the customer's first site's country
+        contacts.append(Contact(manager, "fleet manager", _email(manager, customer_id), home,
+                                mobile_number(home, serial), language=language, preferred_channel="email",
+                                notify_all=True))
         customers.append(Customer(customer_id, name, tier, f"SC-{index + 1:04d}", tuple(contacts)))
     return customers
 
@@ -223,6 +260,7 @@ def seed_customers(conn: psycopg.Connection) -> None:
         for contact in customer.contacts:
             save_contact(conn, customer.id, known.get(contact.name),
                          {"name": contact.name, "role": contact.role, "email": contact.email,
-                          "preferred_channel": "phone", "language": contact.country.lower(),
+                          "preferred_channel": contact.preferred_channel,
+                          "language": contact.language or contact.country.lower(), "notify_all": contact.notify_all,
                           "phones": [contact.phone]}, contact.country)
     conn.commit()

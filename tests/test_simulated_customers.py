@@ -25,7 +25,7 @@ def test_each_customer_has_a_tier_and_a_site_manager_with_a_number_of_each_of_it
     assert len({n[-8:] for n in numbers}) == len(numbers)
     for customer in customers:
         countries = {SITES_BY_NAME[s.site].country for s in fleet if s.customer == customer.id}
-        assert 2 <= len(customer.contacts) <= 3
+        assert 3 <= len(customer.contacts) <= 4  # its site managers and its fleet manager
         for contact in customer.contacts:
             number = phonenumbers.parse(contact.phone)
             assert phonenumbers.is_valid_number(number), contact
@@ -49,7 +49,8 @@ def test_seeding_twice_changes_nothing_and_a_caller_is_found_however_the_line_sp
     assert snapshot() == first
     customers, contacts, limits = first
     assert {tier for _, _, tier, _ in customers} == {"gold", "silver", "standard"}
-    assert len(contacts) == 12 and {kind for _, kind, _, _ in limits} >= {"consultation", "complaint"}
+    # A site manager per customer and site (12) and a fleet manager per customer (4).
+    assert len(contacts) == 16 and {kind for _, kind, _, _ in limits} >= {"consultation", "complaint"}
 
     rng = random.Random(4)
     for contact_id, customer_id, _, e164 in contacts:

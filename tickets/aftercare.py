@@ -164,3 +164,19 @@ def close_complaint(conn: psycopg.Connection, complaint_id: int, *, note: str, a
     found = complaints.get_complaint(conn, complaint_id)
     assert found is not None
     return found
+
+
+_COUNTS = """
+SELECT (SELECT count(*) FROM callbacks WHERE state = 'open') AS callbacks_open,
+       (SELECT count(*) FROM callbacks WHERE state = 'open' AND due_at < now()) AS callbacks_overdue,
+       (SELECT count(*) FROM callbacks WHERE state = 'done') AS callbacks_done,
+       (SELECT count(*) FROM complaints WHERE closed_at IS NULL) AS complaints_open,
+       (SELECT count(*) FROM complaints WHERE state = 'with_department' AND answer_due < now()) AS complaints_overdue,
+       (SELECT count(*) FROM complaints WHERE closed_at IS NOT NULL) AS complaints_closed
+"""
+
+
+def queue_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Callbacks open, overdue and done; complaints open, past their answer deadline and closed."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return one(cur.execute(_COUNTS))

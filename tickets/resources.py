@@ -40,6 +40,11 @@ class Engineer:
     shift_end: time = time(0, 0)            # equal to the start: all day
     timezone: str = "UTC"
     active: bool = True
+    # How the engineer hears of a new job (notifications).
+    phone: str | None = None                # E.164
+    email: str | None = None
+    language: str = "en"
+    preferred_channel: str = "sms"          # sms or email
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +73,16 @@ def upsert_station(conn: psycopg.Connection, s: Station) -> None:
 def upsert_engineer(conn: psycopg.Connection, e: Engineer) -> None:
     try:
         conn.execute(
-            """INSERT INTO engineers (id, name, station_id, skills, shift_start, shift_end, timezone, active)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            """INSERT INTO engineers (id, name, station_id, skills, shift_start, shift_end, timezone, active, phone,
+                                     email, language, preferred_channel)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, station_id = EXCLUDED.station_id,
                    skills = EXCLUDED.skills, shift_start = EXCLUDED.shift_start, shift_end = EXCLUDED.shift_end,
-                   timezone = EXCLUDED.timezone, active = EXCLUDED.active""",
-            (e.id, e.name, e.station_id, list(e.skills), e.shift_start, e.shift_end, e.timezone, e.active),
+                   timezone = EXCLUDED.timezone, active = EXCLUDED.active, phone = EXCLUDED.phone,
+                   email = EXCLUDED.email, language = EXCLUDED.language,
+                   preferred_channel = EXCLUDED.preferred_channel""",
+            (e.id, e.name, e.station_id, list(e.skills), e.shift_start, e.shift_end, e.timezone, e.active, e.phone,
+             e.email, e.language, e.preferred_channel),
         )
     except psycopg.errors.ForeignKeyViolation:
         raise UnknownResource(f"no service station {e.station_id!r}") from None
@@ -124,7 +133,7 @@ def list_engineers(conn: psycopg.Connection, at: datetime, engineer_id: str | No
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             """SELECT e.id, e.name, e.station_id, e.skills, e.shift_start, e.shift_end, e.timezone, e.active,
-                      v.id AS vehicle_id,
+                      e.phone, e.email, e.language, e.preferred_channel, v.id AS vehicle_id,
                       (SELECT t.id FROM tickets t WHERE t.engineer = e.id AND t.state = ANY(%s)
                        ORDER BY t.dispatched_at DESC LIMIT 1) AS current_ticket_id
                FROM engineers e LEFT JOIN vehicles v ON v.engineer_id = e.id

@@ -244,7 +244,9 @@ def list_tickets(conn: psycopg.Connection, *, equipment_id: str | None, state: s
     return rows, count
 
 
-ANNOUNCED_EVENTS = ("dispatched", "late_arrival_warning", "arrived", "resolved", "complaint_opened", "closed")
+ANNOUNCED_EVENTS = ("dispatched", "late_arrival_warning", "arrived", "resolved", "complaint_opened", "closed",
+                    "complaint_answered", "complaint_sent_back", "complaint_satisfied", "second_callback",
+                    "complaint_escalated", "closed_by_management", "closed_unreachable")
 
 
 def count_by_state(conn: psycopg.Connection) -> dict[str, int]:

@@ -39,7 +39,8 @@ def put_engineer(engineer_id: ResourceId, body: EngineerBody, conn: DbConn) -> d
     try:
         resources.upsert_engineer(conn, resources.Engineer(
             engineer_id, body.name, body.station_id, tuple(body.skills), time.fromisoformat(body.shift_start),
-            time.fromisoformat(body.shift_end), body.timezone, body.active))
+            time.fromisoformat(body.shift_end), body.timezone, body.active, body.phone, body.email, body.language,
+            body.preferred_channel))
     except resources.UnknownResource as exc:
         raise HTTPException(422, str(exc)) from None
     return _engineers(conn, engineer_id)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator
@@ -32,6 +33,10 @@ class EngineerBody(BaseModel):
                            description="HH:MM; before shift_start: a night shift over midnight; equal: all day")
     timezone: str = Field("UTC", max_length=64)
     active: bool = True
+    phone: str | None = Field(None, pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164; new jobs by SMS")
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
+    language: str = Field("en", pattern=r"^[a-z]{2}(-[A-Za-z]{2,4})?$", description="of the notifications")
+    preferred_channel: Literal["sms", "email"] = "sms"
 
     @field_validator("timezone")
     @classmethod
