@@ -41,7 +41,7 @@ def list_callbacks(caller: Staff, conn: DbConn, state: CallbackState | None = "o
 
 @router.get("/plan", response_model=CallbackPlan)
 def month_plan(caller: Staff, conn: DbConn,
-               month: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
+               month: Annotated[str | None, Query(pattern=r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$",
                                                   description="YYYY-MM; this month by default")] = None
                ) -> CallbackPlan:
     """The month's callbacks by the day they are due: planned, done, on time, open, overdue,

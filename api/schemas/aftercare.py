@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from api.schemas.tickets import SurveyScores
 from tickets.callbacks import ATTEMPT_OUTCOMES, PURPOSES
@@ -180,6 +180,14 @@ class ServiceGroupPut(BaseModel):
     skills: list[str] = Field(default_factory=list, max_length=50)
     webhook_url: str | None = Field(None, pattern=r"^https?://", max_length=2000)
     members: list[GroupMember] = Field(default_factory=list, max_length=500)
+
+    @field_validator("members")
+    @classmethod
+    def _each_member_once(cls, members: list[GroupMember]) -> list[GroupMember]:
+        names = [m.member for m in members]
+        if len(set(names)) != len(names):
+            raise ValueError("a member is listed twice")
+        return members
 
 
 class ServiceGroupPublic(ServiceGroupPut):
