@@ -27,6 +27,8 @@ from aiosmtpd.controller import Controller
 from notifications.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 log = logging.getLogger(__name__)
+# aiosmtpd logs every SMTP command at INFO: the run's console would show nothing else.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 # What the sinks accept in one request or message (the demo's notifications are a few KiB).
 MAX_BODY_BYTES = 1_048_576
