@@ -56,8 +56,8 @@ class Outcome:
 
 
 def simulate(spec, seed: int, *, history_s: float, total_s: float, step_s: float,
-             history_step_s: float = 2.0) -> Outcome:
-    machine = SimulatedMachine(spec, START, seed=seed)
+             history_step_s: float = 2.0, start: datetime = START) -> Outcome:
+    machine = SimulatedMachine(spec, start, seed=seed)
     # Keep healthy machines clear of a service boundary during the run: a real reminder is not a false alarm.
     machine.engine_hours = math.floor(machine.engine_hours / SERVICE_INTERVAL_H) * SERVICE_INTERVAL_H + 50.0
     site = SITES_BY_NAME[spec.site]
@@ -67,7 +67,7 @@ def simulate(spec, seed: int, *, history_s: float, total_s: float, step_s: float
     while t < history_s:
         t += history_step_s
         machine.advance(history_step_s)
-        reading = machine.reading(START + timedelta(seconds=t))
+        reading = machine.reading(start + timedelta(seconds=t))
         history.append((reading.ts, _values(reading)))
     models = {OIL_MODEL_KIND: fit_oil_model([history])}
     engine = EquipmentEngine(rulebook_for(spec.model), replace(ctx, models=models))
@@ -80,7 +80,7 @@ def simulate(spec, seed: int, *, history_s: float, total_s: float, step_s: float
     while t < total_s:
         t += step_s
         machine.advance(step_s)
-        reading = machine.reading(START + timedelta(seconds=t))
+        reading = machine.reading(start + timedelta(seconds=t))
         codes = tuple((c.spn, c.fmi, c.oc) for c in reading.fault_codes)
         detected_at = None if outcome.detected_after_s is None else machine.fault_started_at + timedelta(
             seconds=outcome.detected_after_s)
@@ -107,7 +107,7 @@ def simulate(spec, seed: int, *, history_s: float, total_s: float, step_s: float
 def _values(reading) -> dict:
     return {name: getattr(reading, name) for name in ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar",
                                                         "coolant_temp_c", "fuel_level_pct", "engine_hours", "lat",
-                                                        "lon", "speed_kmh")}
+                                                        "lon", "speed_kmh", "ambient_temp_c")}
 
 
 def main() -> None:
@@ -120,6 +120,8 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=2.0, help="seconds between readings")
     parser.add_argument("--healthy-step", type=float, default=5.0, help="seconds between healthy readings")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--start", type=datetime.fromisoformat, default=START,
+                        help="simulated start, with time zone (the season and time of day the machines work in)")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -133,11 +135,11 @@ def main() -> None:
         onset_s = history_s + rng.uniform(300.0, 1800.0)
         spec = replace(spec, fault_after_s=onset_s)
         outcomes.append(simulate(spec, args.seed * 10_000 + i, history_s=history_s,
-                                 total_s=onset_s + args.after_min * 60, step_s=args.step))
+                                 total_s=onset_s + args.after_min * 60, step_s=args.step, start=args.start))
     healthy = build_fleet(args.healthy, fault_share=0.0, seed=args.seed + 1, id_prefix="H")
     healthy_outcomes = [simulate(spec, args.seed * 20_000 + i, history_s=history_s,
                                  total_s=history_s + args.healthy_hours * 3600, step_s=args.healthy_step,
-                                 history_step_s=args.step)
+                                 history_step_s=args.step, start=args.start)
                         for i, spec in enumerate(healthy)]
 
     print(f"{'injected fault':24} {'detected':>9} {'median delay s':>15} {'top-1 at raise':>15} "
@@ -178,7 +180,7 @@ def main() -> None:
         "per_fault": per_kind,
         "settings": {"per_fault": args.per_fault, "healthy": args.healthy, "healthy_hours": args.healthy_hours,
                      "history_h": args.history_h, "after_min": args.after_min, "step_s": args.step,
-                     "healthy_step_s": args.healthy_step,
+                     "healthy_step_s": args.healthy_step, "start": args.start.isoformat(),
                      "seed": args.seed},
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -39,6 +39,9 @@ CHANNEL_BOUNDS: dict[str, tuple[float, float]] = {
     "lat": (-90.0, 90.0),
     "lon": (-180.0, 180.0),
     "speed_kmh": (0.0, 300.0),
+    # J1939 SPN 171 "Ambient Air Temperature": the coldest and hottest air a machine works in, with room
+    # for a sensor in the sun; a reading beyond is a broken sensor, not weather.
+    "ambient_temp_c": (-60.0, 70.0),
 }
 CHANNELS: tuple[str, ...] = tuple(CHANNEL_BOUNDS)
 J1939_MAX_SPN = 524287  # 19 bits
@@ -70,6 +73,7 @@ class Reading(NamedTuple):
     lat: float | None = None
     lon: float | None = None
     speed_kmh: float | None = None
+    ambient_temp_c: float | None = None
     fault_codes: tuple[FaultCode, ...] = ()
 
 

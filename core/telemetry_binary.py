@@ -50,6 +50,9 @@ _FIELDS: dict[str, tuple[str, float]] = {
     "lat": (">i", 1e-7),
     "lon": (">i", 1e-7),
     "speed_kmh": (">H", 0.1),
+    # Added after the first controllers shipped: bit 9 of the presence mask, which their payloads never
+    # set, so they decode as before; a decoder older than it refuses the bit (bad_binary).
+    "ambient_temp_c": (">h", 0.01),
 }
 _STRUCTS = {name: struct.Struct(fmt) for name, (fmt, _) in _FIELDS.items()}
 _U16, _U32, _I64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">q")

@@ -160,6 +160,8 @@ def healthy_channels(count: int = VARIANTS, *, overheated: bool = False, seed: i
             "lat": round(51.949011 + rng.uniform(-2e-6, 2e-6), 7),
             "lon": round(4.142035 + rng.uniform(-2e-6, 2e-6), 7),
             "speed_kmh": round(rng.uniform(0.0, 0.6), 1),
+            # Not from rng: the other channels keep the values (and the neighbours' differences) they had.
+            "ambient_temp_c": round(14.0 + 0.05 * (v % 5), 2),
         })
     return out
 
@@ -174,7 +176,8 @@ def _binary_parts(values: dict[str, float]) -> tuple[bytes, bytes, bytes]:
     template = Reading(datetime(2026, 1, 1, tzinfo=UTC), **values, engine_hours=0.0, fault_codes=())
     body = encode_binary(0, [template])[1 + 1 + 1 + 8 + 1:]
     hours_at = 2 + 2 * CHANNELS.index("engine_hours")  # every channel before it is 2 bytes wide
-    assert CHANNELS.index("engine_hours") == 5 and len(body) == hours_at + 4 + 10, "binary layout changed"
+    # After the hours: lat and lon (4 bytes each), speed and ambient temperature (2 each).
+    assert CHANNELS.index("engine_hours") == 5 and len(body) == hours_at + 4 + 12, "binary layout changed"
     return body[:2], body[2:hours_at], body[hours_at + 4:]
 
 

@@ -2,7 +2,10 @@
 
 The model is deliberately simple physics, not noise: engine coolant and oil relax toward
 equilibria set by engine load and ambient temperature, each with its own thermal time constant
-(the thermostat holds healthy coolant near 80 °C + 8 °C × load). Faults from the catalogue in
+(the thermostat holds healthy coolant near 80 °C + 8 °C × load). The machine lives in simulated
+time, ``start`` plus the seconds it was advanced, and the world drifts with it: the air of its site
+through the seasons and the day (device_sim.climate), its own cooling capacity, pump and sensor
+errors, and a duty mix that changes every week (device_sim.variation). Faults from the catalogue in
 device_sim.faults act on the physics (a clogged radiator lowers the cooling system's effectiveness,
 so the same load settles at a higher temperature) or on what the controller reports (a stuck
 sensor, a lost GPS fix, a DM1 trouble code), and the machine knows when its fault began so that a
@@ -17,16 +20,20 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from core.telemetry import J1939_MAX_OC, FaultCode, Reading
+from device_sim.climate import SiteClimate
 from device_sim.faults import INJECTABLE_FAULTS, InjectedFault
+from device_sim.variation import ACTIVITIES, DutyMix, MachineTraits
 
 IDLE_RPM = 800.0
 WORK_RPM = 1800.0
 TRAVEL_RPM = 1500.0
 RPM_TIME_CONSTANT_S = 3.0
 OIL_TIME_CONSTANT_S = 120.0
-# Oil settles this far above ambient at idle, plus this much more at full load (healthy: < 95 °C).
-OIL_RISE_IDLE_C = 25.0
-OIL_RISE_FULL_LOAD_C = 55.0
+# Oil settles this far above ambient at idle, plus this much more at full load: a healthy machine
+# digging flat out on a 35 °C day with the weakest cooling of its model stays near 95 °C, well under
+# the 105 °C overheat limit; on a mild day it runs at 60-70 °C.
+OIL_RISE_IDLE_C = 20.0
+OIL_RISE_FULL_LOAD_C = 36.0
 # The oil cooler is coolant-cooled: coolant hotter than this heats the oil by this share of the excess.
 OIL_COOLANT_COUPLING_ABOVE_C = 95.0
 OIL_COOLANT_COUPLING = 0.3
@@ -34,23 +41,28 @@ OIL_COOLANT_COUPLING = 0.3
 COOLANT_THERMOSTAT_C = 80.0
 COOLANT_LOAD_RISE_C = 8.0
 # ...which it can as long as this rise above ambient (fully open thermostat) stays below that: a
-# healthy radiator at 20 °C ambient and full load settles at 77 °C; a half-blocked one at > 105 °C.
-COOLANT_RISE_IDLE_C = 30.0
-COOLANT_RISE_FULL_LOAD_C = 30.0
+# healthy radiator at full load on a 35 °C day would settle at 84 °C, under the thermostat's; a
+# clogged one (35 % of its capacity) passes 105 °C at working load even at 0 °C.
+COOLANT_RISE_IDLE_C = 20.0
+COOLANT_RISE_FULL_LOAD_C = 25.0
 COOLANT_TIME_CONSTANT_S = 60.0
 # Low coolant: less thermal mass, so temperatures move faster, and air pockets make the sensor jumpy.
 LOW_COOLANT_TIME_CONSTANT_S = 20.0
 LOW_COOLANT_NOISE_C = 3.0
-# Cooling faults, fully developed: (oil cooling effectiveness, coolant cooling effectiveness).
+# Cooling faults, fully developed: (oil cooling effectiveness, coolant cooling effectiveness). Strong
+# enough that each overheats at working load within half an hour on a cold day (from a cold engine).
+# On a hot afternoon the oil of a clogged radiator or oil cooler can then pass 160 °C, which the
+# rulebook also flags as implausible: a real engine would derate first, which is not modelled.
 COOLING_FAULT_EFFECTIVENESS = {
-    "radiator_clogged": (0.5, 0.5),
-    "oil_cooler_clogged": (0.5, 1.0),
-    "low_coolant": (0.7, 0.45),
+    "radiator_clogged": (0.35, 0.35),
+    "oil_cooler_clogged": (0.35, 1.0),
+    "low_coolant": (0.4, 0.3),
 }
 # Seconds for a physical fault to develop fully from its onset.
 FAULT_RAMP_S = {"hydraulic_leak": 10.0}
 DEFAULT_FAULT_RAMP_S = 30.0
-# Hydraulic pressure: working pressure is 180 + 100 × load bar (load 0.65-0.9, so 245-270 bar).
+# Hydraulic pressure: working pressure is 180 + 100 × load bar (load 0.6-0.95, so 240-275 bar), times
+# the machine's pump efficiency.
 WORK_PRESSURE_BASE_BAR = 180.0
 WORK_PRESSURE_PER_LOAD_BAR = 100.0
 IDLE_PRESSURE_BAR = 25.0
@@ -84,10 +96,16 @@ DTC_OIL_PRESSURE_RECUR_S = 60.0
 SERVICE_INTERVAL_H = 500.0
 SERVICE_DUE_LEAD_H = 2.0
 
-# (mode, min seconds, max seconds) — a working day compressed so that a demo shows every mode.
-DUTY_CYCLE = {"working": (90.0, 400.0), "idle": (20.0, 90.0), "travel": (60.0, 180.0)}
-# The mode of a machine riding a truck (geofence_exit): engine idling, no duty cycle.
+# (activity, min seconds, max seconds) — a working day compressed so that a demo shows every activity.
+# The week's duty mix (device_sim.variation.DutyMix) decides how often each comes next.
+DUTY_CYCLE = {"digging": (90.0, 400.0), "lifting": (90.0, 400.0), "idle": (20.0, 90.0), "travel": (60.0, 180.0)}
+# Engine load range of the two kinds of work: digging drives the hydraulics harder than lifting.
+WORK_LOAD = {"digging": (0.7, 0.95), "lifting": (0.6, 0.8)}
+# The activity of a machine riding a truck (geofence_exit): engine idling, no duty cycle.
 TRANSPORTED = "transported"
+# The air changes by hundredths of a degree a minute: working it out once a simulated minute is enough.
+AMBIENT_REFRESH_S = 60.0
+AMBIENT_SENSOR_NOISE_C = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +118,9 @@ class MachineSpec:
     site: str
     site_lat: float
     site_lon: float
-    ambient_c: float = 15.0
+    # The site's climate: its IANA time zone (local hours of the daily cycle) and mean air temperature.
+    site_timezone: str = "UTC"
+    site_annual_mean_c: float = 11.0
     # A kind from device_sim.faults.INJECTABLE_FAULTS, or None for a healthy machine.
     fault: str | None = None
     # Seconds of simulated time after the machine's start when the fault begins (None = at start).
@@ -123,11 +143,16 @@ class SimulatedMachine:
         self.fault_rng = random.Random(seed * 2 + 2)
         self.start = start
         self.elapsed_s = 0.0
-        self.mode = "idle"
+        # Built in, and the same in every run: a machine is the same machine whatever its seed.
+        self.traits = MachineTraits.of(spec.equipment_id)
+        self.climate = SiteClimate(spec.site, spec.site_lat, spec.site_timezone, spec.site_annual_mean_c)
+        self.ambient_c = self.climate.ambient_c(start)
+        self._ambient_at_s = 0.0
+        self.activity = "idle"
         self.mode_left_s = self.rng.uniform(5.0, 60.0)
         self.rpm = IDLE_RPM
         self.load = 0.1
-        self.oil_temp_c = spec.ambient_c + OIL_RISE_IDLE_C + self.rng.uniform(-3, 3)
+        self.oil_temp_c = self.ambient_c + OIL_RISE_IDLE_C + self.rng.uniform(-3, 3)
         self.coolant_temp_c = COOLANT_THERMOSTAT_C + self.rng.uniform(-2, 1)
         self.fuel_litres = TANK_LITRES * self.rng.uniform(0.3, 0.95)
         self.engine_hours = self.rng.uniform(100.0, 8000.0)
@@ -141,7 +166,17 @@ class SimulatedMachine:
         self._truck_heading_rad = 0.0
         self._truck_left_m = 0.0
 
-    # --- ground truth ---
+    # --- simulated time and ground truth ---
+
+    @property
+    def now(self) -> datetime:
+        """The machine's clock: its start plus the simulated seconds it has been advanced."""
+        return self.start + timedelta(seconds=self.elapsed_s)
+
+    @property
+    def mode(self) -> str:
+        """What the engine is doing: ``working`` (digging or lifting), ``idle``, ``travel``, ``transported``."""
+        return "working" if self.activity in WORK_LOAD else self.activity
 
     @property
     def fault_after_s(self) -> float | None:
@@ -194,19 +229,23 @@ class SimulatedMachine:
 
     def advance(self, dt_s: float) -> None:
         self.elapsed_s += dt_s
+        if self.elapsed_s - self._ambient_at_s >= AMBIENT_REFRESH_S:
+            self.ambient_c = self.climate.ambient_c(self.now)
+            self._ambient_at_s = self.elapsed_s
         if not self._fault_begun and self.fault_active():
             self._fault_begun = True
             self._begin_fault()
-        if self.mode != TRANSPORTED:
+        if self.activity != TRANSPORTED:
             self.mode_left_s -= dt_s
             if self.mode_left_s <= 0:
-                self._next_mode()
-        target_rpm, target_load = {
-            "working": (WORK_RPM + self.rng.gauss(0, 60), 0.65 + 0.25 * self.rng.random()),
-            "idle": (IDLE_RPM, 0.05),
-            "travel": (TRAVEL_RPM, 0.35),
-            TRANSPORTED: (IDLE_RPM, 0.05),
-        }[self.mode]
+                self._next_activity()
+        if self.activity in WORK_LOAD:
+            low, high = WORK_LOAD[self.activity]
+            target_rpm, target_load = WORK_RPM + self.rng.gauss(0, 60), low + (high - low) * self.rng.random()
+        elif self.activity == "travel":
+            target_rpm, target_load = TRAVEL_RPM, 0.35
+        else:  # idle, or idling on a truck
+            target_rpm, target_load = IDLE_RPM, 0.05
         if self.locked:
             target_rpm, target_load = 0.0, 0.0
         blend = 1.0 - math.exp(-dt_s / RPM_TIME_CONSTANT_S)
@@ -223,25 +262,28 @@ class SimulatedMachine:
 
     def _heat(self, dt_s: float) -> None:
         oil_effectiveness, coolant_effectiveness = self.cooling_effectiveness()
-        ambient = self.spec.ambient_c
+        capacity = self.traits.cooling_capacity
+        ambient = self.ambient_c
         regulated = COOLANT_THERMOSTAT_C + COOLANT_LOAD_RISE_C * self.load
-        unregulated = ambient + (COOLANT_RISE_IDLE_C + COOLANT_RISE_FULL_LOAD_C * self.load) / coolant_effectiveness
+        unregulated = ambient + (COOLANT_RISE_IDLE_C + COOLANT_RISE_FULL_LOAD_C * self.load) / (
+            coolant_effectiveness * capacity)
         coolant_tau_s = COOLANT_TIME_CONSTANT_S
         if self.spec.fault == "low_coolant":
             coolant_tau_s -= self._fault_progress() * (COOLANT_TIME_CONSTANT_S - LOW_COOLANT_TIME_CONSTANT_S)
         self.coolant_temp_c += (max(regulated, unregulated) - self.coolant_temp_c) * (
             1.0 - math.exp(-dt_s / coolant_tau_s))
 
-        oil_equilibrium = (ambient + (OIL_RISE_IDLE_C + OIL_RISE_FULL_LOAD_C * self.load) / oil_effectiveness
+        oil_rise = (OIL_RISE_IDLE_C + OIL_RISE_FULL_LOAD_C * self.load) / (oil_effectiveness * capacity)
+        oil_equilibrium = (ambient + oil_rise
                            + OIL_COOLANT_COUPLING * max(0.0, self.coolant_temp_c - OIL_COOLANT_COUPLING_ABOVE_C))
         self.oil_temp_c += (oil_equilibrium - self.oil_temp_c) * (1.0 - math.exp(-dt_s / OIL_TIME_CONSTANT_S))
 
     def repair(self) -> None:
         """The fault is fixed (on site, or by the customer with the dispatcher on the phone): from now on
         the machine is healthy; a machine carried off its site is brought back."""
-        if self.mode == TRANSPORTED or self.spec.fault == "geofence_exit":
+        if self.activity == TRANSPORTED or self.spec.fault == "geofence_exit":
             self.lat, self.lon = self._near_site()
-            self.mode, self.mode_left_s, self.destination = "idle", self.rng.uniform(5.0, 60.0), None
+            self.activity, self.mode_left_s, self.destination = "idle", self.rng.uniform(5.0, 60.0), None
         self.spec = replace(self.spec, fault=None, fault_after_s=None)
         self._fault_begun = False
         self._stuck_oil_c = None
@@ -250,7 +292,7 @@ class SimulatedMachine:
         """What happens at the instant of the fault (before this step's physics)."""
         fault = self.spec.fault
         if fault == "oil_temp_sensor_stuck":
-            self._stuck_oil_c = round(self.oil_temp_c, 2)
+            self._stuck_oil_c = round(self.oil_temp_c + self.traits.sensor_error("oil_temp_c", self.now), 2)
         elif fault == "service_due":
             next_service_h = (math.floor((self.engine_hours + SERVICE_DUE_LEAD_H) / SERVICE_INTERVAL_H) + 1) * (
                 SERVICE_INTERVAL_H)
@@ -263,38 +305,37 @@ class SimulatedMachine:
                 self.fault_rng.uniform(0, 2 * math.pi))
             self._truck_heading_rad = away + self.fault_rng.uniform(-math.pi / 6, math.pi / 6)
             self._truck_left_m = TRUCK_TRIP_M
-            self.mode = TRANSPORTED
+            self.activity = TRANSPORTED
             self.destination = None
 
-    def _next_mode(self) -> None:
-        if self.mode == "travel":
-            self.mode = "idle"
-        elif self.mode == "working":
-            self.mode = "travel" if self.rng.random() < 0.1 else "idle"
-        else:
-            self.mode = "working"
-        if self.mode == "travel":
+    def _next_activity(self) -> None:
+        # Chosen in proportion to the week's share over the mean length of a spell, so that over the
+        # week the time spent in each activity follows the mix.
+        mix = DutyMix.of_week(self.spec.equipment_id, self.now)
+        weights = [mix.share(a) / sum(DUTY_CYCLE[a]) for a in ACTIVITIES]
+        self.activity = self.rng.choices(ACTIVITIES, weights)[0]
+        if self.activity == "travel":
             bearing = self.rng.uniform(0, 2 * math.pi)
             distance_m = self.rng.uniform(TRAVEL_MIN_DISTANCE_M, TRAVEL_MAX_DISTANCE_M)
             self.destination = (
                 self.spec.site_lat + distance_m * math.cos(bearing) / METRES_PER_DEG_LAT,
                 self.spec.site_lon + distance_m * math.sin(bearing) / self._metres_per_deg_lon(),
             )
-        low, high = DUTY_CYCLE[self.mode]
+        low, high = DUTY_CYCLE[self.activity]
         self.mode_left_s = self.rng.uniform(low, high)
 
     def _move(self, dt_s: float) -> None:
-        if self.locked and self.mode != TRANSPORTED:
+        if self.locked and self.activity != TRANSPORTED:
             self.speed_kmh = 0.0
             return
-        if self.mode == TRANSPORTED:
+        if self.activity == TRANSPORTED:
             step_m = min(self._truck_left_m, TRUCK_SPEED_KMH / 3.6 * dt_s)
             self._truck_left_m -= step_m
             self.lat += step_m * math.cos(self._truck_heading_rad) / METRES_PER_DEG_LAT
             self.lon += step_m * math.sin(self._truck_heading_rad) / self._metres_per_deg_lon()
             self.speed_kmh = TRUCK_SPEED_KMH if self._truck_left_m > 0 else 0.0
             return
-        if self.mode != "travel" or self.destination is None:
+        if self.activity != "travel" or self.destination is None:
             self.speed_kmh = 0.0
             return
         d_north = (self.destination[0] - self.lat) * METRES_PER_DEG_LAT
@@ -319,9 +360,10 @@ class SimulatedMachine:
 
     def _hydraulic_pressure_bar(self) -> float:
         if self.mode == "working":
-            healthy = WORK_PRESSURE_BASE_BAR + WORK_PRESSURE_PER_LOAD_BAR * self.load
+            nominal = WORK_PRESSURE_BASE_BAR + WORK_PRESSURE_PER_LOAD_BAR * self.load
         else:
-            healthy = TRAVEL_PRESSURE_BAR if self.mode == "travel" else IDLE_PRESSURE_BAR
+            nominal = TRAVEL_PRESSURE_BAR if self.mode == "travel" else IDLE_PRESSURE_BAR
+        healthy = nominal * self.traits.pump_efficiency
         effect = HYDRAULIC_FAULT_EFFECT.get(self.spec.fault or "")
         if effect is None or not self.fault_active():
             return healthy
@@ -340,10 +382,12 @@ class SimulatedMachine:
     def reading(self, ts: datetime) -> Reading:
         # Draw every channel's noise whatever the fault, so that the streams stay aligned.
         noise = self.noise_rng.gauss
-        oil = self.oil_temp_c + noise(0, 0.3)
+        now, error = self.now, self.traits.sensor_error
+        oil = self.oil_temp_c + error("oil_temp_c", now) + noise(0, 0.3)
         rpm = self.rpm + noise(0, 15)
-        pressure = self._hydraulic_pressure_bar() + noise(0, 4)
-        coolant = self.coolant_temp_c + noise(0, 0.3)
+        pressure = self._hydraulic_pressure_bar() + error("hydraulic_pressure_bar", now) + noise(0, 4)
+        coolant = self.coolant_temp_c + error("coolant_temp_c", now) + noise(0, 0.3)
+        ambient = self.ambient_c + error("ambient_temp_c", now) + noise(0, AMBIENT_SENSOR_NOISE_C)
         if self._active("low_coolant"):
             coolant += self.fault_rng.gauss(0, LOW_COOLANT_NOISE_C * self._fault_progress())
         if self._stuck_oil_c is not None:
@@ -367,5 +411,6 @@ class SimulatedMachine:
             lat=round(self.lat, 6) if gps else None,
             lon=round(self.lon, 6) if gps else None,
             speed_kmh=round(self.speed_kmh, 1) if gps else None,
+            ambient_temp_c=round(ambient, 2),
             fault_codes=tuple(codes),
         )

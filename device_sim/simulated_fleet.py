@@ -46,13 +46,13 @@ def repaired_topic(root: str, equipment_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """A job site: centre, mean ambient temperature, geofence radius around the centre, local time
-    zone, country."""
+    """A job site: centre, annual mean air temperature (its climate: device_sim.climate), geofence
+    radius around the centre, local time zone, country."""
 
     name: str
     lat: float
     lon: float
-    ambient_c: float
+    annual_mean_c: float
     radius_m: float
     timezone: str  # IANA name
     country: str  # ISO 3166 code
@@ -106,7 +106,8 @@ def build_fleet(count: int, *, fault_share: float, seed: int = 1, id_prefix: str
             site=site.name,
             site_lat=site.lat,
             site_lon=site.lon,
-            ambient_c=site.ambient_c + rng.uniform(-3, 3),
+            site_timezone=site.timezone,
+            site_annual_mean_c=site.annual_mean_c,
             fault=fault,
             fault_after_s=rng.uniform(*fault_after_s) if fault else None,
         ))

@@ -527,17 +527,18 @@ class OilTempResidual(Rule):
     severity: str = "minor"
 
     def evaluate(self, state, sample, ctx):
-        from diagnostics.models import OIL_MODEL_KIND, update_features
+        from diagnostics.models import AMBIENT, OIL_MODEL_KIND, update_features
 
         features = update_features(state.setdefault("load", {}), sample.ts, sample.values)
         model = ctx.models.get(OIL_MODEL_KIND)
         oil = sample.values.get("oil_temp_c")
-        if model is None or features is None or oil is None:
+        ambient = sample.values.get(AMBIENT)
+        if model is None or features is None or oil is None or not model.judges(ambient):
             return []
         if not model.knows(features):
             state.pop("since", None)  # an operating point the model never saw: no judgement
             return []
-        expected, sigmas = model.residual_sigmas(features, oil)
+        expected, sigmas = model.residual_sigmas(features, oil, ambient)
         above = sigmas > self.raise_sigmas and oil - expected > self.min_excess_c
         if not state.get("active"):
             if not above:
@@ -550,7 +551,7 @@ class OilTempResidual(Rule):
             state["active"] = True
             return [_raise(self, self.severity, datetime.fromisoformat(since), {
                 "signal": "oil_temp_c", "value": oil, "expected": round(expected, 2), "sigmas": round(sigmas, 1),
-                "model": f"{model.kind} v{model.version} ({model.samples} samples)"})]
+                "ambient_c": ambient, "model": f"{model.kind} v{model.version} ({model.samples} samples)"})]
         if sigmas < self.clear_sigmas:
             back = state.setdefault("back_since", sample.ts.isoformat())
             if _seconds(sample.ts, back) >= self.clear_sustain_s:

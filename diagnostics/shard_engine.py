@@ -39,7 +39,16 @@ from diagnostics import evidence
 from diagnostics.catalogue import DTC_TABLE, Indicator, fault_info
 from diagnostics.causes import diagnosis
 from diagnostics.engine import DIAGNOSIS_REFRESH_S
-from diagnostics.models import LOAD_SIGNALS, MAX_GAP_S, OIL_MODEL_KIND, TIME_CONSTANTS_S, WARM_UP_S, feature_names
+from diagnostics.models import (
+    AMBIENT,
+    LOAD_SIGNALS,
+    MAX_GAP_S,
+    OIL_MODEL_KIND,
+    TIME_CONSTANTS_S,
+    WARM_UP_S,
+    feature_names,
+    operating_mode,
+)
 from diagnostics.rulebook import Rulebook
 from diagnostics.rulebook import rulebook_for as default_rulebook_for
 from diagnostics.rules import (
@@ -944,30 +953,35 @@ class _OilTempResidualColumns(_RuleColumns):
         decay = {tau: 1 - np.exp(-dt / tau) for tau in TIME_CONSTANTS_S}
         features = []
         any_restart = restart.any()
+        working, travelling = operating_mode(step.v("hydraulic_pressure_bar"), step.v("speed_kmh"))
+        signals = {"working": working, "travelling": travelling}
         for j, (signal, tau) in enumerate(_EWMA):
             column = a[f"ewma{j}"]
             previous = column[slots]
             if any_restart:
                 previous = np.where(restart, np.nan, previous)
-            value = step.v(signal)
+            value = signals[signal] if signal in signals else step.v(signal)
             average = np.where(np.isnan(previous), value, previous + decay[tau] * (value - previous))
             average = np.where(np.isnan(value), previous, average)
             column[slots] = average
             features.append(average)
         oil = step.v("oil_temp_c")
+        ambient = step.v(AMBIENT)
         judged = model["oil_model"][slots] & (now - load_since >= WARM_UP_S) & ~np.isnan(oil)
+        judged &= ~(model["oil_above_ambient"][slots] & np.isnan(ambient))  # OilTemperatureModel.judges
         for average in features:
             judged &= ~np.isnan(average)
         if not judged.any():
             return
         index = np.flatnonzero(judged)
         step = step.subset(judged) if len(index) < len(slots) else step
-        slots, t_us, oil = step.slots, step.t_us, oil[index]
+        slots, t_us, oil, ambient = step.slots, step.t_us, oil[index], ambient[index]
         x = np.stack([f[index] for f in features], axis=1)
         z = (x - model["oil_mean"][slots]) / model["oil_scale"][slots]
         d2 = np.einsum("ij,ijk,ik->i", z, model["oil_precision"][slots], z)
         knows = ~model["oil_enveloped"][slots] | (d2 <= model["oil_envelope"][slots])
         expected = model["oil_intercept"][slots] + np.einsum("ij,ij->i", model["oil_coef"][slots], z)
+        expected = np.where(model["oil_above_ambient"][slots], expected + ambient, expected)
         sigmas = (oil - expected - model["oil_median"][slots]) / model["oil_spread"][slots]
         above = knows & (sigmas > rule.raise_sigmas) & (oil - expected > rule.min_excess_c)
         active, since_old, back_old = a["active"][slots], a["since"][slots], a["back"][slots]
@@ -982,11 +996,12 @@ class _OilTempResidualColumns(_RuleColumns):
         for i in np.flatnonzero(raised | cleared):
             # The evidence as the reference computes it, on exactly these features.
             oil_model = self.group.ctxs[int(slots[i])].models[OIL_MODEL_KIND]
-            exact_expected, exact_sigmas = oil_model.residual_sigmas([float(v) for v in x[i]], float(oil[i]))
+            air = None if np.isnan(ambient[i]) else float(ambient[i])
+            exact_expected, exact_sigmas = oil_model.residual_sigmas([float(v) for v in x[i]], float(oil[i]), air)
             if raised[i]:
                 events.append(self._raised(step, i, rule.severity, since[i], {
                     "signal": "oil_temp_c", "value": float(oil[i]), "expected": round(exact_expected, 2),
-                    "sigmas": round(exact_sigmas, 1),
+                    "sigmas": round(exact_sigmas, 1), "ambient_c": air,
                     "model": f"{oil_model.kind} v{oil_model.version} ({oil_model.samples} samples)"}))
             else:
                 events.append(self._cleared(step, i, t_us[i], {"value": float(oil[i]),
@@ -1061,6 +1076,7 @@ class _Group:
         n = len(_FEATURES)
         self.context.column("oil_model", bool, False)
         self.context.column("oil_enveloped", bool, False)
+        self.context.column("oil_above_ambient", bool, False)
         for name in ("oil_intercept", "oil_median", "oil_spread", "oil_envelope"):
             self.context.column(name, np.float64, np.nan)
         for name in ("oil_coef", "oil_mean", "oil_scale"):
@@ -1135,6 +1151,7 @@ class _Group:
             c["oil_median"][members] = model.residual_median
             c["oil_spread"][members] = model.residual_spread
             c["oil_enveloped"][members] = bool(model.precision)
+            c["oil_above_ambient"][members] = model.above_ambient
             c["oil_precision"][members] = model.precision if model.precision else 0.0
             c["oil_envelope"][members] = model.envelope_d2
 

@@ -1,6 +1,7 @@
 """``ironsight train``: fit the models on each equipment model's healthy history in the database.
 
-Healthy means: outside every machine fault (and a margin around it) of that machine. A machine
+Healthy means: outside every machine fault and every fault or maintenance work order (and a margin
+around each) of that machine. A machine
 with enough healthy history gets a model of its own (its ambient, its wear); every equipment model
 gets one over all its machines, used for machines without their own.
 """
@@ -16,7 +17,13 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from diagnostics.models import MIN_TRAINING_SAMPLES, OIL_MODEL_KIND, OilTemperatureModel, fit_oil_model
+from diagnostics.models import (
+    MIN_TRAINING_SAMPLES,
+    OIL_MODEL_KIND,
+    OilTemperatureModel,
+    feature_names,
+    fit_oil_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +33,7 @@ FAULT_MARGIN = timedelta(minutes=15)
 MAX_MACHINES_PER_MODEL = 200
 
 _HISTORY = """
-SELECT r.equipment_id, r.ts, r.engine_rpm, r.hydraulic_pressure_bar, r.oil_temp_c
+SELECT r.equipment_id, r.ts, r.engine_rpm, r.hydraulic_pressure_bar, r.speed_kmh, r.oil_temp_c, r.ambient_temp_c
 FROM readings r
 WHERE r.equipment_id = ANY(%(ids)s) AND r.ts >= %(since)s AND r.ts < %(until)s
   AND NOT EXISTS (
@@ -34,6 +41,11 @@ WHERE r.equipment_id = ANY(%(ids)s) AND r.ts >= %(since)s AND r.ts < %(until)s
       WHERE f.equipment_id = r.equipment_id AND f.fault_code NOT IN ('SERVICE_DUE', 'OFFLINE', 'GPS_LOST',
                                                                      'GEOFENCE_EXIT', 'CURFEW_VIOLATION')
         AND r.ts >= f.started_at - %(margin)s AND r.ts <= coalesce(f.ended_at, 'infinity') + %(margin)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM tickets t
+      WHERE t.equipment_id = r.equipment_id AND t.kind IN ('fault', 'maintenance')
+        AND r.ts >= t.created_at - %(margin)s
+        AND r.ts <= coalesce(t.resolved_at, t.ended_at, 'infinity') + %(margin)s)
 ORDER BY r.equipment_id, r.ts
 """
 
@@ -57,10 +69,11 @@ def train(conn: psycopg.Connection, *, since: datetime, until: datetime,
     trained = []
     for model, ids in sorted(machines.items()):
         series: dict[str, list[tuple[datetime, dict[str, float | None]]]] = defaultdict(list)
-        for equipment_id, ts, rpm, pressure, oil in conn.execute(
+        for equipment_id, ts, rpm, pressure, speed, oil, ambient in conn.execute(
                 _HISTORY, {"ids": ids, "since": since, "until": until, "margin": FAULT_MARGIN}):
             series[equipment_id].append(
-                (ts, {"engine_rpm": rpm, "hydraulic_pressure_bar": pressure, "oil_temp_c": oil}))
+                (ts, {"engine_rpm": rpm, "hydraulic_pressure_bar": pressure, "speed_kmh": speed, "oil_temp_c": oil,
+                      "ambient_temp_c": ambient}))
         for equipment_id, samples in series.items():
             if len(samples) >= 2 * MIN_TRAINING_SAMPLES:
                 trained += _fit_and_store(conn, model, equipment_id, [samples], since, until)
@@ -110,6 +123,7 @@ def load_active_models(conn: psycopg.Connection, equipment_ids: list[str]) -> di
         (equipment_ids,)).fetchall()
     models: dict[str, dict[str, Any]] = defaultdict(dict)
     for equipment_id, kind, params, _ in rows:
-        if kind == OIL_MODEL_KIND:
+        # A model fitted on other inputs than today's (an older version) waits for the next training.
+        if kind == OIL_MODEL_KIND and params.get("features") == feature_names():
             models[equipment_id][kind] = OilTemperatureModel.from_dict(params)
     return models

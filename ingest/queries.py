@@ -23,7 +23,7 @@ SELECT e.id, e.serial, e.model, e.kind, e.customer, e.site,
            -- A last will or goodbye newer than the last telemetry means gone now, not in a minute.
            AND NOT coalesce(NOT p.connected AND p.status_at >= s.last_received_at, false) AS online,
        s.oil_temp_c, s.engine_rpm, s.hydraulic_pressure_bar, s.coolant_temp_c, s.fuel_level_pct,
-       s.engine_hours, s.lat, s.lon, s.speed_kmh
+       s.engine_hours, s.lat, s.lon, s.speed_kmh, s.ambient_temp_c
 FROM equipment e LEFT JOIN equipment_state s ON s.equipment_id = e.id
 LEFT JOIN device_presence p ON p.equipment_id = e.id
 """

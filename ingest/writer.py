@@ -50,7 +50,8 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_sequence_runs (
 _SEQUENCE_COPY_TYPES = ("text", "int8", "int8", "int4")
 
 # The channels readings_hourly keeps as sum and count (ingest.queries averages them from there).
-AVERAGED = ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct", "speed_kmh")
+AVERAGED = ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "fuel_level_pct", "speed_kmh",
+            "ambient_temp_c")
 _HOUR = "date_bin('1 hour', ts, TIMESTAMPTZ '2000-01-01 00:00+00')"
 HAS_POSITION = "lat IS NOT NULL AND lon IS NOT NULL"
 _newer_position = "EXCLUDED.position_ts > coalesce(h.position_ts, '-infinity')"

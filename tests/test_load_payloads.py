@@ -83,7 +83,7 @@ def test_the_rulebook_raises_exactly_the_injected_faults_once(gap_ms, per_msg, m
     raised: dict[int, list[tuple[str, str]]] = {i: [] for i in engines}
     for i, readings in _run("binary", minutes * 60, gap_ms, per_msg)[1]:
         for r in readings:
-            sample = Sample(r.ts, dict(zip(CHANNELS, r[1:10], strict=True)),
+            sample = Sample(r.ts, dict(zip(CHANNELS, r[1:1 + len(CHANNELS)], strict=True)),
                             tuple((c.spn, c.fmi, c.oc) for c in r.fault_codes))
             raised[i].extend((c.kind, c.fault_code) for c in engines[i].feed(sample, r.ts))
     expected_e2 = [("raised", "OIL_OVERHEAT")] if minutes * 60 > 150 else []

@@ -23,3 +23,4 @@ class ChannelValues(BaseModel):
     lat: float | None
     lon: float | None
     speed_kmh: float | None
+    ambient_temp_c: float | None
