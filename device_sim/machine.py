@@ -125,6 +125,9 @@ class MachineSpec:
     fault: str | None = None
     # Seconds of simulated time after the machine's start when the fault begins (None = at start).
     fault_after_s: float | None = None
+    # Seconds the fault takes to develop fully (None: the kind's default, minutes): a radiator that
+    # clogs over hours is what a model should see coming before a limit is crossed.
+    fault_ramp_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.fault is not None and self.fault not in INJECTABLE_FAULTS:
@@ -209,7 +212,7 @@ class SimulatedMachine:
         after = self.fault_after_s
         if after is None or self.elapsed_s < after:
             return 0.0
-        ramp_s = FAULT_RAMP_S.get(self.spec.fault or "", DEFAULT_FAULT_RAMP_S)
+        ramp_s = self.spec.fault_ramp_s or FAULT_RAMP_S.get(self.spec.fault or "", DEFAULT_FAULT_RAMP_S)
         return min(1.0, (self.elapsed_s - after) / ramp_s)
 
     def distance_from_site_m(self) -> float:

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from core import mqtt, topics
@@ -74,14 +74,23 @@ MODELS = (("EX210", "excavator"), ("EX350", "excavator"), ("TC500", "crane"), ("
 CUSTOMERS = ("acme-construction", "nordbau", "sud-travaux", "delta-infra")
 
 
+# Slowly developing faults: begun after the first models are trained (about 15 minutes of history),
+# fully developed three quarters of an hour later.
+SLOW_FAULT_AFTER_S = (1500.0, 3000.0)
+SLOW_FAULT_RAMP_S = 2700.0
+
+
 def build_fleet(count: int, *, fault_share: float, seed: int = 1, id_prefix: str = "EQ",
                 fault_after_s: tuple[float, float] = (20.0, 60.0),
-                faults: tuple[str, ...] = COOLING_FAULTS) -> list[MachineSpec]:
+                faults: tuple[str, ...] = COOLING_FAULTS, slow_share: float = 0.0) -> list[MachineSpec]:
     """``count`` machines; round(count × fault_share) of them develop a fault.
 
     The faulty machines (chosen at random with ``seed``), in equipment id order, get the kinds of
     ``faults`` in turn, each beginning a uniform ``fault_after_s`` seconds after the machine starts.
     The default faults all overheat the oil, so that a demo fleet shows overheating machines.
+    ``slow_share`` of the faulty machines instead begin ``SLOW_FAULT_AFTER_S`` into the run and take
+    ``SLOW_FAULT_RAMP_S`` to develop: by then the diagnostic models have learned the fleet, and they
+    see those faults coming before the limits are crossed.
     """
     unknown = [kind for kind in faults if kind not in INJECTABLE_FAULTS]
     if unknown or not faults:
@@ -111,6 +120,9 @@ def build_fleet(count: int, *, fault_share: float, seed: int = 1, id_prefix: str
             fault=fault,
             fault_after_s=rng.uniform(*fault_after_s) if fault else None,
         ))
+        if fault and slow_share > 0 and rng.random() < slow_share:
+            fleet[-1] = replace(fleet[-1], fault_after_s=rng.uniform(*SLOW_FAULT_AFTER_S),
+                                fault_ramp_s=SLOW_FAULT_RAMP_S)
     return fleet
 
 

@@ -185,18 +185,32 @@ def cmd_crew(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime, timedelta
 
+    import psycopg
+
     from core.db import connect
     from diagnostics.training import train
 
-    until = datetime.now(UTC)
-    since = until - timedelta(hours=args.hours)
-    with connect(_require(settings.database_url, "IRONSIGHT_DATABASE_URL"), application_name="ironsight-train") as conn:
-        trained = train(conn, since=since, until=until, equipment_model=args.equipment_model)
-    for model in trained:
-        scope = model.equipment_id or f"all {model.equipment_model}"
-        print(f"{model.kind:10} {scope:24} {model.samples:8d} samples  residual spread {model.residual_spread:.2f} °C")
-    print(f"trained {len(trained)} models on {since:%Y-%m-%d %H:%M} … {until:%H:%M} UTC")
-    return 0
+    database_url = _require(settings.database_url, "IRONSIGHT_DATABASE_URL")
+    stop = _stop_on_signals() if args.every_min else None
+    while True:
+        until = datetime.now(UTC)
+        since = until - timedelta(hours=args.hours)
+        try:
+            with connect(database_url, application_name="ironsight-train") as conn:
+                trained = train(conn, since=since, until=until, equipment_model=args.equipment_model)
+        except psycopg.OperationalError as exc:
+            if stop is None:
+                raise
+            print(f"database unavailable ({exc}); trying again next round", flush=True)
+            trained = []
+        for model in trained:
+            scope = model.equipment_id or f"all {model.equipment_model}"
+            print(f"{model.kind:10} {scope:24} {model.samples:8d} samples  residual spread "
+                  f"{model.residual_spread:.2f} °C", flush=True)
+        print(f"trained {len(trained)} models on {since:%Y-%m-%d %H:%M} … {until:%H:%M} UTC", flush=True)
+        # Refitted on a schedule, each model a new version (the previous ones stay, inactive).
+        if stop is None or stop.wait(args.every_min * 60):
+            return 0
 
 
 def cmd_diagnose_csv(args: argparse.Namespace, settings: Settings) -> int:
@@ -231,7 +245,7 @@ def cmd_sim(args: argparse.Namespace, settings: Settings) -> int:
     from ironsight.schema import register_fleet
 
     fleet = build_fleet(args.controllers, fault_share=args.fault_share, seed=args.seed,
-                        faults=_fault_kinds(args.faults))
+                        faults=_fault_kinds(args.faults), slow_share=args.slow_fault_share)
     part, parts = _slice(args.slice)
     # This process's share of the fleet: the same machines whichever process runs them.
     size = -(-len(fleet) // parts)
@@ -353,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the diagnostic models on healthy history in the database")
     train.add_argument("--hours", type=float, default=24.0, help="history to learn from (default 24)")
     train.add_argument("--equipment-model", default=None, help="only this equipment model")
+    train.add_argument("--every-min", type=float, default=0.0,
+                       help="train again every so many minutes until stopped (default: once)")
     train.set_defaults(handler=cmd_train)
     alarms = sub.add_parser("alarms", help="run alarms workers (they share the fleet's shards)")
     alarms.add_argument("--name", default="alarms", help="worker name")
@@ -389,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run a simulated fleet")
     sim.add_argument("--controllers", type=int, default=200)
     sim.add_argument("--fault-share", type=float, default=0.05)
+    sim.add_argument("--slow-fault-share", type=float, default=0.0,
+                     help="share of the faulty machines whose fault begins after 25-50 min and develops slowly")
     sim.add_argument("--faults", default=",".join(DEMO_FAULTS))
     sim.add_argument("--interval", type=float, default=1.0)
     sim.add_argument("--readings-per-message", type=int, default=1)

@@ -67,6 +67,8 @@ STOP_GRACE_S = 10.0
 RESTART_BACKOFF_MAX_S = 30.0
 # The first simulated machines answer remote commands (lock, snapshot …) for a demo through the API.
 DEMO_FULL_CONTROLLERS = 5
+# ``ironsight run`` refits the diagnostic models this often (the first fit needs about 15 minutes of history).
+TRAIN_EVERY_MIN = 5.0
 # What ``ironsight run`` starts besides the services: the simulated fleet and service crews. A
 # deployment runs the services only (deploy/docker-compose.yml; a test holds the two together).
 SIMULATORS = ("crew", "sim")
@@ -213,11 +215,16 @@ class Supervisor:
             Worker("sla", [*python, "sla"], logs / "sla.log"),
             Worker("tracking", [*python, "tracking"], logs / "tracking.log"),
             Worker("notify", [*python, "notify"], logs / "notify.log"),
+            # The diagnostic models learn the fleet's healthy behaviour from the run's own history.
+            Worker("train", [*python, "train", "--hours", "6", "--every-min", str(TRAIN_EVERY_MIN)],
+                   logs / "train.log"),
             Worker("crew", [*python, "crew", "--speed", str(self.speed),
                             *(arg for flag, rate in self.customer_rates.items() if rate is not None
                               for arg in (flag, str(rate)))], logs / "crew.log"),
             *[Worker(name, [*python, "sim", "--controllers", str(self.controllers),
                             "--fault-share", str(self.fault_share), "--faults", ",".join(self.faults),
+                            # Half the faults come late and slowly: the models warn of those first.
+                            "--slow-fault-share", "0.5",
                             "--interval", str(self.interval_s),
                             "--full-controllers", str(min(DEMO_FULL_CONTROLLERS, self.controllers)),
                             "--slice", f"{part}/{parts}",
@@ -447,7 +454,7 @@ class Supervisor:
     def _shutdown(self) -> None:
         # The fleet first so nothing new arrives, the API last so alarms can finish a request.
         order = {"sim": 0, "crew": 0, "ingest": 1, "devices": 2, "diagnostics": 3, "alarms": 4, "sla": 5,
-                 "tracking": 5, "notify": 6, "api": 6}
+                 "tracking": 5, "notify": 6, "train": 6, "api": 6}
         for worker in sorted(self.workers, key=lambda w: order.get(w.name.split("-")[0], 9)):
             process = worker.process
             if process is not None and process.poll() is None:

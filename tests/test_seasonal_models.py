@@ -1,0 +1,123 @@
+"""Models that hold through the seasons: the oil model explains the rise above the air and knows the
+operating mode, so a model trained in spring judges a summer day without alarming and still sees a
+radiator clogging; a model fitted on other inputs is not loaded; slow faults come late in a run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from psycopg.types.json import Jsonb
+
+from core.register import EquipmentRecord, register_equipment
+from device_sim.machine import SimulatedMachine
+from device_sim.simulated_fleet import SLOW_FAULT_AFTER_S, SLOW_FAULT_RAMP_S, build_fleet
+from diagnostics.models import (
+    OIL_MODEL_KIND,
+    WARM_UP_S,
+    fit_oil_model,
+    operating_mode,
+    update_features,
+)
+from diagnostics.rules import EquipmentContext, OilTempResidual, Sample
+from diagnostics.training import load_active_models
+
+SPRING = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)
+SUMMER = datetime(2026, 7, 14, 6, 0, tzinfo=UTC)
+CHANNELS = ("oil_temp_c", "engine_rpm", "hydraulic_pressure_bar", "coolant_temp_c", "speed_kmh", "ambient_temp_c")
+
+
+def day(spec, start, hours=8.0, step_s=5.0, seed=3):
+    machine = SimulatedMachine(spec, start, seed=seed)
+    out = []
+    for i in range(int(hours * 3600 / step_s)):
+        machine.advance(step_s)
+        reading = machine.reading(start + timedelta(seconds=(i + 1) * step_s))
+        out.append((reading.ts, {c: getattr(reading, c) for c in CHANNELS}))
+    return out
+
+
+def judge(model, series):
+    """Every (sigmas, excess °C) the model gives once warmed up, and what the rule raised."""
+    rule = OilTempResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
+    ctx = EquipmentContext("EX-1", "EX210", models={OIL_MODEL_KIND: model})
+    features_state: dict = {}
+    state: dict = {}
+    judged, raised = [], []
+    for ts, values in series:
+        raised += [c for c in rule.evaluate(state, Sample(ts, values), ctx) if c.kind == "raised"]
+        features = update_features(features_state, ts, values)
+        if features is not None and model.judges(values["ambient_temp_c"]) and model.knows(features):
+            expected, sigmas = model.residual_sigmas(features, values["oil_temp_c"], values["ambient_temp_c"])
+            judged.append((sigmas, values["oil_temp_c"] - expected))
+    return judged, raised
+
+
+def test_a_spring_model_holds_on_a_summer_day_and_sees_a_radiator_clogging():
+    healthy = build_fleet(1, fault_share=0.0, seed=21)[0]
+    model = fit_oil_model([day(healthy, SPRING + timedelta(days=d), seed=10 + d) for d in range(2)])
+    assert model.above_ambient and model.residual_spread < 2.0
+    summer = day(healthy, SUMMER, seed=30)
+    airs = [values["ambient_temp_c"] for _, values in summer]
+    spring_air = [values["ambient_temp_c"] for _, values in day(healthy, SPRING, hours=8.0, seed=10)]
+    assert min(airs) - max(spring_air) > 0  # every summer hour is warmer than any spring hour trained on
+    judged, raised = judge(model, summer)
+    assert len(judged) > 4000 and not raised
+    assert max(excess for _, excess in judged) < OilTempResidual.min_excess_c
+
+    clogging = replace(healthy, fault="radiator_clogged", fault_after_s=3600.0, fault_ramp_s=3 * 3600.0)
+    _, raised = judge(model, day(clogging, SUMMER, seed=30))
+    assert raised and raised[0].evidence["ambient_c"] is not None
+    onset = SUMMER + timedelta(seconds=3600)
+    assert raised[0].at >= onset
+
+
+def test_without_the_air_temperature_the_model_explains_the_oil_itself_and_an_ambient_model_waits():
+    healthy = build_fleet(1, fault_share=0.0, seed=21)[0]
+    spring = day(healthy, SPRING, hours=3.0)
+    no_air = [(ts, values | {"ambient_temp_c": None}) for ts, values in spring]
+    assert not fit_oil_model([no_air]).above_ambient
+    model = fit_oil_model([spring])
+    assert model.judges(20.0) and not model.judges(None)
+    judged, raised = judge(model, [(ts, values | {"ambient_temp_c": None}) for ts, values in spring])
+    rule_state: dict = {}
+    rule = OilTempResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
+    ctx = EquipmentContext("EX-1", "EX210", models={OIL_MODEL_KIND: model})
+    hot = [rule.evaluate(rule_state, Sample(ts, values | {"ambient_temp_c": None, "oil_temp_c": 150.0}), ctx)
+           for ts, values in spring[int(WARM_UP_S / 5):]]
+    assert not any(hot) and not raised
+
+
+def test_the_operating_mode_is_one_rule_for_a_sample_and_for_arrays():
+    working, travelling = operating_mode([240.0, 25.0, np.nan], [0.0, 12.0, np.nan])
+    assert working[:2].tolist() == [1.0, 0.0] and np.isnan(working[2])
+    assert travelling.tolist() == [0.0, 1.0, 0.0]  # no speed signal: not travelling
+    assert [float(v) for v in operating_mode(200.0, 0.5)] == [1.0, 0.0]
+
+
+def test_a_model_fitted_on_other_inputs_waits_for_the_next_training(conn):
+    register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
+    healthy = build_fleet(1, fault_share=0.0, seed=21)[0]
+    model = fit_oil_model([day(healthy, SPRING, hours=2.0)])
+    old = model.to_dict() | {"features": model.features[:6], "coef": model.coef[:6], "version": 1}
+    for params in (old, model.to_dict()):
+        conn.execute("UPDATE diagnostic_models SET active = false WHERE equipment_model = 'EX210'")
+        conn.execute("INSERT INTO diagnostic_models (kind, version, equipment_model, equipment_id, window_start, "
+                     "window_end, samples, params) VALUES (%s, %s, 'EX210', NULL, %s, %s, %s, %s)",
+                     (OIL_MODEL_KIND, params["version"], SPRING, SPRING, model.samples, Jsonb(params)))
+        loaded = load_active_models(conn, ["EX-1"])
+        assert (OIL_MODEL_KIND in loaded.get("EX-1", {})) == (params is not old)
+
+
+def test_slow_faults_begin_after_the_first_models_and_develop_over_the_ramp():
+    fleet = build_fleet(200, fault_share=0.5, seed=3, slow_share=0.5)
+    faulty = [spec for spec in fleet if spec.fault]
+    slow = [spec for spec in faulty if spec.fault_ramp_s == SLOW_FAULT_RAMP_S]
+    assert 0.3 * len(faulty) < len(slow) < 0.7 * len(faulty)
+    assert all(SLOW_FAULT_AFTER_S[0] <= spec.fault_after_s <= SLOW_FAULT_AFTER_S[1] for spec in slow)
+    assert [spec.fault_after_s for spec in build_fleet(20, fault_share=0.5, seed=3)] == \
+        [spec.fault_after_s for spec in build_fleet(20, fault_share=0.5, seed=3, slow_share=0.0)]
+    machine = SimulatedMachine(replace(slow[0], fault_after_s=60.0), SPRING, seed=1)
+    machine.advance(60.0 + SLOW_FAULT_RAMP_S / 2)
+    assert 0.45 < machine._fault_progress() < 0.55
