@@ -6,9 +6,10 @@ duty mix) works ``--train-days`` spring days; its oil-temperature model is fitte
 
 - healthy machines work ``--score-days`` summer days spread over ``--score-span-days`` and are
   diagnosed by the real engine (diagnostics.engine.EquipmentEngine, production rulebook) with that
-  spring model: every fault raised is a false alarm, per 1,000 machine-hours;
-- faulty machines work a summer day on which a cooling or hydraulic fault starts and develops over
-  ``--ramp-h`` hours (a radiator clogging, a pump wearing). Per fault kind: whether it was detected,
+  spring model, one engine per machine through the summer as a worker keeps it: every fault raised
+  is a false alarm, per 1,000 machine-hours;
+- faulty machines work a healthy summer day, then one on which a cooling or hydraulic fault starts
+  and develops over ``--ramp-h`` hours (a radiator clogging, a pump wearing). Per fault kind: whether it was detected,
   the first warning of a learned model (a rule that judges by a trained model), the first alarm of
   any other rule, the model's lead over the rules, and the top-1 cause of the first expected fault
   (raised by the model or a rule) and of the first expected fault a rule raised.
@@ -56,12 +57,16 @@ class Day:
     readings: list[tuple[datetime, dict]] = field(default_factory=list)
     air_min: float = float("inf")
     air_max: float = float("-inf")
+    engine_hours: float = 0.0  # at the end of the day
 
 
-def work_day(spec: MachineSpec, start: datetime, hours: float, step_s: float, seed: int) -> Day:
+def work_day(spec: MachineSpec, start: datetime, hours: float, step_s: float, seed: int,
+             engine_hours: float | None = None) -> Day:
+    """A working day; ``engine_hours``: where the previous day ended (the meter never runs back)."""
     machine = SimulatedMachine(spec, start, seed=seed)
     # Clear of a service boundary: a due service's reminder is real, not a false alarm.
-    machine.engine_hours = math.floor(machine.engine_hours / SERVICE_INTERVAL_H) * SERVICE_INTERVAL_H + 50.0
+    machine.engine_hours = engine_hours or (
+        math.floor(machine.engine_hours / SERVICE_INTERVAL_H) * SERVICE_INTERVAL_H + 50.0)
     day = Day()
     t = 0.0
     while t < hours * 3600:
@@ -73,6 +78,7 @@ def work_day(spec: MachineSpec, start: datetime, hours: float, step_s: float, se
         air = values.get("ambient_temp_c")
         if air is not None:
             day.air_min, day.air_max = min(day.air_min, air), max(day.air_max, air)
+    day.engine_hours = machine.engine_hours
     return day
 
 
@@ -115,12 +121,15 @@ def main() -> None:
     for i, spec in enumerate(build_fleet(args.healthy, fault_share=0.0, seed=args.seed, id_prefix="S")):
         model, days = train(spec, args, args.seed * 1000 + 100 * i)
         air_train += [d.air_min for d in days] + [d.air_max for d in days]
+        # One engine through the summer, as a diagnostics worker keeps a machine's state between days.
+        engine = EquipmentEngine(rulebook_for(spec.model), context(spec, model))
+        hours: float | None = None
         for d in range(args.score_days):
             offset = round(d * args.score_span_days / max(1, args.score_days))
             day = work_day(spec, args.score_start + timedelta(days=offset), args.hours, args.step,
-                           args.seed * 1000 + 100 * i + 50 + d)
+                           args.seed * 1000 + 100 * i + 50 + d, engine_hours=hours)
+            hours = day.engine_hours
             air_score += [day.air_min, day.air_max]
-            engine = EquipmentEngine(rulebook_for(spec.model), context(spec, model))
             for ts, values in day.readings:
                 for change in engine.feed(Sample(ts, values)):
                     if change.kind == "raised":
@@ -139,10 +148,16 @@ def main() -> None:
             onset_s = rng.uniform(1.0, 2.0) * 3600
             spec = replace(spec, fault_after_s=onset_s, fault_ramp_s=args.ramp_h * 3600)
             model, _ = train(spec, args, args.seed * 2000 + 100 * i)
-            start = args.score_start + timedelta(days=rng.randrange(args.score_span_days))
-            day = work_day(spec, start, args.hours, args.step, args.seed * 2000 + 100 * i + 50)
-            onset = start + timedelta(seconds=onset_s)
+            start = args.score_start + timedelta(days=1 + rng.randrange(args.score_span_days))
             engine = EquipmentEngine(rulebook_for(spec.model), context(spec, model))
+            # The engine has followed the machine the healthy day before, as a worker would have.
+            before = work_day(replace(spec, fault=None, fault_after_s=None, fault_ramp_s=None),
+                              start - timedelta(days=1), args.hours, args.step, args.seed * 2000 + 100 * i + 49)
+            for ts, values in before.readings:
+                engine.feed(Sample(ts, values))
+            day = work_day(spec, start, args.hours, args.step, args.seed * 2000 + 100 * i + 50,
+                           engine_hours=before.engine_hours)
+            onset = start + timedelta(seconds=onset_s)
             first_model = first_rule = first_expected = None
             cause = rule_cause = None
             for ts, values in day.readings:

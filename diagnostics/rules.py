@@ -517,7 +517,12 @@ class Offline(Rule):
 class OilTempResidual(Rule):
     """Oil hotter than the trained model expects for the recent load by ``raise_sigmas`` robust
     spreads for ``sustain_s``: cooling is degrading. Clears below ``clear_sigmas``. Without a
-    trained model for the machine the rule only keeps its load averages warm."""
+    trained model for the machine the rule only keeps its load averages warm.
+
+    Sensors drift and machines age between trainings: the rule follows the machine's own offset
+    from its model while nothing is wrong, as an average of its healthy residuals over
+    ``bias_time_constant_s`` of judged operation, at most ``bias_max_c`` either way, so a drifted
+    sensor is not a failing cooler and a fault (hours, not months) is never averaged away."""
 
     raise_sigmas: float = 5.0
     clear_sigmas: float = 2.0
@@ -525,6 +530,16 @@ class OilTempResidual(Rule):
     sustain_s: float = 20.0
     clear_sustain_s: float = 60.0
     severity: str = "minor"
+    bias_time_constant_s: float = 4 * 3600.0
+    bias_max_c: float = 3.0
+    # The offset moves by at most this much judged time per sample: a gap teaches it nothing.
+    bias_step_max_s: float = 60.0
+
+    def learn_bias(self, bias: float, last_t: float | None, t: float, residual: float) -> float:
+        """The offset after one healthy sample ``residual`` °C from the model's median."""
+        dt = min(max(0.0, t - (t if last_t is None else last_t)), self.bias_step_max_s)
+        target = min(self.bias_max_c, max(-self.bias_max_c, residual))
+        return bias + (1.0 - math.exp(-dt / self.bias_time_constant_s)) * (target - bias)
 
     def evaluate(self, state, sample, ctx):
         from diagnostics.models import AMBIENT, OIL_MODEL_KIND, update_features
@@ -539,7 +554,13 @@ class OilTempResidual(Rule):
             state.pop("since", None)  # an operating point the model never saw: no judgement
             return []
         expected, sigmas = model.residual_sigmas(features, oil, ambient)
+        bias, last_t, t = state.get("bias", 0.0), state.get("bias_t"), sample.ts.timestamp()
+        expected, sigmas = expected + bias, sigmas - bias / model.residual_spread
         above = sigmas > self.raise_sigmas and oil - expected > self.min_excess_c
+        state["bias_t"] = t
+        learns = not state.get("active") and not above
+        state["bias"] = self.learn_bias(bias, last_t, t, oil - expected + bias - model.residual_median) if learns \
+            else bias
         if not state.get("active"):
             if not above:
                 state.pop("since", None)
@@ -551,7 +572,8 @@ class OilTempResidual(Rule):
             state["active"] = True
             return [_raise(self, self.severity, datetime.fromisoformat(since), {
                 "signal": "oil_temp_c", "value": oil, "expected": round(expected, 2), "sigmas": round(sigmas, 1),
-                "ambient_c": ambient, "model": f"{model.kind} v{model.version} ({model.samples} samples)"})]
+                "ambient_c": ambient, "bias_c": round(bias, 2),
+                "model": f"{model.kind} v{model.version} ({model.samples} samples)"})]
         if sigmas < self.clear_sigmas:
             back = state.setdefault("back_since", sample.ts.isoformat())
             if _seconds(sample.ts, back) >= self.clear_sustain_s:

@@ -937,6 +937,8 @@ class _OilTempResidualColumns(_RuleColumns):
         self.column("since", np.int64, NO_TIME)
         self.column("back", np.int64, NO_TIME)
         self.column("active", bool, False)
+        self.column("bias", np.float64, 0.0)
+        self.column("bias_t", np.float64, np.nan)
         self.sustain_us = at_least_us(self.rule.sustain_s)
         self.clear_sustain_us = at_least_us(self.rule.clear_sustain_s)
 
@@ -983,8 +985,18 @@ class _OilTempResidualColumns(_RuleColumns):
         expected = model["oil_intercept"][slots] + np.einsum("ij,ij->i", model["oil_coef"][slots], z)
         expected = np.where(model["oil_above_ambient"][slots], expected + ambient, expected)
         sigmas = (oil - expected - model["oil_median"][slots]) / model["oil_spread"][slots]
+        bias, last_t = a["bias"][slots], a["bias_t"][slots]  # OilTempResidual: the machine's own offset
+        expected, sigmas = expected + bias, sigmas - bias / model["oil_spread"][slots]
         above = knows & (sigmas > rule.raise_sigmas) & (oil - expected > rule.min_excess_c)
         active, since_old, back_old = a["active"][slots], a["since"][slots], a["back"][slots]
+        learn = knows & ~active & ~above
+        judged_at = step.t  # the judged rows' times (``now`` covers every row of the step)
+        dt = np.minimum(np.maximum(0.0, judged_at - np.where(np.isnan(last_t), judged_at, last_t)),
+                        rule.bias_step_max_s)
+        target = np.clip(oil - expected + bias - model["oil_median"][slots], -rule.bias_max_c, rule.bias_max_c)
+        a["bias"][slots] = np.where(learn, bias + (1.0 - np.exp(-dt / rule.bias_time_constant_s)) * (target - bias),
+                                    bias)
+        a["bias_t"][slots] = np.where(knows, judged_at, last_t)
         rising = ~active & above
         since = np.where(rising, np.where(since_old == NO_TIME, t_us, since_old),
                          np.where(active & knows, since_old, NO_TIME))
@@ -998,10 +1010,12 @@ class _OilTempResidualColumns(_RuleColumns):
             oil_model = self.group.ctxs[int(slots[i])].models[OIL_MODEL_KIND]
             air = None if np.isnan(ambient[i]) else float(ambient[i])
             exact_expected, exact_sigmas = oil_model.residual_sigmas([float(v) for v in x[i]], float(oil[i]), air)
+            offset = float(bias[i])
+            exact_expected, exact_sigmas = exact_expected + offset, exact_sigmas - offset / oil_model.residual_spread
             if raised[i]:
                 events.append(self._raised(step, i, rule.severity, since[i], {
                     "signal": "oil_temp_c", "value": float(oil[i]), "expected": round(exact_expected, 2),
-                    "sigmas": round(exact_sigmas, 1), "ambient_c": air,
+                    "sigmas": round(exact_sigmas, 1), "ambient_c": air, "bias_c": round(offset, 2),
                     "model": f"{oil_model.kind} v{oil_model.version} ({oil_model.samples} samples)"}))
             else:
                 events.append(self._cleared(step, i, t_us[i], {"value": float(oil[i]),
@@ -1022,10 +1036,14 @@ class _OilTempResidualColumns(_RuleColumns):
         if a["active"][slot]:
             state["active"] = True
         _since_state(state, a["back"][slot], "back_since")
+        if not np.isnan(a["bias_t"][slot]):
+            state["bias"], state["bias_t"] = float(a["bias"][slot]), float(a["bias_t"][slot])
         return state
 
     def load_state(self, slot, state):
         a = self.a
+        a["bias"][slot] = state.get("bias", 0.0)
+        a["bias_t"][slot] = state.get("bias_t", np.nan)
         load = state.get("load") or {}
         a["load_t"][slot] = load.get("t", np.nan)
         a["load_since"][slot] = load.get("since", np.nan)

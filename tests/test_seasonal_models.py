@@ -121,3 +121,19 @@ def test_slow_faults_begin_after_the_first_models_and_develop_over_the_ramp():
     machine = SimulatedMachine(replace(slow[0], fault_after_s=60.0), SPRING, seed=1)
     machine.advance(60.0 + SLOW_FAULT_RAMP_S / 2)
     assert 0.45 < machine._fault_progress() < 0.55
+
+
+def test_the_rule_follows_a_drifted_sensor_but_never_averages_a_fault_away():
+    healthy = build_fleet(1, fault_share=0.0, seed=21)[0]
+    model = fit_oil_model([day(healthy, SPRING + timedelta(days=d), seed=10 + d) for d in range(2)])
+    rule = OilTempResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
+    ctx = EquipmentContext("EX-1", "EX210", models={OIL_MODEL_KIND: model})
+    state: dict = {}
+    summer = day(healthy, SUMMER, hours=8.0, seed=30)
+    drifted = [(ts, values | {"oil_temp_c": values["oil_temp_c"] + 2.5}) for ts, values in summer]
+    raised = [c for ts, values in drifted for c in rule.evaluate(state, Sample(ts, values), ctx) if c.kind == "raised"]
+    assert not raised
+    assert 1.0 < state["bias"] <= rule.bias_max_c  # most of the 2.5 °C learned in a working day
+    hot = [(ts + timedelta(days=1), values | {"oil_temp_c": values["oil_temp_c"] + 12.0}) for ts, values in drifted]
+    raised = [c for ts, values in hot for c in rule.evaluate(state, Sample(ts, values), ctx) if c.kind == "raised"]
+    assert raised and raised[0].evidence["bias_c"] <= rule.bias_max_c
