@@ -16,6 +16,8 @@ _OWNER = {
     "equipment": "SELECT customer FROM equipment WHERE id = %s",
     "alarm": "SELECT e.customer FROM alarms a JOIN equipment e ON e.id = a.equipment_id WHERE a.id = %s",
     "ticket": "SELECT e.customer FROM tickets t JOIN equipment e ON e.id = t.equipment_id WHERE t.id = %s",
+    "complaint": "SELECT e.customer FROM complaints c JOIN tickets t ON t.id = c.ticket_id "
+                 "JOIN equipment e ON e.id = t.equipment_id WHERE c.id = %s",
 }
 
 

@@ -35,6 +35,8 @@ OPEN_STATES = ("with_department", "answered", "escalated")
 
 _COLUMNS = ("id, ticket_id, source, indicators, description, state, department, round, answer_due, opened_by, "
             "opened_at, closed_at, closing_note")
+_LISTED = (", ".join("c." + column.strip() for column in _COLUMNS.split(","))
+           + ", t.equipment_id, e.customer AS customer_id")
 
 
 class ComplaintNotFound(IronSightError):
@@ -161,8 +163,7 @@ def close(cur: psycopg.Cursor[DictRow], complaint: dict[str, Any], *, note: str,
 def get_complaint(conn: psycopg.Connection, complaint_id: int) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            f"SELECT {', '.join('c.' + c.strip() for c in _COLUMNS.split(','))}, t.equipment_id, e.customer AS "
-            "customer_id FROM complaints c JOIN tickets t ON t.id = c.ticket_id "
+            f"SELECT {_LISTED} FROM complaints c JOIN tickets t ON t.id = c.ticket_id "
             "JOIN equipment e ON e.id = t.equipment_id WHERE c.id = %s", (complaint_id,)).fetchone()
         if row is not None:
             row["rounds"] = cur.execute(
@@ -188,8 +189,7 @@ def list_complaints(conn: psycopg.Connection, *, now: datetime, state: str | Non
     with conn.cursor(row_factory=dict_row) as cur:
         count = cur.execute("SELECT count(*) AS n" + source + where, params).fetchone()
         rows = cur.execute(
-            f"SELECT {', '.join('c.' + c.strip() for c in _COLUMNS.split(','))}, t.equipment_id, "
-            "e.customer AS customer_id" + source + where
+            f"SELECT {_LISTED}" + source + where
             + " ORDER BY c.closed_at IS NOT NULL, c.answer_due, c.id LIMIT %(limit)s OFFSET %(offset)s",
             params).fetchall()
     for row in rows:

@@ -211,12 +211,15 @@ def run_sla_round(conn: psycopg.Connection, now: datetime | None = None, *,
                     log.info("ticket %d: SLA %s of the %s timer", ticket_id, kind, timer.name)
                 emitted += len(rows)
                 metrics.SLA_ALERTS.labels(timer=timer.name, kind=kind).inc(len(rows))
-        for kind, fired in callbacks.fire_sla(conn.cursor(), now, warn_fraction).items():
+        with conn.cursor() as cur:
+            fired_callbacks = callbacks.fire_sla(cur, now, warn_fraction)
+            fired_answers = complaints.fire_sla(cur, now, warn_fraction)
+        for kind, fired in fired_callbacks.items():
             for ticket_id, callback_id in fired:
                 log.info("ticket %d: SLA %s of callback %d", ticket_id, kind, callback_id)
             emitted += len(fired)
             metrics.SLA_ALERTS.labels(timer="callback", kind=kind).inc(len(fired))
-        for kind, answers in complaints.fire_sla(conn.cursor(), now, warn_fraction).items():
+        for kind, answers in fired_answers.items():
             for ticket_id, complaint_id, department in answers:
                 log.info("ticket %d: SLA %s of complaint %d's answer from %s", ticket_id, kind, complaint_id,
                          department)

@@ -58,8 +58,9 @@ def raise_complaint(body: ComplaintCreate, caller: Staff, conn: DbConn) -> Compl
 
 
 def _visible(conn: DbConn, caller: Principal, complaint_id: int) -> dict[str, Any]:
+    ensure_visible(conn, caller, "complaint", complaint_id)
     row = complaints.get_complaint(conn, complaint_id)
-    if row is None or (caller.scope is not None and row["customer_id"] != caller.scope):
+    if row is None:
         raise not_found("complaint", complaint_id)
     return row
 
