@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.telemetry import CHANNELS  # noqa: E402
 from device_sim.machine import SimulatedMachine  # noqa: E402
 from device_sim.simulated_fleet import SITES, build_fleet  # noqa: E402
-from diagnostics.models import OIL_MODEL_KIND, fit_oil_model  # noqa: E402
+from diagnostics.models import OIL_MODEL_KIND, fit_model  # noqa: E402
 from diagnostics.rules import EquipmentContext, Site  # noqa: E402
 from diagnostics.shard_engine import ShardEngine  # noqa: E402
 
@@ -51,7 +51,7 @@ def train_oil_model():
         sim.advance(2.0)
         reading = sim.reading(START + timedelta(seconds=2 * (i + 1)))
         history.append((reading.ts, {c: getattr(reading, c) for c in CHANNELS}))
-    return fit_oil_model([history])
+    return fit_model([history])
 
 
 def contexts(count: int) -> list[EquipmentContext]:

@@ -34,7 +34,7 @@ from device_sim.faults import INJECTABLE_FAULTS  # noqa: E402
 from device_sim.machine import SimulatedMachine  # noqa: E402
 from device_sim.simulated_fleet import SITES_BY_NAME, build_fleet  # noqa: E402
 from diagnostics.engine import EquipmentEngine  # noqa: E402
-from diagnostics.models import OIL_MODEL_KIND, fit_oil_model  # noqa: E402
+from diagnostics.models import fit_models  # noqa: E402
 from diagnostics.rulebook import rulebook_for  # noqa: E402
 from diagnostics.rules import EquipmentContext, Sample, Site  # noqa: E402
 
@@ -69,7 +69,7 @@ def simulate(spec, seed: int, *, history_s: float, total_s: float, step_s: float
         machine.advance(history_step_s)
         reading = machine.reading(start + timedelta(seconds=t))
         history.append((reading.ts, _values(reading)))
-    models = {OIL_MODEL_KIND: fit_oil_model([history])}
+    models = fit_models([history])
     engine = EquipmentEngine(rulebook_for(spec.model), replace(ctx, models=models))
     for ts, values in history:  # the engine has seen the history live, as in production
         engine.feed(Sample(ts, values))

@@ -28,7 +28,8 @@ INJECTABLE_FAULTS: dict[str, InjectedFault] = dict((
     _fault("radiator_clogged",
            "Radiator clogged: cooling of both engine coolant and oil drops to half over ~30 s; under load oil and "
            "coolant climb past 105 °C, coolant stays smooth.",
-           ("OIL_OVERHEAT", "COOLANT_OVERHEAT", "OIL_TEMP_ABOVE_EXPECTED"), "radiator_clogged"),
+           ("OIL_OVERHEAT", "COOLANT_OVERHEAT", "OIL_TEMP_ABOVE_EXPECTED", "COOLANT_TEMP_ABOVE_EXPECTED"),
+           "radiator_clogged"),
     _fault("oil_cooler_clogged",
            "Oil cooler clogged: only oil cooling drops to half over ~30 s; oil climbs past 105 °C under load while "
            "coolant stays normal (80-95 °C).",
@@ -36,14 +37,15 @@ INJECTABLE_FAULTS: dict[str, InjectedFault] = dict((
     _fault("low_coolant",
            "Low coolant level: coolant rises fast past 105 °C and turns erratic (air pockets, extra noise ~3 °C); "
            "oil follows more slowly.",
-           ("COOLANT_OVERHEAT", "OIL_OVERHEAT", "OIL_TEMP_ABOVE_EXPECTED"), "low_coolant"),
+           ("COOLANT_OVERHEAT", "OIL_OVERHEAT", "OIL_TEMP_ABOVE_EXPECTED", "COOLANT_TEMP_ABOVE_EXPECTED"),
+           "low_coolant"),
     _fault("hydraulic_pump_wear",
            "Worn hydraulic pump: working pressure ramps down to ~60% of healthy over ~30 s, smoothly; idle and "
            "travel pressure slightly lower.",
-           ("HYDRAULIC_PRESSURE_LOW",), "hydraulic_pump_wear"),
+           ("HYDRAULIC_PRESSURE_LOW", "HYDRAULIC_PRESSURE_BELOW_EXPECTED"), "hydraulic_pump_wear"),
     _fault("hydraulic_leak",
            "Hydraulic leak: working pressure drops to ~60% of healthy and fluctuates strongly (~15 bar).",
-           ("HYDRAULIC_PRESSURE_LOW",), "hydraulic_leak"),
+           ("HYDRAULIC_PRESSURE_LOW", "HYDRAULIC_PRESSURE_BELOW_EXPECTED"), "hydraulic_leak"),
     _fault("oil_temp_sensor_stuck",
            "Oil temperature sensor stuck: the reported oil temperature freezes at its value at fault time; the "
            "machine itself is fine.",

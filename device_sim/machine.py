@@ -2,7 +2,7 @@
 
 The model is deliberately simple physics, not noise: engine coolant and oil relax toward
 equilibria set by engine load and ambient temperature, each with its own thermal time constant
-(the thermostat holds healthy coolant near 80 °C + 8 °C × load). The machine lives in simulated
+(a thermostat holds healthy coolant in its band, 78-90 °C). The machine lives in simulated
 time, ``start`` plus the seconds it was advanced, and the world drifts with it: the air of its site
 through the seasons and the day (device_sim.climate), its own cooling capacity, pump and sensor
 errors, and a duty mix that changes every week (device_sim.variation). Faults from the catalogue in
@@ -37,12 +37,16 @@ OIL_RISE_FULL_LOAD_C = 36.0
 # The oil cooler is coolant-cooled: coolant hotter than this heats the oil by this share of the excess.
 OIL_COOLANT_COUPLING_ABOVE_C = 95.0
 OIL_COOLANT_COUPLING = 0.3
-# The thermostat holds coolant at 80 °C + 8 °C × load while the radiator can reject the heat...
-COOLANT_THERMOSTAT_C = 80.0
-COOLANT_LOAD_RISE_C = 8.0
-# ...which it can as long as this rise above ambient (fully open thermostat) stays below that: a
-# healthy radiator at full load on a 35 °C day would settle at 84 °C, under the thermostat's; a
-# clogged one (35 % of its capacity) passes 105 °C at working load even at 0 °C.
+# The wax thermostat starts to open at 78 °C and is fully open 12 °C higher; its opening is
+# proportional to how far the coolant is into that band. It opens as far as the radiator needs to
+# reject the engine's heat, so the coolant sits a little higher in the band under load, on a hot day
+# and, before it ever runs hot, as the radiator loses capacity: 82 °C idling on a mild day, 85-87 °C
+# digging, and 1-2 °C more with a radiator at 80 % of its capacity...
+COOLANT_THERMOSTAT_OPENS_C = 78.0
+COOLANT_THERMOSTAT_BAND_C = 12.0
+# ...as long as this rise above ambient (fully open thermostat) keeps it inside the band: a healthy
+# radiator at full load on a 35 °C day would settle at 84 °C fully open; a clogged one (35 % of its
+# capacity) passes 105 °C at working load even at 0 °C.
 COOLANT_RISE_IDLE_C = 20.0
 COOLANT_RISE_FULL_LOAD_C = 25.0
 COOLANT_TIME_CONSTANT_S = 60.0
@@ -156,7 +160,7 @@ class SimulatedMachine:
         self.rpm = IDLE_RPM
         self.load = 0.1
         self.oil_temp_c = self.ambient_c + OIL_RISE_IDLE_C + self.rng.uniform(-3, 3)
-        self.coolant_temp_c = COOLANT_THERMOSTAT_C + self.rng.uniform(-2, 1)
+        self.coolant_temp_c = COOLANT_THERMOSTAT_OPENS_C + self.rng.uniform(0, 3)
         self.fuel_litres = TANK_LITRES * self.rng.uniform(0.3, 0.95)
         self.engine_hours = self.rng.uniform(100.0, 8000.0)
         self.lat, self.lon = self._near_site()
@@ -267,13 +271,19 @@ class SimulatedMachine:
         oil_effectiveness, coolant_effectiveness = self.cooling_effectiveness()
         capacity = self.traits.cooling_capacity
         ambient = self.ambient_c
-        regulated = COOLANT_THERMOSTAT_C + COOLANT_LOAD_RISE_C * self.load
-        unregulated = ambient + (COOLANT_RISE_IDLE_C + COOLANT_RISE_FULL_LOAD_C * self.load) / (
+        fully_open_rise = (COOLANT_RISE_IDLE_C + COOLANT_RISE_FULL_LOAD_C * self.load) / (
             coolant_effectiveness * capacity)
+        opens, band = COOLANT_THERMOSTAT_OPENS_C, COOLANT_THERMOSTAT_BAND_C
+        if ambient + fully_open_rise >= opens + band:
+            equilibrium = ambient + fully_open_rise
+        else:
+            # The heat the radiator sheds, opening × (coolant − air) / rise, equals the engine's when
+            # (coolant − opens)(coolant − air) = band × fully open rise.
+            equilibrium = (opens + ambient + math.sqrt((opens - ambient) ** 2 + 4 * band * fully_open_rise)) / 2
         coolant_tau_s = COOLANT_TIME_CONSTANT_S
         if self.spec.fault == "low_coolant":
             coolant_tau_s -= self._fault_progress() * (COOLANT_TIME_CONSTANT_S - LOW_COOLANT_TIME_CONSTANT_S)
-        self.coolant_temp_c += (max(regulated, unregulated) - self.coolant_temp_c) * (
+        self.coolant_temp_c += (equilibrium - self.coolant_temp_c) * (
             1.0 - math.exp(-dt_s / coolant_tau_s))
 
         oil_rise = (OIL_RISE_IDLE_C + OIL_RISE_FULL_LOAD_C * self.load) / (oil_effectiveness * capacity)

@@ -8,7 +8,7 @@ cause more likely (see diagnostics.causes); ``prior`` is how common the cause is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 CATALOGUE_VERSION = 1
 
@@ -53,24 +53,49 @@ _COOLANT_NORMAL = Indicator("coolant_temp_c.now", "<", 91.0, 2.5, "coolant stays
 _COOLANT_CLIMBING = Indicator("coolant_temp_c.rise", ">", 3.0, 2.5, "coolant is climbing as well")
 _COOLANT_ERRATIC = Indicator("coolant_temp_c.jitter", ">", 2.0, 3.0, "coolant temperature is erratic")
 _COOLANT_SMOOTH = Indicator("coolant_temp_c.jitter", "<", 1.5, 1.0, "coolant temperature is smooth")
+# What the machine's own models say (diagnostics.models; ModelResidual.statistics): the thermostat
+# opens further as the radiator loses capacity, so the coolant sits higher in its band than the model
+# expects for the load and the air long before it runs hot; air in a circuit short of coolant makes
+# the sensor noisier than the machine's healthy noise before anything else shows.
+_COOLANT_ABOVE_MODEL = Indicator("coolant_temp_c.deviation_sigmas", ">", 3.0, 3.0,
+                                 "coolant sits higher in the thermostat's band than its model expects")
+_COOLANT_AT_MODEL = Indicator("coolant_temp_c.deviation_sigmas", "<", 2.5, 2.0,
+                              "coolant is where its model expects")
+_COOLANT_NOISY = Indicator("coolant_temp_c.jitter_ratio", ">", 1.4, 7.0, "coolant reads noisier than healthy")
+_COOLANT_QUIET = Indicator("coolant_temp_c.jitter_ratio", "<", 1.3, 2.0, "coolant reads as steady as healthy")
+# The oil and coolant models take the hydraulic pressure as a measure of the work done: when the
+# pressure itself has dropped they expect too little heat, so oil and coolant above their models
+# point at the cooling only while the pressure is where the machine's own model expects it.
+_PRESSURE_AT_MODEL = Indicator("hydraulic_pressure_bar.deviation_sigmas", ">", -2.0, 2.0,
+                               "working pressure is the machine's own")
+_PRESSURE_BELOW_MODEL = Indicator("hydraulic_pressure_bar.deviation_sigmas", "<", -3.0, 7.0,
+                                  "working pressure below the machine's own")
+_PRESSURE_NOISY = Indicator("hydraulic_pressure_bar.jitter_ratio", ">", 1.15, 3.0,
+                            "working pressure fluctuates more than healthy")
+_PRESSURE_STEADY = Indicator("hydraulic_pressure_bar.jitter_ratio", "<", 1.1, 1.0,
+                             "working pressure as steady as healthy")
 
 _RADIATOR = Cause(
     "radiator_clogged", "Radiator fins clogged with dust or debris",
     ("Stop the engine and let it cool for 15 minutes.",
      "Blow the radiator and oil cooler fins clean with compressed air from the fan side.",
      "Restart and watch oil and coolant temperature under load for 10 minutes."),
-    remote_resolvable=True, prior=0.35, indicators=(_COOLANT_HOT, _COOLANT_CLIMBING, _COOLANT_SMOOTH))
+    remote_resolvable=True, prior=0.35,
+    indicators=(_COOLANT_HOT, _COOLANT_CLIMBING, _COOLANT_SMOOTH, _COOLANT_ABOVE_MODEL, _COOLANT_QUIET,
+                _PRESSURE_AT_MODEL))
 _OIL_COOLER = Cause(
     "oil_cooler_clogged", "Oil cooler clogged or its bypass valve stuck open",
     ("Clean the oil cooler core with compressed air.",
      "If the temperature stays high, the bypass valve needs replacing on site."),
-    remote_resolvable=False, spare_part="oil cooler bypass valve", prior=0.25, indicators=(_COOLANT_NORMAL,))
+    remote_resolvable=False, spare_part="oil cooler bypass valve", prior=0.25,
+    indicators=(_COOLANT_NORMAL, _COOLANT_AT_MODEL, _COOLANT_QUIET, _PRESSURE_AT_MODEL))
 _LOW_COOLANT = Cause(
     "low_coolant", "Coolant level low (leak or air in the circuit)",
     ("Stop the engine; when cool, check the coolant level in the expansion tank.",
      "Top up with the specified coolant and look for leaks at hoses and the water pump.",
      "Run at idle with the cap off for 5 minutes to bleed air."),
-    remote_resolvable=True, spare_part="coolant hose set", prior=0.25, indicators=(_COOLANT_ERRATIC, _COOLANT_HOT))
+    remote_resolvable=True, spare_part="coolant hose set", prior=0.25,
+    indicators=(_COOLANT_ERRATIC, _COOLANT_HOT, _COOLANT_NOISY))
 _FAN_BELT = Cause(
     "fan_belt_slipping", "Fan belt slipping or broken",
     ("Stop the engine and check the fan belt tension and condition.",
@@ -85,23 +110,35 @@ _PUMP_WEAR = Cause(
     ("Check the hydraulic oil level and the pump case drain for excess flow.",
      "Pump replacement on site."),
     remote_resolvable=False, spare_part="main hydraulic pump", prior=0.45,
-    indicators=(Indicator("hydraulic_pressure_bar.jitter", "<", 7.0, 2.0, "pressure is low but steady"),))
+    indicators=(Indicator("hydraulic_pressure_bar.jitter", "<", 7.0, 2.0, "pressure is low but steady"),
+                _PRESSURE_STEADY))
 _LEAK = Cause(
     "hydraulic_leak", "External hydraulic leak (hose or fitting)",
     ("Stop work and look for oil under the machine and at the boom hoses.",
      "Tighten a weeping fitting; a burst hose is replaced on site."),
     remote_resolvable=False, spare_part="hydraulic hose kit", prior=0.35,
-    indicators=(Indicator("hydraulic_pressure_bar.jitter", ">", 8.0, 3.0, "pressure fluctuates strongly"),))
+    indicators=(Indicator("hydraulic_pressure_bar.jitter", ">", 8.0, 3.0, "pressure fluctuates strongly"),
+                _PRESSURE_NOISY))
 _RELIEF_VALVE = Cause(
     "relief_valve_misadjusted", "Main relief valve set too low",
     ("Read the relief pressure setting from the service menu and compare with the specification.",),
     remote_resolvable=True, prior=0.2)
 
+# Oil hotter than its model expects on a machine whose working pressure has dropped: the model
+# expected less heat from less pressure, but the engine still works as hard (a worn pump's internal
+# leakage heats the oil too). Rare as a cause of hot oil, so only the pressure evidence names them.
+_HOT_PUMP_WEAR = replace(_PUMP_WEAR, prior=0.1, indicators=(_PRESSURE_BELOW_MODEL, _PRESSURE_STEADY))
+_HOT_LEAK = replace(_LEAK, prior=0.1, indicators=(_PRESSURE_BELOW_MODEL, _PRESSURE_NOISY))
+
 FAULTS: dict[str, FaultInfo] = {f.code: f for f in (
     FaultInfo("OIL_OVERHEAT", "Oil temperature above limit", "machine",
               (_RADIATOR, _OIL_COOLER, _LOW_COOLANT, _FAN_BELT)),
     FaultInfo("OIL_TEMP_ABOVE_EXPECTED", "Oil hotter than the load explains (cooling degrading)", "machine",
-              (_RADIATOR, _OIL_COOLER, _LOW_COOLANT, _FAN_BELT)),
+              (_RADIATOR, _OIL_COOLER, _LOW_COOLANT, _FAN_BELT, _HOT_PUMP_WEAR, _HOT_LEAK)),
+    FaultInfo("COOLANT_TEMP_ABOVE_EXPECTED", "Coolant higher than the load and the air explain", "machine",
+              (_RADIATOR, _LOW_COOLANT, _FAN_BELT)),
+    FaultInfo("HYDRAULIC_PRESSURE_BELOW_EXPECTED", "Working pressure below the machine's own", "machine",
+              (_PUMP_WEAR, _LEAK, _RELIEF_VALVE)),
     FaultInfo("OIL_TEMP_RISING_FAST", "Oil temperature rising fast at steady load", "machine",
               (_RADIATOR, _OIL_COOLER, _LOW_COOLANT, _FAN_BELT)),
     FaultInfo("COOLANT_OVERHEAT", "Coolant temperature above limit", "machine", (_RADIATOR, _LOW_COOLANT, _FAN_BELT)),

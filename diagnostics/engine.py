@@ -6,6 +6,7 @@ the same transaction as the faults it produced. Benchmarks and offline tools dri
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from diagnostics import evidence
 from diagnostics.causes import diagnosis
 from diagnostics.rulebook import Rulebook
-from diagnostics.rules import EquipmentContext, FaultChange, Offline, Sample
+from diagnostics.rules import EquipmentContext, FaultChange, ModelResidual, Offline, Sample, saved_load
 
 # An open fault's probable causes are ranked again this often as evidence accumulates; a change of
 # the most probable cause is reported as an "updated" change.
@@ -28,6 +29,10 @@ class EquipmentEngine:
         saved_rules = state.get("rules", {})
         # Rules added to the rulebook start afresh; state of rules no longer in it is dropped.
         self.rule_states: dict[str, dict[str, Any]] = {r.key: saved_rules.get(r.key, {}) for r in rulebook.rules}
+        load = saved_load(saved_rules)
+        for rule in rulebook.rules:
+            if load is not None and isinstance(rule, ModelResidual) and "load" not in self.rule_states[rule.key]:
+                self.rule_states[rule.key]["load"] = copy.deepcopy(load)
         self.evidence: dict[str, Any] = state.get("evidence", {})
         self.last_ts: datetime | None = _parse(state.get("last_ts"))
         self.last_arrival: datetime | None = _parse(state.get("last_arrival"))
@@ -84,7 +89,7 @@ class EquipmentEngine:
         for key, entry in self.diagnosed.items():
             if key in fresh or (now - datetime.fromisoformat(entry["at"])).total_seconds() < DIAGNOSIS_REFRESH_S:
                 continue
-            stats = stats if stats is not None else evidence.statistics(self.evidence)
+            stats = stats if stats is not None else self.statistics()
             rule, code = key.split("|", 1)
             current = diagnosis(code, stats)
             entry["at"] = now.isoformat()
@@ -97,7 +102,16 @@ class EquipmentEngine:
     def _diagnosed(self, change: FaultChange) -> FaultChange:
         if change.kind != "raised":
             return change
-        return replace(change, diagnosis=diagnosis(change.fault_code, evidence.statistics(self.evidence)))
+        return replace(change, diagnosis=diagnosis(change.fault_code, self.statistics()))
+
+    def statistics(self) -> dict[str, float]:
+        """The evidence causes are ranked on: the running statistics of the channels, and what the
+        machine's models say of them."""
+        stats = evidence.statistics(self.evidence)
+        for rule in self.rulebook.rules:
+            if isinstance(rule, ModelResidual):
+                stats.update(rule.statistics(self.rule_states[rule.key], self.ctx))
+        return stats
 
 
 def _parse(value: str | None) -> datetime | None:

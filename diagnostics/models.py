@@ -1,17 +1,23 @@
-"""Learned models: oil temperature explained by the machine's recent load.
+"""Learned models: what a healthy machine's oil, coolant and hydraulics read for its recent load.
 
-Oil temperature follows engine load with a thermal lag, so the model's inputs are exponentially
-weighted averages of load signals (engine speed, hydraulic pressure) over several time constants.
-A ridge regression fitted on healthy history predicts the oil temperature a healthy cooling
-circuit would give; the residual (measured minus expected) reveals cooling that is degrading
-long before the absolute limit is reached. Residuals are judged against the training residuals'
-robust spread, so the limit adapts to how well the model fits that machine or model.
+Temperatures follow engine load with a thermal lag, so the models' inputs are exponentially
+weighted averages of load signals (engine speed, hydraulic pressure, operating mode) over several
+time constants. One ridge regression per channel, fitted on healthy history, predicts what that
+channel reads on a healthy machine; the residual (measured minus expected) reveals a cooling
+circuit or a pump that is degrading long before an absolute limit is crossed. Residuals are judged
+against the training residuals' robust spread, so the limit adapts to how well the model fits that
+machine or model.
 
-Where the machine reports the air temperature (J1939 SPN 171), the model explains the oil's rise
-above the air rather than the oil temperature itself: the load heats the oil, the air sets where it
-starts from. A model trained in March then expects July's oil to run as much hotter as July's air,
-and a hot afternoon is not a failing cooler. Models of machines without that sensor keep explaining
-the temperature itself (and then hold only for the season they were trained in).
+- ``oil_temp``: where the machine reports the air temperature (J1939 SPN 171), the oil's rise above
+  the air: the load heats the oil, the air sets where it starts from. A model trained in March then
+  expects July's oil to run as much hotter as July's air. Without that sensor it explains the
+  temperature itself (and then holds only for the season it was trained in).
+- ``coolant_temp``: the thermostat holds the coolant in its band, a little higher under load and on
+  a hot day, higher still as the radiator loses capacity; the air is one more input.
+- ``hydraulic_pressure``: the working pressure (engine at working speed), one profile for that mode
+  per machine, judged on its average over ``smooth_s`` of working time because each spell of work
+  has its own load; the inputs leave the pressure itself out, or a slowly wearing pump would be
+  explained by its own falling pressure.
 
 Models are plain data (coefficients, scaling, metadata) so they persist as JSON in the database.
 """
@@ -26,8 +32,11 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import Ridge
 
+from core.vocabulary import FULL_LOAD_RPM
+
 OIL_MODEL_KIND = "oil_temp"
-OIL_MODEL_VERSION = 3  # 2: the rise above the air where ambient is known; 3: the operating mode as input
+COOLANT_MODEL_KIND = "coolant_temp"
+PRESSURE_MODEL_KIND = "hydraulic_pressure"
 AMBIENT = "ambient_temp_c"
 # Trained on the rise above the air when at least this share of the usable samples report it.
 AMBIENT_SHARE = 0.9
@@ -51,10 +60,55 @@ MAX_GAP_S = 900.0
 # Samples before the averages have seen this long of history are not used for training.
 WARM_UP_S = 900.0
 MIN_TRAINING_SAMPLES = 1000
+# A smoothed residual and the noise estimate advance by at most this much time per sample: a gap
+# (or a spell outside the model's mode) teaches them nothing.
+STEP_MAX_S = 60.0
+# The noise of a channel (sample-to-sample jitter) is followed over this long: long enough that a
+# rise of a tenth stands out from the estimate's own scatter.
+JITTER_TIME_CONSTANT_S = 600.0
+# One jump (a new spell of work) must not read as noise: a squared difference counts at most this
+# many times the healthy one.
+JITTER_STEP_CAP = 9.0
 
 
 def feature_names() -> list[str]:
+    """The load averages every model's inputs are drawn from, in the order update_features gives."""
     return [f"{s}.ewma{int(t)}" for s in LOAD_SIGNALS for t in TIME_CONSTANTS_S]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What one kind of model explains, from what, and when."""
+
+    kind: str
+    target: str  # the channel it predicts
+    inputs: tuple[str, ...]  # names from feature_names()
+    ambient: str | None  # "offset": explains the rise above the air; "input": the air is an input
+    min_rpm: float | None = None  # judged only with the engine above this speed (the working mode)
+    smooth_s: float = 0.0  # judged on the residual averaged over this long (0: each sample)
+    version: int = 1
+
+    @property
+    def input_index(self) -> list[int]:
+        names = feature_names()
+        return [names.index(name) for name in self.inputs]
+
+    def gate_open(self, rpm: Any) -> Any:
+        """Whether samples with this engine speed are the model's to judge (numpy arrays alike)."""
+        if self.min_rpm is None:
+            return np.ones_like(np.asarray(rpm, dtype=float), dtype=bool) if np.ndim(rpm) else True
+        return np.asarray(rpm, dtype=float) > self.min_rpm if np.ndim(rpm) else (
+            rpm is not None and rpm > self.min_rpm)
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
+    # 2: the rise above the air where ambient is known; 3: the operating mode as input
+    ModelSpec(OIL_MODEL_KIND, "oil_temp_c", tuple(feature_names()), "offset", version=3),
+    ModelSpec(COOLANT_MODEL_KIND, "coolant_temp_c", tuple(feature_names()), "input", smooth_s=120.0),
+    ModelSpec(PRESSURE_MODEL_KIND, "hydraulic_pressure_bar",
+              tuple(f"engine_rpm.ewma{int(t)}" for t in TIME_CONSTANTS_S), None, min_rpm=FULL_LOAD_RPM,
+              smooth_s=600.0),
+)}
 
 
 def operating_mode(pressure_bar: Any, speed_kmh: Any) -> tuple[Any, Any]:
@@ -108,89 +162,172 @@ def update_features(state: dict[str, Any], ts: datetime, values: dict[str, float
     return [averages[name] for name in names]
 
 
+def smoothed(previous: float | None, dt_s: float, value: float, smooth_s: float) -> float:
+    """One step of a residual's average over ``smooth_s`` (the value itself when 0)."""
+    if previous is None or smooth_s <= 0:
+        return value
+    return previous + (1.0 - math.exp(-min(max(dt_s, 0.0), STEP_MAX_S) / smooth_s)) * (value - previous)
+
+
 @dataclass(frozen=True)
-class OilTemperatureModel:
+class ResidualModel:
     coef: list[float]
     intercept: float
     mean: list[float]
     scale: list[float]
     residual_median: float
-    residual_spread: float  # 1.4826 × MAD: the standard deviation for normal residuals
-    precision: list[list[float]] = field(default_factory=list)  # inverse covariance of scaled features
+    residual_spread: float  # 1.4826 × MAD of the (smoothed) residuals: the standard deviation for normal ones
+    precision: list[list[float]] = field(default_factory=list)  # inverse covariance of the scaled load inputs
     envelope_d2: float = math.inf
     features: list[str] = field(default_factory=feature_names)
     samples: int = 0
     kind: str = OIL_MODEL_KIND
-    version: int = OIL_MODEL_VERSION
-    above_ambient: bool = False  # explains oil minus air temperature (needs the air temperature to judge)
+    version: int = MODEL_SPECS[OIL_MODEL_KIND].version
+    above_ambient: bool = False  # explains the target minus the air temperature (needs it to judge)
+    ambient_input: bool = False  # the air temperature is the last input (needs it to judge)
+    jitter: float = 0.0  # the healthy sample-to-sample noise of the target (a standard deviation)
 
-    def expected(self, features: list[float], ambient_c: float | None = None) -> float:
-        z = (np.asarray(features) - self.mean) / self.scale
-        rise = float(self.intercept + np.dot(self.coef, z))
+    @property
+    def spec(self) -> ModelSpec:
+        return MODEL_SPECS[self.kind]
+
+    def inputs(self, features: list[float], ambient_c: float | None = None) -> list[float]:
+        """This model's inputs from the load averages (update_features) and the air temperature."""
+        picked = [features[i] for i in self.spec.input_index]
+        return [*picked, ambient_c] if self.ambient_input else picked  # type: ignore[list-item]
+
+    def expected(self, inputs: list[float], ambient_c: float | None = None) -> float:
+        z = (np.asarray(inputs, dtype=float) - self.mean) / self.scale
+        level = float(self.intercept + np.dot(self.coef, z))
         if not self.above_ambient:
-            return rise
+            return level
         if ambient_c is None:
             raise ValueError("this model needs the air temperature")
-        return rise + ambient_c
+        return level + ambient_c
 
     def judges(self, ambient_c: float | None) -> bool:
         """Whether a sample with (or without) the air temperature can be judged by this model."""
-        return ambient_c is not None or not self.above_ambient
+        return ambient_c is not None or not (self.above_ambient or self.ambient_input)
 
-    def knows(self, features: list[float]) -> bool:
-        """Whether this operating point lies within the training data's envelope."""
+    def knows(self, inputs: list[float]) -> bool:
+        """Whether this operating point lies within the training data's envelope (the load inputs:
+        a summer's air is no reason to stop judging)."""
         if not self.precision:
             return True
-        z = (np.asarray(features) - self.mean) / self.scale
+        n = len(self.precision)
+        z = (np.asarray(inputs[:n], dtype=float) - self.mean[:n]) / self.scale[:n]
         return float(z @ np.asarray(self.precision) @ z) <= self.envelope_d2
 
-    def residual_sigmas(self, features: list[float], oil_temp_c: float,
+    def residual_sigmas(self, inputs: list[float], value: float,
                         ambient_c: float | None = None) -> tuple[float, float]:
-        """(expected °C, how many spreads the measurement is above it)."""
-        expected = self.expected(features, ambient_c)
-        return expected, (oil_temp_c - expected - self.residual_median) / self.residual_spread
+        """(expected, how many spreads the measurement is above it)."""
+        expected = self.expected(inputs, ambient_c)
+        return expected, (value - expected - self.residual_median) / self.residual_spread
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OilTemperatureModel:
-        return cls(**data)  # a version 1 model has no above_ambient: False
+    def from_dict(cls, data: dict[str, Any]) -> ResidualModel:
+        return cls(**data)  # a version 1 oil model has no above_ambient: False
+
+    def current(self) -> bool:
+        """Whether this model was fitted on today's inputs for its kind (else it waits for a refit)."""
+        spec = MODEL_SPECS.get(self.kind)
+        return spec is not None and self.version == spec.version and self.features == _feature_list(spec)
 
 
-def fit_oil_model(series: list[list[tuple[datetime, dict[str, float | None]]]]) -> OilTemperatureModel:
-    """Fit on healthy series (one per machine, each in time order): on the oil's rise above the air
-    where the series report the air temperature (``AMBIENT_SHARE``), else on the oil temperature."""
-    rows, targets, airs = [], [], []
-    for samples in series:
+def _feature_list(spec: ModelSpec) -> list[str]:
+    return list(spec.inputs) + ([AMBIENT] if spec.ambient == "input" else [])
+
+
+def fit_model(series: list[list[tuple[datetime, dict[str, float | None]]]],
+              kind: str = OIL_MODEL_KIND) -> ResidualModel:
+    """Fit one kind of model on healthy series (one per machine, each in time order)."""
+    spec = MODEL_SPECS[kind]
+    index = spec.input_index
+    rows, targets, airs, times, series_of = [], [], [], [], []
+    diffs: list[float] = []
+    for number, samples in enumerate(series):
         state: dict[str, Any] = {}
+        previous: tuple[float, float] | None = None
         for ts, values in samples:
             features = update_features(state, ts, values)
-            oil = values.get("oil_temp_c")
-            if features is not None and oil is not None:
-                rows.append(features)
-                targets.append(oil)
-                airs.append(values.get(AMBIENT))
-    known = [air is not None for air in airs]
-    above_ambient = bool(rows) and sum(known) >= AMBIENT_SHARE * len(rows)
-    if above_ambient:
-        rows = [row for row, k in zip(rows, known, strict=True) if k]
-        targets = [oil - air for oil, air in zip(targets, airs, strict=True) if air is not None]
+            value = values.get(spec.target)
+            if value is None or not spec.gate_open(values.get("engine_rpm")):
+                previous = None
+                continue
+            t = ts.timestamp()
+            if previous is not None and t - previous[0] <= STEP_MAX_S:
+                diffs.append((value - previous[1]) ** 2)
+            previous = (t, value)
+            if features is None:
+                continue
+            rows.append([features[i] for i in index])
+            targets.append(value)
+            airs.append(values.get(AMBIENT))
+            times.append(t)
+            series_of.append(number)
+    known = np.array([air is not None for air in airs], dtype=bool)
+    above_ambient = spec.ambient == "offset" and bool(rows) and bool(known.sum() >= AMBIENT_SHARE * len(rows))
+    ambient_input = spec.ambient == "input"
+    if above_ambient or ambient_input:
+        keep = np.flatnonzero(known)
+        air = np.array([airs[i] for i in keep], dtype=float)
+        rows, targets = [rows[i] for i in keep], [targets[i] for i in keep]
+        times, series_of = [times[i] for i in keep], [series_of[i] for i in keep]
+        if above_ambient:
+            targets = list(np.asarray(targets) - air)
+        else:
+            rows = [[*row, a] for row, a in zip(rows, air, strict=True)]
     if len(rows) < MIN_TRAINING_SAMPLES:
         raise ValueError(f"{len(rows)} usable samples; at least {MIN_TRAINING_SAMPLES} are needed")
-    x, y = np.asarray(rows), np.asarray(targets)
+    x, y = np.asarray(rows, dtype=float), np.asarray(targets, dtype=float)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     z = (x - mean) / scale
     ridge = Ridge(alpha=RIDGE_ALPHA).fit(z, y)
     residuals = y - ridge.predict(z)
+    if spec.smooth_s > 0:  # judged as the rule judges: on the residual's average
+        average: float | None = None
+        out = np.empty_like(residuals)
+        for i, residual in enumerate(residuals):
+            restart = i == 0 or series_of[i] != series_of[i - 1] or times[i] - times[i - 1] > MAX_GAP_S
+            average = smoothed(None if restart else average, times[i] - times[i - 1] if i else 0.0,
+                               float(residual), spec.smooth_s)
+            out[i] = average
+        residuals = out
     # Regularised: the load averages are strongly correlated with each other.
-    precision = np.linalg.inv(np.cov(z, rowvar=False) + 1e-3 * np.eye(z.shape[1]))
-    d2 = np.einsum("ij,jk,ik->i", z, precision, z)
+    loads = z[:, :len(index)]
+    precision = np.linalg.inv(np.cov(loads, rowvar=False) + 1e-3 * np.eye(loads.shape[1]))
+    d2 = np.einsum("ij,jk,ik->i", loads, precision, loads)
     envelope = float(np.quantile(d2, ENVELOPE_QUANTILE) * ENVELOPE_FACTOR)
     median = float(np.median(residuals))
     spread = float(1.4826 * np.median(np.abs(residuals - median))) or 1e-3
-    return OilTemperatureModel(coef=ridge.coef_.tolist(), intercept=float(ridge.intercept_), mean=mean.tolist(),
-                               scale=scale.tolist(), residual_median=median, residual_spread=max(spread, 0.1),
-                               precision=precision.tolist(), envelope_d2=envelope, samples=len(rows),
-                               above_ambient=above_ambient)
+    jitter = _healthy_jitter(np.asarray(diffs))
+    return ResidualModel(coef=ridge.coef_.tolist(), intercept=float(ridge.intercept_), mean=mean.tolist(),
+                         scale=scale.tolist(), residual_median=median, residual_spread=max(spread, 0.1),
+                         precision=precision.tolist(), envelope_d2=envelope, features=_feature_list(spec),
+                         samples=len(rows), kind=kind, version=spec.version, above_ambient=above_ambient,
+                         ambient_input=ambient_input, jitter=max(jitter, 0.05))
+
+
+def _healthy_jitter(diffs: np.ndarray) -> float:
+    """The noise as the rule follows it: the mean squared sample-to-sample difference, each capped at
+    ``JITTER_STEP_CAP`` times a robust first guess (the median of squared differences of normal noise
+    is 0.455 × their variance), over two."""
+    if not len(diffs):
+        return 0.0
+    guess = float(np.median(diffs)) / 0.455
+    return math.sqrt(float(np.mean(np.minimum(diffs, JITTER_STEP_CAP * guess))) / 2.0)
+
+
+def fit_models(series: list[list[tuple[datetime, dict[str, float | None]]]]) -> dict[str, ResidualModel]:
+    """Every kind of model the series have enough history for."""
+    models = {}
+    for kind in MODEL_SPECS:
+        try:
+            models[kind] = fit_model(series, kind)
+        except ValueError:
+            continue
+    return models

@@ -13,8 +13,8 @@ from diagnostics.rules import (
     Dtc,
     Geofence,
     Missing,
+    ModelResidual,
     Offline,
-    OilTempResidual,
     Plausible,
     RateOfChange,
     Repeated,
@@ -25,7 +25,7 @@ from diagnostics.rules import (
     When,
 )
 
-RULEBOOK_VERSION = 4
+RULEBOOK_VERSION = 5
 WORKING = When("engine_rpm", ">", FULL_LOAD_RPM)
 ENGINE_RUNNING = When("engine_rpm", ">", ENGINE_ON_RPM)
 
@@ -49,12 +49,16 @@ def _standard(oil_limit_c: float = 105.0, coolant_limit_c: float = 105.0, pressu
         Threshold("coolant_overheat", "COOLANT_OVERHEAT", signal="coolant_temp_c", raise_at=coolant_limit_c,
                   clear_at=coolant_limit_c - 7.0, sustain_s=30.0, clear_sustain_s=60.0, severity="major",
                   severity_levels=((coolant_limit_c + 8.0, "critical"),)),
-        OilTempResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED"),
+        ModelResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED"),
+        ModelResidual("coolant_temp_model", "COOLANT_TEMP_ABOVE_EXPECTED", model_kind="coolant_temp",
+                      min_excess=3.0, bias_max=2.0),
         RateOfChange("oil_rising_fast", "OIL_TEMP_RISING_FAST", version=2, signal="oil_temp_c", max_per_min=3.0,
                      window_s=120.0, steady_signal="engine_rpm", steady_band=150.0, steady_s=420.0),
         Threshold("hydraulic_pressure_low", "HYDRAULIC_PRESSURE_LOW", signal="hydraulic_pressure_bar",
                   raise_at=pressure_low_bar, clear_at=pressure_low_bar + 20.0, direction="below",
                   sustain_s=15.0, clear_sustain_s=60.0, severity="major", when=WORKING, smooth_s=8.0),
+        ModelResidual("hydraulic_pressure_model", "HYDRAULIC_PRESSURE_BELOW_EXPECTED", model_kind="hydraulic_pressure",
+                      direction="below", min_excess=35.0, bias_max=5.0, sustain_s=60.0),
         Repeated("hydraulic_pressure_spikes", "HYDRAULIC_PRESSURE_SPIKES", signal="hydraulic_pressure_bar",
                  raise_at=pressure_spike_bar, count=3, window_s=600.0),
         Stuck("oil_temp_stuck", "SENSOR_STUCK", signal="oil_temp_c", tolerance=0.001, window_s=45.0,

@@ -513,54 +513,100 @@ class Offline(Rule):
             "last_arrival": last_arrival.isoformat(), "silent_for_s": round((now - last_arrival).total_seconds())})]
 
 
+def saved_load(saved_rules: dict[str, Any]) -> dict[str, Any] | None:
+    """The load averages in a machine's saved rule states. Every model rule advances the same ones
+    on the same samples, so they belong to the machine: a model rule new to its rulebook starts
+    from them rather than warming up again."""
+    return next((state["load"] for state in saved_rules.values() if isinstance(state, dict) and "load" in state),
+                None)
+
+
 @dataclass(frozen=True)
-class OilTempResidual(Rule):
-    """Oil hotter than the trained model expects for the recent load by ``raise_sigmas`` robust
-    spreads for ``sustain_s``: cooling is degrading. Clears below ``clear_sigmas``. Without a
-    trained model for the machine the rule only keeps its load averages warm.
+class ModelResidual(Rule):
+    """A channel further from what the trained model of ``model_kind`` expects for the recent load
+    than ``raise_sigmas`` robust spreads and ``min_excess`` (``direction`` "above" or "below") for
+    ``sustain_s``: the oil or coolant hotter than the load explains (cooling degrading), the working
+    pressure lower than the machine's own (a pump wearing, a leak). Clears back within
+    ``clear_sigmas``. Without a trained model for the machine the rule only keeps its load averages
+    warm. Models that judge an average (``ModelSpec.smooth_s``) are judged on it.
 
     Sensors drift and machines age between trainings: the rule follows the machine's own offset
     from its model while nothing is wrong, as an average of its healthy residuals over
-    ``bias_time_constant_s`` of judged operation, at most ``bias_max_c`` either way, so a drifted
-    sensor is not a failing cooler and a fault (hours, not months) is never averaged away."""
+    ``bias_time_constant_s`` of judged operation, at most ``bias_max`` either way, so a drifted
+    sensor is not a failing cooler and a fault (hours, not months) is never averaged away. It also
+    follows the channel's noise against the healthy noise the model was trained on: the evidence a
+    leak or air in the coolant leaves before the level moves (``statistics``)."""
 
+    model_kind: str = "oil_temp"
+    direction: str = "above"
     raise_sigmas: float = 5.0
     clear_sigmas: float = 2.0
-    min_excess_c: float = 5.0
+    min_excess: float = 5.0
     sustain_s: float = 20.0
     clear_sustain_s: float = 60.0
     severity: str = "minor"
     bias_time_constant_s: float = 4 * 3600.0
-    bias_max_c: float = 3.0
+    bias_max: float = 3.0
     # The offset moves by at most this much judged time per sample: a gap teaches it nothing.
     bias_step_max_s: float = 60.0
 
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.direction == "above" else -1.0
+
     def learn_bias(self, bias: float, last_t: float | None, t: float, residual: float) -> float:
-        """The offset after one healthy sample ``residual`` °C from the model's median."""
+        """The offset after one healthy sample ``residual`` from the model's median."""
         dt = min(max(0.0, t - (t if last_t is None else last_t)), self.bias_step_max_s)
-        target = min(self.bias_max_c, max(-self.bias_max_c, residual))
+        target = min(self.bias_max, max(-self.bias_max, residual))
         return bias + (1.0 - math.exp(-dt / self.bias_time_constant_s)) * (target - bias)
 
     def evaluate(self, state, sample, ctx):
-        from diagnostics.models import AMBIENT, OIL_MODEL_KIND, update_features
+        from diagnostics.models import (
+            AMBIENT,
+            JITTER_STEP_CAP,
+            JITTER_TIME_CONSTANT_S,
+            MAX_GAP_S,
+            MODEL_SPECS,
+            STEP_MAX_S,
+            smoothed,
+            update_features,
+        )
 
         features = update_features(state.setdefault("load", {}), sample.ts, sample.values)
-        model = ctx.models.get(OIL_MODEL_KIND)
-        oil = sample.values.get("oil_temp_c")
+        spec = MODEL_SPECS[self.model_kind]
+        model = ctx.models.get(self.model_kind)
+        value = sample.values.get(spec.target)
         ambient = sample.values.get(AMBIENT)
-        if model is None or features is None or oil is None or not model.judges(ambient):
+        if model is None or value is None or not spec.gate_open(sample.values.get("engine_rpm")):
+            state.pop("prev", None)  # the next difference would span a gap or another mode
             return []
-        if not model.knows(features):
+        t = sample.ts.timestamp()
+        previous = state.get("prev")
+        if previous is not None and t - previous[0] <= STEP_MAX_S:
+            diff2 = min((value - previous[1]) ** 2, JITTER_STEP_CAP * 2.0 * model.jitter ** 2)
+            old = state.get("diff2")
+            state["diff2"] = diff2 if old is None else \
+                old + (1.0 - math.exp(-(t - previous[0]) / JITTER_TIME_CONSTANT_S)) * (diff2 - old)
+        state["prev"] = [t, value]
+        if features is None or not model.judges(ambient):
+            return []
+        inputs = model.inputs(features, ambient)
+        if not model.knows(inputs):
             state.pop("since", None)  # an operating point the model never saw: no judgement
             return []
-        expected, sigmas = model.residual_sigmas(features, oil, ambient)
-        bias, last_t, t = state.get("bias", 0.0), state.get("bias_t"), sample.ts.timestamp()
-        expected, sigmas = expected + bias, sigmas - bias / model.residual_spread
-        above = sigmas > self.raise_sigmas and oil - expected > self.min_excess_c
+        expected, _ = model.residual_sigmas(inputs, value, ambient)
+        last_smooth = state.get("smooth_t")
+        restart = last_smooth is None or t - last_smooth > MAX_GAP_S
+        average = smoothed(None if restart else state["smooth"], 0.0 if restart else t - last_smooth,
+                           value - expected - model.residual_median, spec.smooth_s)
+        state["smooth"], state["smooth_t"] = average, t
+        bias, last_t = state.get("bias", 0.0), state.get("bias_t")
+        sigmas = (average - bias) / model.residual_spread
+        excess = average - bias + model.residual_median
+        above = self.sign * sigmas > self.raise_sigmas and self.sign * excess > self.min_excess
         state["bias_t"] = t
         learns = not state.get("active") and not above
-        state["bias"] = self.learn_bias(bias, last_t, t, oil - expected + bias - model.residual_median) if learns \
-            else bias
+        state["bias"] = self.learn_bias(bias, last_t, t, average) if learns else bias
         if not state.get("active"):
             if not above:
                 state.pop("since", None)
@@ -571,15 +617,33 @@ class OilTempResidual(Rule):
             state.pop("since", None)
             state["active"] = True
             return [_raise(self, self.severity, datetime.fromisoformat(since), {
-                "signal": "oil_temp_c", "value": oil, "expected": round(expected, 2), "sigmas": round(sigmas, 1),
-                "ambient_c": ambient, "bias_c": round(bias, 2),
-                "model": f"{model.kind} v{model.version} ({model.samples} samples)"})]
-        if sigmas < self.clear_sigmas:
+                "signal": spec.target, "value": value, "expected": round(expected + bias, 2),
+                "deviation": round(excess, 2), "sigmas": round(sigmas, 1), "ambient_c": ambient,
+                "bias": round(bias, 2), "model": f"{model.kind} v{model.version} ({model.samples} samples)"})]
+        if self.sign * sigmas < self.clear_sigmas:
             back = state.setdefault("back_since", sample.ts.isoformat())
             if _seconds(sample.ts, back) >= self.clear_sustain_s:
                 state.pop("active")
                 state.pop("back_since")
-                return [_clear(self, sample.ts, {"value": oil, "expected": round(expected, 2)})]
+                return [_clear(self, sample.ts, {"value": value, "expected": round(expected + bias, 2)})]
         else:
             state.pop("back_since", None)
         return []
+
+    def statistics(self, state: dict[str, Any], ctx: EquipmentContext) -> dict[str, float]:
+        """What the machine's model says of its channel now, for ranking causes: how far the channel
+        is from expected (``<signal>.deviation``, in its unit and ``.deviation_sigmas``) and how noisy
+        against healthy (``.jitter_ratio``)."""
+        from diagnostics.models import MODEL_SPECS
+
+        model = ctx.models.get(self.model_kind)
+        if model is None:
+            return {}
+        target, stats = MODEL_SPECS[self.model_kind].target, {}
+        if "smooth" in state:
+            bias = state.get("bias", 0.0)
+            stats[f"{target}.deviation"] = round(state["smooth"] - bias + model.residual_median, 3)
+            stats[f"{target}.deviation_sigmas"] = round((state["smooth"] - bias) / model.residual_spread, 2)
+        if state.get("diff2") is not None and model.jitter > 0:
+            stats[f"{target}.jitter_ratio"] = round(math.sqrt(state["diff2"] / 2.0) / model.jitter, 2)
+        return stats

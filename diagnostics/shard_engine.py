@@ -41,9 +41,12 @@ from diagnostics.causes import diagnosis
 from diagnostics.engine import DIAGNOSIS_REFRESH_S
 from diagnostics.models import (
     AMBIENT,
+    JITTER_STEP_CAP,
+    JITTER_TIME_CONSTANT_S,
     LOAD_SIGNALS,
     MAX_GAP_S,
-    OIL_MODEL_KIND,
+    MODEL_SPECS,
+    STEP_MAX_S,
     TIME_CONSTANTS_S,
     WARM_UP_S,
     feature_names,
@@ -58,8 +61,8 @@ from diagnostics.rules import (
     FaultChange,
     Geofence,
     Missing,
+    ModelResidual,
     Offline,
-    OilTempResidual,
     Plausible,
     RateOfChange,
     Repeated,
@@ -69,6 +72,7 @@ from diagnostics.rules import (
     Threshold,
     When,
     distance_m,
+    saved_load,
 )
 
 FORMAT_VERSION = 1
@@ -926,14 +930,17 @@ _FEATURES = feature_names()
 _EWMA = [(signal, tau) for signal in LOAD_SIGNALS for tau in TIME_CONSTANTS_S]  # in feature_names() order
 
 
-class _OilTempResidualColumns(_RuleColumns):
-    kind = OilTempResidual
+class _ModelResidualColumns(_RuleColumns):
+    kind = ModelResidual
 
     def define(self) -> None:
-        self.column("load_t", np.float64, np.nan)
-        self.column("load_since", np.float64, np.nan)
-        for j in range(len(_EWMA)):
-            self.column(f"ewma{j}", np.float64, np.nan)
+        self.model_spec = MODEL_SPECS[self.rule.model_kind]
+        self.input_index = self.model_spec.input_index
+        self.column("prev_t", np.float64, np.nan)
+        self.column("prev_v", np.float64, np.nan)
+        self.column("diff2", np.float64, np.nan)
+        self.column("smooth", np.float64, np.nan)
+        self.column("smooth_t", np.float64, np.nan)
         self.column("since", np.int64, NO_TIME)
         self.column("back", np.int64, NO_TIME)
         self.column("active", bool, False)
@@ -943,82 +950,85 @@ class _OilTempResidualColumns(_RuleColumns):
         self.clear_sustain_us = at_least_us(self.rule.clear_sustain_s)
 
     def evaluate(self, step, events):
-        rule, a, model = self.rule, self.a, self.group.context.a
+        rule, spec, a, model = self.rule, self.model_spec, self.a, self.group.context.a
+        kind = spec.kind
+        features = self.group.load_features(step)
         slots, now = step.slots, step.t
-        last = a["load_t"][slots]
-        restart = np.isnan(last) | (now - last > MAX_GAP_S)  # diagnostics.models.update_features
-        last = np.where(restart, now, last)
-        load_since = np.where(restart, now, a["load_since"][slots])
-        dt = np.maximum(0.0, now - last)
-        a["load_t"][slots] = now
-        a["load_since"][slots] = load_since
-        decay = {tau: 1 - np.exp(-dt / tau) for tau in TIME_CONSTANTS_S}
-        features = []
-        any_restart = restart.any()
-        working, travelling = operating_mode(step.v("hydraulic_pressure_bar"), step.v("speed_kmh"))
-        signals = {"working": working, "travelling": travelling}
-        for j, (signal, tau) in enumerate(_EWMA):
-            column = a[f"ewma{j}"]
-            previous = column[slots]
-            if any_restart:
-                previous = np.where(restart, np.nan, previous)
-            value = signals[signal] if signal in signals else step.v(signal)
-            average = np.where(np.isnan(previous), value, previous + decay[tau] * (value - previous))
-            average = np.where(np.isnan(value), previous, average)
-            column[slots] = average
-            features.append(average)
-        oil = step.v("oil_temp_c")
+        value = step.v(spec.target)
+        has = model[f"{kind}:model"][slots] & ~np.isnan(value) & spec.gate_open(step.v("engine_rpm"))
+        prev_t, prev_v, old = a["prev_t"][slots], a["prev_v"][slots], a["diff2"][slots]
+        follows = has & (now - prev_t <= STEP_MAX_S)  # NaN (no previous sample) compares False
+        if follows.any():
+            cap = JITTER_STEP_CAP * 2.0 * model[f"{kind}:jitter"][slots] ** 2
+            diff2 = np.minimum((value - prev_v) ** 2, cap)
+            later = old + (1.0 - np.exp(-(now - prev_t) / JITTER_TIME_CONSTANT_S)) * (diff2 - old)
+            a["diff2"][slots] = np.where(follows, np.where(np.isnan(old), diff2, later), old)
+        a["prev_t"][slots] = np.where(has, now, np.nan)
+        a["prev_v"][slots] = np.where(has, value, np.nan)
         ambient = step.v(AMBIENT)
-        judged = model["oil_model"][slots] & (now - load_since >= WARM_UP_S) & ~np.isnan(oil)
-        judged &= ~(model["oil_above_ambient"][slots] & np.isnan(ambient))  # OilTemperatureModel.judges
-        for average in features:
-            judged &= ~np.isnan(average)
+        judged = has & (now - self.group.load.a["load_since"][slots] >= WARM_UP_S)
+        judged &= ~((model[f"{kind}:above_ambient"][slots] | model[f"{kind}:ambient_input"][slots])
+                    & np.isnan(ambient))  # ResidualModel.judges
+        for j in self.input_index:
+            judged &= ~np.isnan(features[j])
         if not judged.any():
             return
         index = np.flatnonzero(judged)
         step = step.subset(judged) if len(index) < len(slots) else step
-        slots, t_us, oil, ambient = step.slots, step.t_us, oil[index], ambient[index]
-        x = np.stack([f[index] for f in features], axis=1)
-        z = (x - model["oil_mean"][slots]) / model["oil_scale"][slots]
-        d2 = np.einsum("ij,ijk,ik->i", z, model["oil_precision"][slots], z)
-        knows = ~model["oil_enveloped"][slots] | (d2 <= model["oil_envelope"][slots])
-        expected = model["oil_intercept"][slots] + np.einsum("ij,ij->i", model["oil_coef"][slots], z)
-        expected = np.where(model["oil_above_ambient"][slots], expected + ambient, expected)
-        sigmas = (oil - expected - model["oil_median"][slots]) / model["oil_spread"][slots]
-        bias, last_t = a["bias"][slots], a["bias_t"][slots]  # OilTempResidual: the machine's own offset
-        expected, sigmas = expected + bias, sigmas - bias / model["oil_spread"][slots]
-        above = knows & (sigmas > rule.raise_sigmas) & (oil - expected > rule.min_excess_c)
+        slots, t_us, now, value, ambient = step.slots, step.t_us, step.t, value[index], ambient[index]
+        x = np.stack([features[j][index] for j in self.input_index]
+                     + ([ambient] if spec.ambient == "input" else []), axis=1)
+        z = (x - model[f"{kind}:mean"][slots]) / model[f"{kind}:scale"][slots]
+        n = len(self.input_index)
+        d2 = np.einsum("ij,ijk,ik->i", z[:, :n], model[f"{kind}:precision"][slots], z[:, :n])
+        knows = ~model[f"{kind}:enveloped"][slots] | (d2 <= model[f"{kind}:envelope"][slots])
+        expected = model[f"{kind}:intercept"][slots] + np.einsum("ij,ij->i", model[f"{kind}:coef"][slots], z)
+        expected = np.where(model[f"{kind}:above_ambient"][slots], expected + ambient, expected)
+        median, spread = model[f"{kind}:median"][slots], model[f"{kind}:spread"][slots]
+        residual = value - expected - median
+        smooth_t, smooth_old = a["smooth_t"][slots], a["smooth"][slots]
+        restart = np.isnan(smooth_t) | (now - smooth_t > MAX_GAP_S)
+        if spec.smooth_s > 0:  # diagnostics.models.smoothed
+            step_s = np.minimum(np.maximum(now - np.where(restart, now, smooth_t), 0.0), STEP_MAX_S)
+            average = np.where(restart, residual,
+                               smooth_old + (1.0 - np.exp(-step_s / spec.smooth_s)) * (residual - smooth_old))
+        else:
+            average = residual
+        a["smooth"][slots] = np.where(knows, average, smooth_old)
+        a["smooth_t"][slots] = np.where(knows, now, smooth_t)
+        bias, last_t = a["bias"][slots], a["bias_t"][slots]  # ModelResidual: the machine's own offset
+        sigmas = (average - bias) / spread
+        excess = average - bias + median
+        sign = rule.sign
+        above = knows & (sign * sigmas > rule.raise_sigmas) & (sign * excess > rule.min_excess)
         active, since_old, back_old = a["active"][slots], a["since"][slots], a["back"][slots]
         learn = knows & ~active & ~above
-        judged_at = step.t  # the judged rows' times (``now`` covers every row of the step)
-        dt = np.minimum(np.maximum(0.0, judged_at - np.where(np.isnan(last_t), judged_at, last_t)),
-                        rule.bias_step_max_s)
-        target = np.clip(oil - expected + bias - model["oil_median"][slots], -rule.bias_max_c, rule.bias_max_c)
+        dt = np.minimum(np.maximum(0.0, now - np.where(np.isnan(last_t), now, last_t)), rule.bias_step_max_s)
+        target = np.clip(average, -rule.bias_max, rule.bias_max)
         a["bias"][slots] = np.where(learn, bias + (1.0 - np.exp(-dt / rule.bias_time_constant_s)) * (target - bias),
                                     bias)
-        a["bias_t"][slots] = np.where(knows, judged_at, last_t)
+        a["bias_t"][slots] = np.where(knows, now, last_t)
         rising = ~active & above
         since = np.where(rising, np.where(since_old == NO_TIME, t_us, since_old),
                          np.where(active & knows, since_old, NO_TIME))
         raised = rising & (t_us - since >= self.sustain_us)
-        cooling = active & knows & (sigmas < rule.clear_sigmas)
+        cooling = active & knows & (sign * sigmas < rule.clear_sigmas)
         back = np.where(cooling, np.where(back_old == NO_TIME, t_us, back_old),
                         np.where(active & knows, NO_TIME, back_old))
         cleared = cooling & (t_us - back >= self.clear_sustain_us)
         for i in np.flatnonzero(raised | cleared):
-            # The evidence as the reference computes it, on exactly these features.
-            oil_model = self.group.ctxs[int(slots[i])].models[OIL_MODEL_KIND]
+            # The expected value as the reference computes it, on exactly these inputs.
+            fitted = self.group.ctxs[int(slots[i])].models[kind]
             air = None if np.isnan(ambient[i]) else float(ambient[i])
-            exact_expected, exact_sigmas = oil_model.residual_sigmas([float(v) for v in x[i]], float(oil[i]), air)
-            offset = float(bias[i])
-            exact_expected, exact_sigmas = exact_expected + offset, exact_sigmas - offset / oil_model.residual_spread
+            exact_expected = fitted.expected([float(v) for v in x[i]], air) + float(bias[i])
             if raised[i]:
                 events.append(self._raised(step, i, rule.severity, since[i], {
-                    "signal": "oil_temp_c", "value": float(oil[i]), "expected": round(exact_expected, 2),
-                    "sigmas": round(exact_sigmas, 1), "ambient_c": air, "bias_c": round(offset, 2),
-                    "model": f"{oil_model.kind} v{oil_model.version} ({oil_model.samples} samples)"}))
+                    "signal": spec.target, "value": float(value[i]), "expected": round(exact_expected, 2),
+                    "deviation": round(float(excess[i]), 2), "sigmas": round(float(sigmas[i]), 1),
+                    "ambient_c": air, "bias": round(float(bias[i]), 2),
+                    "model": f"{fitted.kind} v{fitted.version} ({fitted.samples} samples)"}))
             else:
-                events.append(self._cleared(step, i, t_us[i], {"value": float(oil[i]),
+                events.append(self._cleared(step, i, t_us[i], {"value": float(value[i]),
                                                                "expected": round(exact_expected, 2)}))
         since[raised] = NO_TIME
         back[cleared] = NO_TIME
@@ -1026,12 +1036,19 @@ class _OilTempResidualColumns(_RuleColumns):
         a["back"][slots] = back
         a["active"][slots] = (active | raised) & ~cleared
 
+    def statistics(self, slot: int) -> dict[str, float]:
+        """ModelResidual.statistics of one slot."""
+        ctx = self.group.ctxs[slot]
+        return self.rule.statistics(self.state_of(slot), ctx) if ctx is not None else {}
+
     def state_of(self, slot):
-        a, state = self.a, {}
-        if not np.isnan(a["load_t"][slot]):
-            averages = {_FEATURES[j]: float(a[f"ewma{j}"][slot]) for j in range(len(_EWMA))
-                        if not np.isnan(a[f"ewma{j}"][slot])}
-            state["load"] = {"t": float(a["load_t"][slot]), "since": float(a["load_since"][slot]), "ewma": averages}
+        a, state = self.a, self.group.load_state_of(slot)
+        if not np.isnan(a["prev_t"][slot]):
+            state["prev"] = [float(a["prev_t"][slot]), float(a["prev_v"][slot])]
+        if not np.isnan(a["diff2"][slot]):
+            state["diff2"] = float(a["diff2"][slot])
+        if not np.isnan(a["smooth_t"][slot]):
+            state["smooth"], state["smooth_t"] = float(a["smooth"][slot]), float(a["smooth_t"][slot])
         _since_state(state, a["since"][slot])
         if a["active"][slot]:
             state["active"] = True
@@ -1044,12 +1061,11 @@ class _OilTempResidualColumns(_RuleColumns):
         a = self.a
         a["bias"][slot] = state.get("bias", 0.0)
         a["bias_t"][slot] = state.get("bias_t", np.nan)
-        load = state.get("load") or {}
-        a["load_t"][slot] = load.get("t", np.nan)
-        a["load_since"][slot] = load.get("since", np.nan)
-        averages = load.get("ewma") or {}
-        for j, name in enumerate(_FEATURES):
-            a[f"ewma{j}"][slot] = averages.get(name, np.nan)
+        previous = state.get("prev") or (np.nan, np.nan)
+        a["prev_t"][slot], a["prev_v"][slot] = previous[0], previous[1]
+        a["diff2"][slot] = state.get("diff2", np.nan)
+        a["smooth"][slot] = state.get("smooth", np.nan)
+        a["smooth_t"][slot] = state.get("smooth_t", np.nan)
         a["since"][slot] = _load_since(state)
         a["active"][slot] = bool(state.get("active"))
         a["back"][slot] = _load_since(state, "back_since")
@@ -1059,7 +1075,7 @@ RULE_COLUMNS: dict[type[Rule], type[_RuleColumns]] = {
     cls.kind: cls for cls in (
         _ThresholdColumns, _RepeatedColumns, _RateOfChangeColumns, _StuckColumns, _PlausibleColumns,
         _MissingColumns, _GeofenceColumns, _CurfewColumns, _DtcColumns, _ServiceDueColumns, _OfflineColumns,
-        _OilTempResidualColumns)
+        _ModelResidualColumns)
 }
 _EVIDENCE_FIELDS = ("t", "mean", "now", "diff2", "prev")
 
@@ -1091,17 +1107,27 @@ class _Group:
         self.context.column("curfew_start", np.int16, -1)
         self.context.column("curfew_end", np.int16, -1)
         self.context.column("tz", np.int32, 0)
-        n = len(_FEATURES)
-        self.context.column("oil_model", bool, False)
-        self.context.column("oil_enveloped", bool, False)
-        self.context.column("oil_above_ambient", bool, False)
-        for name in ("oil_intercept", "oil_median", "oil_spread", "oil_envelope"):
-            self.context.column(name, np.float64, np.nan)
-        for name in ("oil_coef", "oil_mean", "oil_scale"):
-            self.context.column(name, np.float64, np.nan, (n,))
-        self.context.column("oil_precision", np.float64, 0.0, (n, n))
+        for spec in MODEL_SPECS.values():
+            kind, n = spec.kind, len(spec.inputs)
+            m = n + (spec.ambient == "input")
+            for name in ("model", "enveloped", "above_ambient", "ambient_input"):
+                self.context.column(f"{kind}:{name}", bool, False)
+            for name in ("intercept", "median", "spread", "envelope", "jitter"):
+                self.context.column(f"{kind}:{name}", np.float64, np.nan)
+            for name in ("coef", "mean", "scale"):
+                self.context.column(f"{kind}:{name}", np.float64, np.nan, (m,))
+            self.context.column(f"{kind}:precision", np.float64, 0.0, (n, n))
+        # The load averages every model rule judges by (diagnostics.models.update_features): the same
+        # for each, so kept and advanced once.
+        self.load = _Columns(self.capacity)
+        self.load.column("load_t", np.float64, np.nan)
+        self.load.column("load_since", np.float64, np.nan)
+        for j in range(len(_EWMA)):
+            self.load.column(f"ewma{j}", np.float64, np.nan)
+        self._load_step: tuple[_Step, list[np.ndarray]] | None = None
         self.rules = [RULE_COLUMNS[type(rule)](rule, position, self) for position, rule in enumerate(rulebook.rules)]
         self.offline = [r for r in self.rules if isinstance(r, _OfflineColumns)]
+        self.model_rules = [r for r in self.rules if isinstance(r, _ModelResidualColumns)]
         self.ids: list[str | None] = [None] * self.capacity
         self.ctxs: list[EquipmentContext | None] = [None] * self.capacity
         self.free = list(range(self.capacity - 1, -1, -1))
@@ -1116,7 +1142,7 @@ class _Group:
         """Slots for new machines, with their contexts set."""
         while len(self.free) < len(ctxs):
             capacity = self.capacity * 2
-            for columns in (self.engine, self.evidence, self.context, *self.rules):
+            for columns in (self.engine, self.evidence, self.context, self.load, *self.rules):
                 columns.grow(capacity)
             self.ids += [None] * (capacity - self.capacity)
             self.ctxs += [None] * (capacity - self.capacity)
@@ -1130,7 +1156,7 @@ class _Group:
         return slots_array
 
     def release(self, slot: int) -> None:
-        for columns in (self.engine, self.evidence, self.context):
+        for columns in (self.engine, self.evidence, self.context, self.load):
             columns.reset(slot)
         for rule in self.rules:
             rule.forget(slot)
@@ -1154,24 +1180,77 @@ class _Group:
                           for site, h in zip(sites, hours, strict=True)]
         c["service_hours"][slots] = [np.nan if ctx.last_service_hours is None else ctx.last_service_hours
                                      for ctx in ctxs]
-        models = [ctx.models.get(OIL_MODEL_KIND) for ctx in ctxs]
-        c["oil_model"][slots] = [model is not None for model in models]
-        # Machines mostly share their equipment model's oil model: set each distinct one at once.
-        sharing: dict[int, tuple[Any, list[int]]] = {}
-        for slot, model in zip(slots.tolist(), models, strict=True):
-            if model is not None:
-                sharing.setdefault(id(model), (model, []))[1].append(slot)
-        for model, members in sharing.values():
-            c["oil_coef"][members] = model.coef
-            c["oil_intercept"][members] = model.intercept
-            c["oil_mean"][members] = model.mean
-            c["oil_scale"][members] = model.scale
-            c["oil_median"][members] = model.residual_median
-            c["oil_spread"][members] = model.residual_spread
-            c["oil_enveloped"][members] = bool(model.precision)
-            c["oil_above_ambient"][members] = model.above_ambient
-            c["oil_precision"][members] = model.precision if model.precision else 0.0
-            c["oil_envelope"][members] = model.envelope_d2
+        for kind in MODEL_SPECS:
+            models = [ctx.models.get(kind) for ctx in ctxs]
+            c[f"{kind}:model"][slots] = [model is not None for model in models]
+            # Machines mostly share their equipment model's models: set each distinct one at once.
+            sharing: dict[int, tuple[Any, list[int]]] = {}
+            for slot, model in zip(slots.tolist(), models, strict=True):
+                if model is not None:
+                    sharing.setdefault(id(model), (model, []))[1].append(slot)
+            for model, members in sharing.values():
+                c[f"{kind}:coef"][members] = model.coef
+                c[f"{kind}:intercept"][members] = model.intercept
+                c[f"{kind}:mean"][members] = model.mean
+                c[f"{kind}:scale"][members] = model.scale
+                c[f"{kind}:median"][members] = model.residual_median
+                c[f"{kind}:spread"][members] = model.residual_spread
+                c[f"{kind}:jitter"][members] = model.jitter
+                c[f"{kind}:enveloped"][members] = bool(model.precision)
+                c[f"{kind}:above_ambient"][members] = model.above_ambient
+                c[f"{kind}:ambient_input"][members] = model.ambient_input
+                c[f"{kind}:precision"][members] = model.precision if model.precision else 0.0
+                c[f"{kind}:envelope"][members] = model.envelope_d2
+
+    def load_features(self, step: _Step) -> list[np.ndarray]:
+        """diagnostics.models.update_features over a step: the load averages after it (advanced once
+        per step, whichever model rule asks first)."""
+        if self._load_step is not None and self._load_step[0] is step:
+            return self._load_step[1]
+        a, slots, now = self.load.a, step.slots, step.t
+        last = a["load_t"][slots]
+        restart = np.isnan(last) | (now - last > MAX_GAP_S)
+        last = np.where(restart, now, last)
+        load_since = np.where(restart, now, a["load_since"][slots])
+        dt = np.maximum(0.0, now - last)
+        a["load_t"][slots] = now
+        a["load_since"][slots] = load_since
+        decay = {tau: 1 - np.exp(-dt / tau) for tau in TIME_CONSTANTS_S}
+        features = []
+        any_restart = restart.any()
+        working, travelling = operating_mode(step.v("hydraulic_pressure_bar"), step.v("speed_kmh"))
+        signals = {"working": working, "travelling": travelling}
+        for j, (signal, tau) in enumerate(_EWMA):
+            column = a[f"ewma{j}"]
+            previous = column[slots]
+            if any_restart:
+                previous = np.where(restart, np.nan, previous)
+            value = signals[signal] if signal in signals else step.v(signal)
+            average = np.where(np.isnan(previous), value, previous + decay[tau] * (value - previous))
+            average = np.where(np.isnan(value), previous, average)
+            column[slots] = average
+            features.append(average)
+        self._load_step = (step, features)
+        return features
+
+    def load_state_of(self, slot: int) -> dict[str, Any]:
+        """The ``load`` entry of a model rule's state (each holds the same one)."""
+        a = self.load.a
+        if np.isnan(a["load_t"][slot]):
+            return {}
+        averages = {_FEATURES[j]: float(a[f"ewma{j}"][slot]) for j in range(len(_EWMA))
+                    if not np.isnan(a[f"ewma{j}"][slot])}
+        return {"load": {"t": float(a["load_t"][slot]), "since": float(a["load_since"][slot]), "ewma": averages}}
+
+    def load_load_state(self, slot: int, load: dict[str, Any]) -> None:
+        a = self.load.a
+        a["load_t"][slot] = load.get("t", np.nan)
+        a["load_since"][slot] = load.get("since", np.nan)
+        averages = load.get("ewma") or {}
+        for j, name in enumerate(_FEATURES):
+            a[f"ewma{j}"][slot] = averages.get(name, np.nan)
+
+
 
     # --- evaluation ---
 
@@ -1299,7 +1378,7 @@ class _Group:
         return [c for stamp, c in sorted(born) if stamp >= 0]
 
     def statistics(self, slot: int) -> dict[str, float]:
-        """diagnostics.evidence.statistics of one slot."""
+        """EquipmentEngine.statistics of one slot: the evidence and what its models say."""
         a = self.evidence.a
         seen = []
         for c, (channel, born, mean_column, now_column, diff2_column) in enumerate(self._statistics_columns):
@@ -1314,6 +1393,8 @@ class _Group:
             stats[channel + ".rise"] = round(now - mean, 3)
             if diff2 == diff2:  # not NaN (None in the reference)
                 stats[channel + ".jitter"] = round(math.sqrt(diff2 / 2.0), 3)
+        for rule in self.model_rules:  # EquipmentEngine.statistics
+            stats.update(rule.statistics(slot))
         return stats
 
     # --- state in EquipmentEngine's format ---
@@ -1347,6 +1428,7 @@ class _Group:
         rules = state.get("rules") or {}
         for rule in self.rules:
             rule.load_state(slot, rules.get(rule.rule.key) or {})
+        self.load_load_state(slot, saved_load(rules) or {})
         ev = self.evidence.a
         for order, (channel, fields) in enumerate((state.get("evidence") or {}).items()):
             if channel not in evidence.TRACKED:
@@ -1648,7 +1730,8 @@ class ShardEngine:
     @staticmethod
     def _parts(group: _Group) -> list[tuple[str, _Columns]]:
         """The exported column sets of a group, named so that a rule's columns follow its key and kind."""
-        parts: list[tuple[str, _Columns]] = [("engine", group.engine), ("evidence", group.evidence)]
+        parts: list[tuple[str, _Columns]] = [("engine", group.engine), ("evidence", group.evidence),
+                                             ("load", group.load)]
         parts += [(f"rule:{r.rule.key}:{type(r.rule).__name__}", r) for r in group.rules]
         return parts
 

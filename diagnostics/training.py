@@ -17,13 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from diagnostics.models import (
-    MIN_TRAINING_SAMPLES,
-    OIL_MODEL_KIND,
-    OilTemperatureModel,
-    feature_names,
-    fit_oil_model,
-)
+from diagnostics.models import MIN_TRAINING_SAMPLES, MODEL_SPECS, ResidualModel, fit_model
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +27,8 @@ FAULT_MARGIN = timedelta(minutes=15)
 MAX_MACHINES_PER_MODEL = 200
 
 _HISTORY = """
-SELECT r.equipment_id, r.ts, r.engine_rpm, r.hydraulic_pressure_bar, r.speed_kmh, r.oil_temp_c, r.ambient_temp_c
+SELECT r.equipment_id, r.ts, r.engine_rpm, r.hydraulic_pressure_bar, r.speed_kmh, r.oil_temp_c, r.coolant_temp_c,
+       r.ambient_temp_c
 FROM readings r
 WHERE r.equipment_id = ANY(%(ids)s) AND r.ts >= %(since)s AND r.ts < %(until)s
   AND NOT EXISTS (
@@ -69,11 +64,11 @@ def train(conn: psycopg.Connection, *, since: datetime, until: datetime,
     trained = []
     for model, ids in sorted(machines.items()):
         series: dict[str, list[tuple[datetime, dict[str, float | None]]]] = defaultdict(list)
-        for equipment_id, ts, rpm, pressure, speed, oil, ambient in conn.execute(
+        for equipment_id, ts, rpm, pressure, speed, oil, coolant, ambient in conn.execute(
                 _HISTORY, {"ids": ids, "since": since, "until": until, "margin": FAULT_MARGIN}):
             series[equipment_id].append(
                 (ts, {"engine_rpm": rpm, "hydraulic_pressure_bar": pressure, "speed_kmh": speed, "oil_temp_c": oil,
-                      "ambient_temp_c": ambient}))
+                      "coolant_temp_c": coolant, "ambient_temp_c": ambient}))
         for equipment_id, samples in series.items():
             if len(samples) >= 2 * MIN_TRAINING_SAMPLES:
                 trained += _fit_and_store(conn, model, equipment_id, [samples], since, until)
@@ -86,19 +81,22 @@ def train(conn: psycopg.Connection, *, since: datetime, until: datetime,
 def _fit_and_store(conn: psycopg.Connection, equipment_model: str, equipment_id: str | None,
                    series: list[list[tuple[datetime, dict[str, float | None]]]], since: datetime,
                    until: datetime) -> list[TrainedModel]:
-    try:
-        fitted = fit_oil_model(series)
-    except ValueError as exc:
-        log.info("no %s model for %s: %s", OIL_MODEL_KIND, equipment_id or equipment_model, exc)
-        return []
-    store_model(conn, equipment_model, equipment_id, fitted, since, until)
-    log.info("trained %s model for %s on %d samples (residual spread %.2f °C)", OIL_MODEL_KIND,
-             equipment_id or equipment_model, fitted.samples, fitted.residual_spread)
-    return [TrainedModel(OIL_MODEL_KIND, equipment_model, equipment_id, fitted.samples, fitted.residual_spread)]
+    trained = []
+    for kind in MODEL_SPECS:
+        try:
+            fitted = fit_model(series, kind)
+        except ValueError as exc:
+            log.info("no %s model for %s: %s", kind, equipment_id or equipment_model, exc)
+            continue
+        store_model(conn, equipment_model, equipment_id, fitted, since, until)
+        log.info("trained %s model for %s on %d samples (residual spread %.2f)", kind,
+                 equipment_id or equipment_model, fitted.samples, fitted.residual_spread)
+        trained.append(TrainedModel(kind, equipment_model, equipment_id, fitted.samples, fitted.residual_spread))
+    return trained
 
 
 def store_model(conn: psycopg.Connection, equipment_model: str, equipment_id: str | None,
-                fitted: OilTemperatureModel, since: datetime, until: datetime) -> None:
+                fitted: ResidualModel, since: datetime, until: datetime) -> None:
     with conn.transaction():
         conn.execute(
             """UPDATE diagnostic_models SET active = false
@@ -124,6 +122,6 @@ def load_active_models(conn: psycopg.Connection, equipment_ids: list[str]) -> di
     models: dict[str, dict[str, Any]] = defaultdict(dict)
     for equipment_id, kind, params, _ in rows:
         # A model fitted on other inputs than today's (an older version) waits for the next training.
-        if kind == OIL_MODEL_KIND and params.get("features") == feature_names():
-            models[equipment_id][kind] = OilTemperatureModel.from_dict(params)
+        if kind in MODEL_SPECS and (model := ResidualModel.from_dict(params)).current():
+            models[equipment_id][kind] = model
     return models

@@ -166,9 +166,10 @@ def test_a_hotter_day_raises_the_oil_by_as_much_as_the_air():
     settled = slice(len(mild) // 3, None)  # after the engine's first hours of warming up
     oil_rise = [h[4].oil_temp_c - m[4].oil_temp_c for m, h in zip(mild[settled], hot[settled], strict=True)]
     assert statistics.mean(oil_rise) == pytest.approx(15.0, abs=1.0)
-    # The thermostat holds the coolant where it was: a healthy radiator has the capacity to spare.
+    # The thermostat holds the coolant in its band, opening a little further for the warmer air: a
+    # healthy radiator has the capacity to spare.
     coolant_rise = [h[4].coolant_temp_c - m[4].coolant_temp_c for m, h in zip(mild[settled], hot[settled], strict=True)]
-    assert abs(statistics.mean(coolant_rise)) < 1.0
+    assert 0.5 < statistics.mean(coolant_rise) < 3.0
     assert [h[4].ambient_temp_c - m[4].ambient_temp_c for m, h in zip(mild, hot, strict=True)] == pytest.approx(
         [15.0] * len(mild), abs=0.5)
 

@@ -7,9 +7,9 @@ from core.register import EquipmentRecord, register_equipment
 from device_sim.machine import SimulatedMachine
 from device_sim.simulated_fleet import build_fleet
 from diagnostics.engine import EquipmentEngine
-from diagnostics.models import OIL_MODEL_KIND, OilTemperatureModel, fit_oil_model
+from diagnostics.models import MODEL_SPECS, OIL_MODEL_KIND, PRESSURE_MODEL_KIND, ResidualModel, fit_model
 from diagnostics.rulebook import rulebook_for
-from diagnostics.rules import EquipmentContext, OilTempResidual, Sample
+from diagnostics.rules import EquipmentContext, ModelResidual, Sample
 from diagnostics.training import load_active_models, train
 from ingest.writer import Batch, BatchWriter
 
@@ -32,9 +32,9 @@ def test_the_model_stays_quiet_on_healthy_operation_and_flags_failing_cooling_ea
     spec = replace(spec, fault_after_s=7200.0)
     machine, series = simulate(spec, 7200 + 600)
     history = [(ts, values) for ts, values, _ in series[:1800]]  # the first hour
-    model = fit_oil_model([history])
+    model = fit_model([history])
     assert 0.1 <= model.residual_spread < 2.0 and model.samples > 1000
-    rule = OilTempResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
+    rule = ModelResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
     ctx = EquipmentContext("EX-1", spec.model, models={OIL_MODEL_KIND: model})
     state, raised = {}, []
     for ts, values, _ in series:
@@ -49,11 +49,11 @@ def test_the_model_stays_quiet_on_healthy_operation_and_flags_failing_cooling_ea
 def test_an_operating_point_the_model_never_saw_is_not_judged():
     spec = build_fleet(1, fault_share=0.0, seed=5)[0]
     _, series = simulate(spec, 3600)
-    model = fit_oil_model([[(ts, values) for ts, values, _ in series]])
+    model = fit_model([[(ts, values) for ts, values, _ in series]])
     typical = model.mean
     assert model.knows(typical)
     assert not model.knows([x * 3 for x in typical])
-    assert OilTemperatureModel.from_dict(model.to_dict()) == model
+    assert ResidualModel.from_dict(model.to_dict()) == model
 
 
 def test_train_from_the_database_and_load_the_machines_own_model(conn):
@@ -65,15 +65,18 @@ def test_train_from_the_database_and_load_the_machines_own_model(conn):
     BatchWriter(conn, "test", datetime.now(UTC)).write(batch)
 
     trained = train(conn, since=start, until=datetime.now(UTC))
-    assert {(t.equipment_id, t.equipment_model) for t in trained} == {
-        (spec.equipment_id, spec.model), (None, spec.model)}
+    # Each kind of model, for the machine and for its equipment model.
+    assert sorted((t.kind, t.equipment_id or "") for t in trained) == sorted(
+        (kind, owner) for kind in MODEL_SPECS for owner in (spec.equipment_id, ""))
     models = load_active_models(conn, [spec.equipment_id])
+    assert set(models[spec.equipment_id]) == set(MODEL_SPECS)
     own = models[spec.equipment_id][OIL_MODEL_KIND]
-    assert own.samples == next(t.samples for t in trained if t.equipment_id)
+    assert own.samples == next(t.samples for t in trained if t.equipment_id and t.kind == OIL_MODEL_KIND)
+    assert models[spec.equipment_id][PRESSURE_MODEL_KIND].samples < own.samples  # working time only
     train(conn, since=start, until=datetime.now(UTC))  # a retrain replaces, it does not add
     active = conn.execute("SELECT count(*) FROM diagnostic_models WHERE active").fetchone()[0]
-    assert active == 2
-    assert conn.execute("SELECT count(*) FROM diagnostic_models").fetchone()[0] == 4
+    assert active == 2 * len(MODEL_SPECS)
+    assert conn.execute("SELECT count(*) FROM diagnostic_models").fetchone()[0] == 4 * len(MODEL_SPECS)
 
 
 def test_the_diagnosis_is_revised_as_evidence_accumulates():

@@ -8,19 +8,26 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 from psycopg.types.json import Jsonb
 
 from core.register import EquipmentRecord, register_equipment
 from device_sim.machine import SimulatedMachine
 from device_sim.simulated_fleet import SLOW_FAULT_AFTER_S, SLOW_FAULT_RAMP_S, build_fleet
+from diagnostics.engine import EquipmentEngine
 from diagnostics.models import (
+    COOLANT_MODEL_KIND,
+    MODEL_SPECS,
     OIL_MODEL_KIND,
+    PRESSURE_MODEL_KIND,
     WARM_UP_S,
-    fit_oil_model,
+    fit_model,
+    fit_models,
     operating_mode,
     update_features,
 )
-from diagnostics.rules import EquipmentContext, OilTempResidual, Sample
+from diagnostics.rulebook import rulebook_for
+from diagnostics.rules import EquipmentContext, ModelResidual, Sample
 from diagnostics.training import load_active_models
 
 SPRING = datetime(2026, 3, 3, 6, 0, tzinfo=UTC)
@@ -40,7 +47,7 @@ def day(spec, start, hours=8.0, step_s=5.0, seed=3):
 
 def judge(model, series):
     """Every (sigmas, excess °C) the model gives once warmed up, and what the rule raised."""
-    rule = OilTempResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
+    rule = ModelResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
     ctx = EquipmentContext("EX-1", "EX210", models={OIL_MODEL_KIND: model})
     features_state: dict = {}
     state: dict = {}
@@ -56,7 +63,7 @@ def judge(model, series):
 
 def test_a_spring_model_holds_on_a_summer_day_and_sees_a_radiator_clogging():
     healthy = build_fleet(1, fault_share=0.0, seed=21)[0]
-    model = fit_oil_model([day(healthy, SPRING + timedelta(days=d), seed=10 + d) for d in range(2)])
+    model = fit_model([day(healthy, SPRING + timedelta(days=d), seed=10 + d) for d in range(2)])
     assert model.above_ambient and model.residual_spread < 2.0
     summer = day(healthy, SUMMER, seed=30)
     airs = [values["ambient_temp_c"] for _, values in summer]
@@ -64,7 +71,7 @@ def test_a_spring_model_holds_on_a_summer_day_and_sees_a_radiator_clogging():
     assert min(airs) - max(spring_air) > 0  # every summer hour is warmer than any spring hour trained on
     judged, raised = judge(model, summer)
     assert len(judged) > 4000 and not raised
-    assert max(excess for _, excess in judged) < OilTempResidual.min_excess_c
+    assert max(excess for _, excess in judged) < ModelResidual.min_excess
 
     clogging = replace(healthy, fault="radiator_clogged", fault_after_s=3600.0, fault_ramp_s=3 * 3600.0)
     _, raised = judge(model, day(clogging, SUMMER, seed=30))
@@ -77,12 +84,12 @@ def test_without_the_air_temperature_the_model_explains_the_oil_itself_and_an_am
     healthy = build_fleet(1, fault_share=0.0, seed=21)[0]
     spring = day(healthy, SPRING, hours=3.0)
     no_air = [(ts, values | {"ambient_temp_c": None}) for ts, values in spring]
-    assert not fit_oil_model([no_air]).above_ambient
-    model = fit_oil_model([spring])
+    assert not fit_model([no_air]).above_ambient
+    model = fit_model([spring])
     assert model.judges(20.0) and not model.judges(None)
     judged, raised = judge(model, [(ts, values | {"ambient_temp_c": None}) for ts, values in spring])
     rule_state: dict = {}
-    rule = OilTempResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
+    rule = ModelResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
     ctx = EquipmentContext("EX-1", "EX210", models={OIL_MODEL_KIND: model})
     hot = [rule.evaluate(rule_state, Sample(ts, values | {"ambient_temp_c": None, "oil_temp_c": 150.0}), ctx)
            for ts, values in spring[int(WARM_UP_S / 5):]]
@@ -99,7 +106,7 @@ def test_the_operating_mode_is_one_rule_for_a_sample_and_for_arrays():
 def test_a_model_fitted_on_other_inputs_waits_for_the_next_training(conn):
     register_equipment(conn, [EquipmentRecord("EX-1", "S-1", "EX210", "excavator", "acme")])
     healthy = build_fleet(1, fault_share=0.0, seed=21)[0]
-    model = fit_oil_model([day(healthy, SPRING, hours=2.0)])
+    model = fit_model([day(healthy, SPRING, hours=2.0)])
     old = model.to_dict() | {"features": model.features[:6], "coef": model.coef[:6], "version": 1}
     for params in (old, model.to_dict()):
         conn.execute("UPDATE diagnostic_models SET active = false WHERE equipment_model = 'EX210'")
@@ -125,15 +132,71 @@ def test_slow_faults_begin_after_the_first_models_and_develop_over_the_ramp():
 
 def test_the_rule_follows_a_drifted_sensor_but_never_averages_a_fault_away():
     healthy = build_fleet(1, fault_share=0.0, seed=21)[0]
-    model = fit_oil_model([day(healthy, SPRING + timedelta(days=d), seed=10 + d) for d in range(2)])
-    rule = OilTempResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
+    model = fit_model([day(healthy, SPRING + timedelta(days=d), seed=10 + d) for d in range(2)])
+    rule = ModelResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
     ctx = EquipmentContext("EX-1", "EX210", models={OIL_MODEL_KIND: model})
     state: dict = {}
     summer = day(healthy, SUMMER, hours=8.0, seed=30)
     drifted = [(ts, values | {"oil_temp_c": values["oil_temp_c"] + 2.5}) for ts, values in summer]
     raised = [c for ts, values in drifted for c in rule.evaluate(state, Sample(ts, values), ctx) if c.kind == "raised"]
     assert not raised
-    assert 1.0 < state["bias"] <= rule.bias_max_c  # most of the 2.5 °C learned in a working day
+    assert 1.0 < state["bias"] <= rule.bias_max  # most of the 2.5 °C learned in a working day
     hot = [(ts + timedelta(days=1), values | {"oil_temp_c": values["oil_temp_c"] + 12.0}) for ts, values in drifted]
     raised = [c for ts, values in hot for c in rule.evaluate(state, Sample(ts, values), ctx) if c.kind == "raised"]
-    assert raised and raised[0].evidence["bias_c"] <= rule.bias_max_c
+    assert raised and raised[0].evidence["bias"] <= rule.bias_max
+
+
+def first_warnings(models, spec, start, seed=30, hours=8.0):
+    """The production engine over a day of ``spec`` with these models: {code: first raised change}
+    (the day's samples carry no position, so its GPS_LOST is left out)."""
+    engine = EquipmentEngine(rulebook_for(spec.model), EquipmentContext(spec.equipment_id, spec.model, models=models))
+    first: dict = {}
+    for ts, values in day(spec, start, hours=hours, seed=seed):
+        for change in engine.feed(Sample(ts, values)):
+            if change.kind == "raised" and change.fault_code != "GPS_LOST":
+                first.setdefault(change.fault_code, change)
+    return first
+
+
+@pytest.fixture(scope="module")
+def spring_models():
+    """Each kind of model of one machine, trained on two spring days as `ironsight train` fits them."""
+    healthy = build_fleet(1, fault_share=0.0, seed=21)[0]
+    return healthy, fit_models([day(healthy, SPRING + timedelta(days=d), seed=10 + d) for d in range(2)])
+
+
+def test_every_kind_of_model_holds_through_a_healthy_summer_day(spring_models):
+    healthy, models = spring_models
+    assert set(models) == set(MODEL_SPECS)
+    pressure = models[PRESSURE_MODEL_KIND]
+    assert pressure.samples < models[OIL_MODEL_KIND].samples  # judged at working speed only
+    assert models[COOLANT_MODEL_KIND].ambient_input and pressure.judges(None)  # the pressure needs no air
+    assert not first_warnings(models, healthy, SUMMER)
+
+
+def test_a_wearing_pump_is_warned_of_by_its_pressure_model_long_before_the_pressure_limit(spring_models):
+    healthy, models = spring_models
+    wearing = replace(healthy, fault="hydraulic_pump_wear", fault_after_s=3600.0, fault_ramp_s=3 * 3600.0)
+    first = first_warnings(models, wearing, SUMMER)
+    warning = first["HYDRAULIC_PRESSURE_BELOW_EXPECTED"]
+    assert warning.at >= SUMMER + timedelta(hours=1)
+    assert warning.evidence["deviation"] < -25.0 and warning.evidence["signal"] == "hydraulic_pressure_bar"
+    assert "HYDRAULIC_PRESSURE_LOW" not in first or first["HYDRAULIC_PRESSURE_LOW"].at - warning.at > timedelta(
+        minutes=10)
+    assert warning.diagnosis["causes"][0]["id"] == "hydraulic_pump_wear"
+
+
+@pytest.mark.parametrize("fault", ["radiator_clogged", "oil_cooler_clogged", "low_coolant"])
+def test_the_first_oil_warning_names_the_failing_part_by_what_the_other_models_see(spring_models, fault):
+    """A clogging radiator puts the coolant higher in the thermostat's band than its model expects, an
+    oil cooler leaves it there, low coolant makes it noisier than healthy: the oil model's first
+    warning, well before any limit, already ranks the right cause first."""
+    healthy, models = spring_models
+    failing = replace(healthy, fault=fault, fault_after_s=3600.0, fault_ramp_s=3 * 3600.0)
+    first = first_warnings(models, failing, SUMMER)
+    warning = first["OIL_TEMP_ABOVE_EXPECTED"]
+    limits = [change.at for code, change in first.items() if code in ("OIL_OVERHEAT", "COOLANT_OVERHEAT")]
+    assert all(at - warning.at > timedelta(minutes=10) for at in limits)
+    evidence = warning.diagnosis["evidence"]
+    assert {"coolant_temp_c.deviation_sigmas", "coolant_temp_c.jitter_ratio"} <= set(evidence)
+    assert warning.diagnosis["causes"][0]["id"] == fault

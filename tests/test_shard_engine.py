@@ -22,7 +22,7 @@ from device_sim.simulated_fleet import SITES, build_fleet
 from diagnostics.catalogue import FAULTS
 from diagnostics.causes import rank_causes
 from diagnostics.engine import EquipmentEngine
-from diagnostics.models import OIL_MODEL_KIND, fit_oil_model
+from diagnostics.models import MODEL_SPECS, fit_models
 from diagnostics.rulebook import DEFAULT, Rulebook, rulebook_for
 from diagnostics.rules import (
     Curfew,
@@ -31,8 +31,8 @@ from diagnostics.rules import (
     FaultChange,
     Geofence,
     Missing,
+    ModelResidual,
     Offline,
-    OilTempResidual,
     Plausible,
     RateOfChange,
     Repeated,
@@ -72,8 +72,14 @@ CUSTOM = Rulebook("CUSTOM", (
     Curfew("curfew", "CURFEW_VIOLATION", running_rpm=1000.0, sustain_s=0.0),
     Dtc("dtc", "J1939", clear_after_s=5.0),
     ServiceDue("service", "SERVICE_DUE", interval_h=0.25, major_every_h=(0.5, 1.0), warn_before_h=0.05),
-    OilTempResidual("oil_model", "OIL_TEMP_ABOVE_EXPECTED", raise_sigmas=2.0, clear_sigmas=1.0, min_excess_c=1.0,
+    ModelResidual("oil_model", "OIL_TEMP_ABOVE_EXPECTED", raise_sigmas=2.0, clear_sigmas=1.0, min_excess=1.0,
                     sustain_s=4.0, clear_sustain_s=4.0),
+    # Hair-trigger: the models' judgement of averages, noise and direction change state often here.
+    ModelResidual("pressure_model", "HYDRAULIC_PRESSURE_BELOW_EXPECTED", model_kind="hydraulic_pressure",
+                  direction="below", raise_sigmas=1.0, clear_sigmas=0.5, min_excess=2.0, sustain_s=4.0,
+                  clear_sustain_s=4.0, bias_time_constant_s=600.0),
+    ModelResidual("coolant_model", "COOLANT_TEMP_ABOVE_EXPECTED", model_kind="coolant_temp", raise_sigmas=1.5,
+                  clear_sigmas=0.5, min_excess=0.3, sustain_s=4.0, clear_sustain_s=4.0),
     Offline("offline", "OFFLINE", after_s=30.0),
 ))
 
@@ -252,21 +258,22 @@ class Machine:
         return rows
 
 
-_OIL_MODELS: dict[int, Any] = {}
+_MODELS: dict[int, Any] = {}
 
 
-def oil_model(seed: int = 5):
-    """A model trained on an hour of a healthy simulated machine, as `ironsight train` does."""
-    if seed not in _OIL_MODELS:
+def trained_models(seed: int = 5):
+    """Every kind of model, trained on two hours of a healthy simulated machine as `ironsight train` does."""
+    if seed not in _MODELS:
         spec = build_fleet(1, fault_share=0.0, seed=seed + 6)[0]
         sim = SimulatedMachine(spec, START - timedelta(hours=2), seed=seed)
         history = []
-        for i in range(1800):
+        for i in range(3600):
             sim.advance(2.0)
             reading = sim.reading(START - timedelta(hours=2) + timedelta(seconds=2 * (i + 1)))
             history.append((reading.ts, {c: getattr(reading, c) for c in CHANNELS}))
-        _OIL_MODELS[seed] = fit_oil_model([history])
-    return _OIL_MODELS[seed]
+        _MODELS[seed] = fit_models([history])
+        assert set(_MODELS[seed]) == set(MODEL_SPECS)
+    return _MODELS[seed]
 
 
 def build_machines(count: int, seed: int, steps: tuple[float, ...], custom: bool = False) -> list[Machine]:
@@ -285,7 +292,7 @@ def build_machines(count: int, seed: int, steps: tuple[float, ...], custom: bool
         service = None
         if i % 3 == 0:
             service = math.floor(sim.engine_hours / 250.0) * 250.0 + rng.choice((0.0, 5.0, 245.0))
-        models = {OIL_MODEL_KIND: oil_model(5 if i % 4 == 0 else 6)} if i % 2 == 0 else {}
+        models = trained_models(5 if i % 4 == 0 else 6) if i % 2 == 0 else {}
         ctx = EquipmentContext(spec.equipment_id, model, site, service, models)
         machines.append(Machine(ctx, sim, steps[i % len(steps)], random.Random(seed * 7 + i)))
     return machines
@@ -344,7 +351,7 @@ def run_fleet(machines: list[Machine], *, rounds: int, span_s: float, rulebooks=
                 elif i % 5 == 2:  # the machine's model corrected: another rulebook
                     m.ctx = replace(m.ctx, model="EX350" if m.ctx.model != "EX350" else "CP42")
                 elif i % 5 == 4:  # a model trained for it
-                    m.ctx = replace(m.ctx, models={OIL_MODEL_KIND: oil_model()} if not m.ctx.models else {})
+                    m.ctx = replace(m.ctx, models=trained_models() if not m.ctx.models else {})
                 else:
                     continue
                 reference.set_context(m.ctx)
