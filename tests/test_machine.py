@@ -93,7 +93,7 @@ def test_the_catalogue_names_what_the_engine_should_find():
         assert fault.kind == kind and fault.description and fault.expected_cause
         assert isinstance(fault.expected_fault_codes, frozenset) and fault.expected_fault_codes
     assert INJECTABLE_FAULTS["radiator_clogged"].expected_fault_codes == {
-        "OIL_OVERHEAT", "COOLANT_OVERHEAT", "OIL_TEMP_ABOVE_EXPECTED"}
+        "OIL_OVERHEAT", "COOLANT_OVERHEAT", "OIL_TEMP_ABOVE_EXPECTED", "COOLANT_TEMP_ABOVE_EXPECTED"}
     assert INJECTABLE_FAULTS["oil_temp_sensor_stuck"].expected_cause == "sensor_failure"
 
 
