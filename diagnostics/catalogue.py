@@ -66,9 +66,9 @@ _COOLANT_QUIET = Indicator("coolant_temp_c.jitter_ratio", "<", 1.3, 2.0, "coolan
 # The oil and coolant models take the hydraulic pressure as a measure of the work done: when the
 # pressure itself has dropped they expect too little heat, so oil and coolant above their models
 # point at the cooling only while the pressure is where the machine's own model expects it.
-_PRESSURE_AT_MODEL = Indicator("hydraulic_pressure_bar.deviation_sigmas", ">", -2.0, 2.0,
+_PRESSURE_AT_MODEL = Indicator("hydraulic_pressure_bar.deviation_sigmas", ">", -1.5, 2.0,
                                "working pressure is the machine's own")
-_PRESSURE_BELOW_MODEL = Indicator("hydraulic_pressure_bar.deviation_sigmas", "<", -3.0, 7.0,
+_PRESSURE_BELOW_MODEL = Indicator("hydraulic_pressure_bar.deviation_sigmas", "<", -2.0, 7.0,
                                   "working pressure below the machine's own")
 _PRESSURE_NOISY = Indicator("hydraulic_pressure_bar.jitter_ratio", ">", 1.15, 3.0,
                             "working pressure fluctuates more than healthy")

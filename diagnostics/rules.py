@@ -533,9 +533,12 @@ class ModelResidual(Rule):
     Sensors drift and machines age between trainings: the rule follows the machine's own offset
     from its model while nothing is wrong, as an average of its healthy residuals over
     ``bias_time_constant_s`` of judged operation, at most ``bias_max`` either way, so a drifted
-    sensor is not a failing cooler and a fault (hours, not months) is never averaged away. It also
-    follows the channel's noise against the healthy noise the model was trained on: the evidence a
-    leak or air in the coolant leaves before the level moves (``statistics``)."""
+    sensor is not a failing cooler and a fault (hours, not months) is never averaged away. After a
+    stop of ``restart_after_s`` or more (a night, a weekend, an inspection that set the sensors
+    right) the offset is learned afresh over the first ``relearn_s`` of operation, within the same
+    cap and without raising meanwhile: a recalibrated sensor steps by as much as it had drifted. It
+    also follows the channel's noise against the healthy noise the model was trained on: the
+    evidence a leak or air in the coolant leaves before the level moves (``statistics``)."""
 
     model_kind: str = "oil_temp"
     direction: str = "above"
@@ -549,16 +552,21 @@ class ModelResidual(Rule):
     bias_max: float = 3.0
     # The offset moves by at most this much judged time per sample: a gap teaches it nothing.
     bias_step_max_s: float = 60.0
+    restart_after_s: float = 6 * 3600.0
+    relearn_s: float = 1200.0
+    relearn_time_constant_s: float = 300.0
 
     @property
     def sign(self) -> float:
         return 1.0 if self.direction == "above" else -1.0
 
-    def learn_bias(self, bias: float, last_t: float | None, t: float, residual: float) -> float:
+    def learn_bias(self, bias: float, last_t: float | None, t: float, residual: float,
+                   relearning: bool = False) -> float:
         """The offset after one healthy sample ``residual`` from the model's median."""
         dt = min(max(0.0, t - (t if last_t is None else last_t)), self.bias_step_max_s)
         target = min(self.bias_max, max(-self.bias_max, residual))
-        return bias + (1.0 - math.exp(-dt / self.bias_time_constant_s)) * (target - bias)
+        tau = self.relearn_time_constant_s if relearning else self.bias_time_constant_s
+        return bias + (1.0 - math.exp(-dt / tau)) * (target - bias)
 
     def evaluate(self, state, sample, ctx):
         from diagnostics.models import (
@@ -601,12 +609,15 @@ class ModelResidual(Rule):
                            value - expected - model.residual_median, spec.smooth_s)
         state["smooth"], state["smooth_t"] = average, t
         bias, last_t = state.get("bias", 0.0), state.get("bias_t")
+        if last_t is not None and t - last_t >= self.restart_after_s:
+            state["relearn_until"] = t + self.relearn_s
+        relearning = t < state.get("relearn_until", -math.inf)
         sigmas = (average - bias) / model.residual_spread
         excess = average - bias + model.residual_median
-        above = self.sign * sigmas > self.raise_sigmas and self.sign * excess > self.min_excess
+        above = not relearning and self.sign * sigmas > self.raise_sigmas and self.sign * excess > self.min_excess
         state["bias_t"] = t
         learns = not state.get("active") and not above
-        state["bias"] = self.learn_bias(bias, last_t, t, average) if learns else bias
+        state["bias"] = self.learn_bias(bias, last_t, t, average, relearning) if learns else bias
         if not state.get("active"):
             if not above:
                 state.pop("since", None)

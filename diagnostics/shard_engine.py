@@ -946,6 +946,7 @@ class _ModelResidualColumns(_RuleColumns):
         self.column("active", bool, False)
         self.column("bias", np.float64, 0.0)
         self.column("bias_t", np.float64, np.nan)
+        self.column("relearn_until", np.float64, np.nan)
         self.sustain_us = at_least_us(self.rule.sustain_s)
         self.clear_sustain_us = at_least_us(self.rule.clear_sustain_s)
 
@@ -997,16 +998,20 @@ class _ModelResidualColumns(_RuleColumns):
         a["smooth"][slots] = np.where(knows, average, smooth_old)
         a["smooth_t"][slots] = np.where(knows, now, smooth_t)
         bias, last_t = a["bias"][slots], a["bias_t"][slots]  # ModelResidual: the machine's own offset
+        restarted = knows & (now - last_t >= rule.restart_after_s)  # NaN (never judged) compares False
+        relearn_until = np.where(restarted, now + rule.relearn_s, a["relearn_until"][slots])
+        a["relearn_until"][slots] = relearn_until
+        relearning = now < relearn_until
         sigmas = (average - bias) / spread
         excess = average - bias + median
         sign = rule.sign
-        above = knows & (sign * sigmas > rule.raise_sigmas) & (sign * excess > rule.min_excess)
+        above = knows & ~relearning & (sign * sigmas > rule.raise_sigmas) & (sign * excess > rule.min_excess)
         active, since_old, back_old = a["active"][slots], a["since"][slots], a["back"][slots]
         learn = knows & ~active & ~above
         dt = np.minimum(np.maximum(0.0, now - np.where(np.isnan(last_t), now, last_t)), rule.bias_step_max_s)
         target = np.clip(average, -rule.bias_max, rule.bias_max)
-        a["bias"][slots] = np.where(learn, bias + (1.0 - np.exp(-dt / rule.bias_time_constant_s)) * (target - bias),
-                                    bias)
+        tau = np.where(relearning, rule.relearn_time_constant_s, rule.bias_time_constant_s)
+        a["bias"][slots] = np.where(learn, bias + (1.0 - np.exp(-dt / tau)) * (target - bias), bias)
         a["bias_t"][slots] = np.where(knows, now, last_t)
         rising = ~active & above
         since = np.where(rising, np.where(since_old == NO_TIME, t_us, since_old),
@@ -1055,12 +1060,15 @@ class _ModelResidualColumns(_RuleColumns):
         _since_state(state, a["back"][slot], "back_since")
         if not np.isnan(a["bias_t"][slot]):
             state["bias"], state["bias_t"] = float(a["bias"][slot]), float(a["bias_t"][slot])
+        if not np.isnan(a["relearn_until"][slot]):
+            state["relearn_until"] = float(a["relearn_until"][slot])
         return state
 
     def load_state(self, slot, state):
         a = self.a
         a["bias"][slot] = state.get("bias", 0.0)
         a["bias_t"][slot] = state.get("bias_t", np.nan)
+        a["relearn_until"][slot] = state.get("relearn_until", np.nan)
         previous = state.get("prev") or (np.nan, np.nan)
         a["prev_t"][slot], a["prev_v"][slot] = previous[0], previous[1]
         a["diff2"][slot] = state.get("diff2", np.nan)

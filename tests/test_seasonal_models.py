@@ -200,3 +200,29 @@ def test_the_first_oil_warning_names_the_failing_part_by_what_the_other_models_s
     evidence = warning.diagnosis["evidence"]
     assert {"coolant_temp_c.deviation_sigmas", "coolant_temp_c.jitter_ratio"} <= set(evidence)
     assert warning.diagnosis["causes"][0]["id"] == fault
+
+
+def test_after_a_night_the_offset_is_learned_afresh_so_a_recalibrated_sensor_is_no_alarm(spring_models):
+    """An inspection sets a drifted sensor right: the next morning it reads 4 °C higher than the
+    offset the rule had learned. After a stop of hours the rule learns the offset again before it
+    judges; what goes past the 3 °C it may learn is still raised."""
+    healthy, models = spring_models
+    rule = ModelResidual("oil_temp_model", "OIL_TEMP_ABOVE_EXPECTED")
+    ctx = EquipmentContext("EX-1", "EX210", models={OIL_MODEL_KIND: models[OIL_MODEL_KIND]})
+
+    def feed(state, series, shift):
+        return [c for ts, values in series
+                for c in rule.evaluate(state, Sample(ts, values | {"oil_temp_c": values["oil_temp_c"] + shift}), ctx)
+                if c.kind == "raised"]
+
+    evening = day(healthy, SUMMER, hours=4.0, seed=30)
+    morning = day(healthy, SUMMER + timedelta(days=1), hours=4.0, seed=31)
+    state: dict = {}
+    assert not feed(state, evening, 0.0)
+    assert not feed(state, morning, 4.0)  # the offset capped at 3 °C, the rest under the 5 °C it needs
+    assert state["bias"] == pytest.approx(rule.bias_max, abs=0.3)
+
+    state = {}
+    feed(state, evening, 0.0)
+    raised = feed(state, morning, 12.0)  # a real step: more than the offset and the margin together
+    assert raised and (raised[0].at - morning[0][0]).total_seconds() >= WARM_UP_S + rule.relearn_s

@@ -77,7 +77,8 @@ CUSTOM = Rulebook("CUSTOM", (
     # Hair-trigger: the models' judgement of averages, noise and direction change state often here.
     ModelResidual("pressure_model", "HYDRAULIC_PRESSURE_BELOW_EXPECTED", model_kind="hydraulic_pressure",
                   direction="below", raise_sigmas=1.0, clear_sigmas=0.5, min_excess=2.0, sustain_s=4.0,
-                  clear_sustain_s=4.0, bias_time_constant_s=600.0),
+                  clear_sustain_s=4.0, bias_time_constant_s=600.0, restart_after_s=25.0, relearn_s=30.0,
+                  relearn_time_constant_s=10.0),
     ModelResidual("coolant_model", "COOLANT_TEMP_ABOVE_EXPECTED", model_kind="coolant_temp", raise_sigmas=1.5,
                   clear_sigmas=0.5, min_excess=0.3, sustain_s=4.0, clear_sustain_s=4.0),
     Offline("offline", "OFFLINE", after_s=30.0),
