@@ -1,7 +1,7 @@
 """Throughput of the diagnostics engine (diagnostics.shard_engine.ShardEngine) without the database.
 
 A shard of ``--machines`` machines (every equipment model, an unknown one too, most with a site, some
-with permitted hours in several time zones, half with a trained oil-temperature model) is fed
+with permitted hours in several time zones, half with trained oil, coolant and pressure models) is fed
 synthetic readings that vary as a working fleet's do: engines switching between idle and work, oil
 and coolant following the load, pressure noise with occasional spikes, GPS dropouts, now and then a
 DTC, and a few machines overheating, so that faults are raised and cleared and causes re-ranked
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.telemetry import CHANNELS  # noqa: E402
 from device_sim.machine import SimulatedMachine  # noqa: E402
 from device_sim.simulated_fleet import SITES, build_fleet  # noqa: E402
-from diagnostics.models import OIL_MODEL_KIND, fit_model  # noqa: E402
+from diagnostics.models import fit_models  # noqa: E402
 from diagnostics.rules import EquipmentContext, Site  # noqa: E402
 from diagnostics.shard_engine import ShardEngine  # noqa: E402
 
@@ -43,19 +43,21 @@ ZONES = ("Europe/Amsterdam", "Europe/Berlin", "Asia/Kolkata", "America/New_York"
 PERMITTED = (None, None, (6, 20), (7, 19), (20, 6))
 
 
-def train_oil_model():
+def train_models():
+    """Every kind of model, fitted on two hours of a healthy machine (the pressure model needs the
+    working time of that)."""
     spec = build_fleet(1, fault_share=0.0, seed=11)[0]
     sim = SimulatedMachine(spec, START, seed=5)
     history = []
-    for i in range(1800):
+    for i in range(3600):
         sim.advance(2.0)
         reading = sim.reading(START + timedelta(seconds=2 * (i + 1)))
         history.append((reading.ts, {c: getattr(reading, c) for c in CHANNELS}))
-    return fit_model([history])
+    return fit_models([history])
 
 
 def contexts(count: int) -> list[EquipmentContext]:
-    model = train_oil_model()
+    models = train_models()
     result = []
     for i in range(count):
         site = None
@@ -63,7 +65,7 @@ def contexts(count: int) -> list[EquipmentContext]:
             home = SITES[i % len(SITES)]
             site = Site(home.lat, home.lon, home.radius_m, ZONES[i % len(ZONES)], PERMITTED[i % len(PERMITTED)])
         result.append(EquipmentContext(f"EQ-{i:06d}", MODELS[i % len(MODELS)], site,
-                                       1000.0 if i % 3 == 0 else None, {OIL_MODEL_KIND: model} if i % 2 else {}))
+                                       1000.0 if i % 3 == 0 else None, models if i % 2 else {}))
     return result
 
 
@@ -116,6 +118,7 @@ class Fleet:
             "lat": np.where(self.gps_lost, np.nan, np.round(self.lat, 6)),
             "lon": np.where(self.gps_lost, np.nan, np.round(self.lon, 6)),
             "speed_kmh": np.where(self.gps_lost, np.nan, 0.0),
+            "ambient_temp_c": np.round(18.0 + rng.normal(0, 0.1, n), 2),
         }
         dropped = rng.random(n) < 0.01  # a channel missing from a reading now and then
         values["coolant_temp_c"] = np.where(dropped, np.nan, values["coolant_temp_c"])

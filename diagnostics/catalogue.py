@@ -124,7 +124,7 @@ _RELIEF_VALVE = Cause(
     ("Read the relief pressure setting from the service menu and compare with the specification.",),
     remote_resolvable=True, prior=0.2)
 
-# Oil hotter than its model expects on a machine whose working pressure has dropped: the model
+# Oil or coolant hotter than its model expects on a machine whose working pressure has dropped: the model
 # expected less heat from less pressure, but the engine still works as hard (a worn pump's internal
 # leakage heats the oil too). Rare as a cause of hot oil, so only the pressure evidence names them.
 _HOT_PUMP_WEAR = replace(_PUMP_WEAR, prior=0.1, indicators=(_PRESSURE_BELOW_MODEL, _PRESSURE_STEADY))
@@ -136,7 +136,7 @@ FAULTS: dict[str, FaultInfo] = {f.code: f for f in (
     FaultInfo("OIL_TEMP_ABOVE_EXPECTED", "Oil hotter than the load explains (cooling degrading)", "machine",
               (_RADIATOR, _OIL_COOLER, _LOW_COOLANT, _FAN_BELT, _HOT_PUMP_WEAR, _HOT_LEAK)),
     FaultInfo("COOLANT_TEMP_ABOVE_EXPECTED", "Coolant higher than the load and the air explain", "machine",
-              (_RADIATOR, _LOW_COOLANT, _FAN_BELT)),
+              (_RADIATOR, _LOW_COOLANT, _FAN_BELT, _HOT_PUMP_WEAR, _HOT_LEAK)),
     FaultInfo("HYDRAULIC_PRESSURE_BELOW_EXPECTED", "Working pressure below the machine's own", "machine",
               (_PUMP_WEAR, _LEAK, _RELIEF_VALVE)),
     FaultInfo("OIL_TEMP_RISING_FAST", "Oil temperature rising fast at steady load", "machine",

@@ -591,10 +591,10 @@ class ModelResidual(Rule):
         t = sample.ts.timestamp()
         previous = state.get("prev")
         if previous is not None and t - previous[0] <= STEP_MAX_S:
-            diff2 = min((value - previous[1]) ** 2, JITTER_STEP_CAP * 2.0 * model.jitter ** 2)
-            old = state.get("diff2")
-            state["diff2"] = diff2 if old is None else \
-                old + (1.0 - math.exp(-(t - previous[0]) / JITTER_TIME_CONSTANT_S)) * (diff2 - old)
+            healthy = 2.0 * model.jitter ** 2  # where the estimate starts: as noisy as healthy until shown otherwise
+            diff2 = min((value - previous[1]) ** 2, JITTER_STEP_CAP * healthy)
+            old = state.get("diff2", healthy)
+            state["diff2"] = old + (1.0 - math.exp(-(t - previous[0]) / JITTER_TIME_CONSTANT_S)) * (diff2 - old)
         state["prev"] = [t, value]
         if features is None or not model.judges(ambient):
             return []

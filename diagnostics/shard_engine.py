@@ -960,10 +960,11 @@ class _ModelResidualColumns(_RuleColumns):
         prev_t, prev_v, old = a["prev_t"][slots], a["prev_v"][slots], a["diff2"][slots]
         follows = has & (now - prev_t <= STEP_MAX_S)  # NaN (no previous sample) compares False
         if follows.any():
-            cap = JITTER_STEP_CAP * 2.0 * model[f"{kind}:jitter"][slots] ** 2
-            diff2 = np.minimum((value - prev_v) ** 2, cap)
-            later = old + (1.0 - np.exp(-(now - prev_t) / JITTER_TIME_CONSTANT_S)) * (diff2 - old)
-            a["diff2"][slots] = np.where(follows, np.where(np.isnan(old), diff2, later), old)
+            healthy = 2.0 * model[f"{kind}:jitter"][slots] ** 2
+            diff2 = np.minimum((value - prev_v) ** 2, JITTER_STEP_CAP * healthy)
+            start = np.where(np.isnan(old), healthy, old)
+            later = start + (1.0 - np.exp(-(now - prev_t) / JITTER_TIME_CONSTANT_S)) * (diff2 - start)
+            a["diff2"][slots] = np.where(follows, later, old)
         a["prev_t"][slots] = np.where(has, now, np.nan)
         a["prev_v"][slots] = np.where(has, value, np.nan)
         ambient = step.v(AMBIENT)

@@ -184,6 +184,11 @@ def test_a_wearing_pump_is_warned_of_by_its_pressure_model_long_before_the_press
     assert "HYDRAULIC_PRESSURE_LOW" not in first or first["HYDRAULIC_PRESSURE_LOW"].at - warning.at > timedelta(
         minutes=10)
     assert warning.diagnosis["causes"][0]["id"] == "hydraulic_pump_wear"
+    # The temperature models expect less heat from less pressure: when they warn too, the pressure
+    # evidence still names the pump, not the cooling.
+    for code in ("OIL_TEMP_ABOVE_EXPECTED", "COOLANT_TEMP_ABOVE_EXPECTED"):
+        if code in first:
+            assert first[code].diagnosis["causes"][0]["id"] == "hydraulic_pump_wear", code
 
 
 @pytest.mark.parametrize("fault", ["radiator_clogged", "oil_cooler_clogged", "low_coolant"])
