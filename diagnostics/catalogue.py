@@ -61,8 +61,8 @@ _COOLANT_ABOVE_MODEL = Indicator("coolant_temp_c.deviation_sigmas", ">", 3.0, 3.
                                  "coolant sits higher in the thermostat's band than its model expects")
 _COOLANT_AT_MODEL = Indicator("coolant_temp_c.deviation_sigmas", "<", 2.5, 2.0,
                               "coolant is where its model expects")
-_COOLANT_NOISY = Indicator("coolant_temp_c.jitter_ratio", ">", 1.4, 7.0, "coolant reads noisier than healthy")
-_COOLANT_QUIET = Indicator("coolant_temp_c.jitter_ratio", "<", 1.3, 2.0, "coolant reads as steady as healthy")
+_COOLANT_NOISY = Indicator("coolant_temp_c.jitter_ratio", ">", 1.3, 7.0, "coolant reads noisier than healthy")
+_COOLANT_QUIET = Indicator("coolant_temp_c.jitter_ratio", "<", 1.2, 2.0, "coolant reads as steady as healthy")
 # The oil and coolant models take the hydraulic pressure as a measure of the work done: when the
 # pressure itself has dropped they expect too little heat, so oil and coolant above their models
 # point at the cooling only while the pressure is where the machine's own model expects it.
