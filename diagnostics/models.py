@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.linear_model import Ridge
 
 from core.vocabulary import FULL_LOAD_RPM
+from diagnostics.evidence import JITTER_STEP_CAP
 
 OIL_MODEL_KIND = "oil_temp"
 COOLANT_MODEL_KIND = "coolant_temp"
@@ -66,9 +67,6 @@ STEP_MAX_S = 60.0
 # The noise of a channel (sample-to-sample jitter) is followed over this long: long enough that a
 # rise of a tenth stands out from the estimate's own scatter.
 JITTER_TIME_CONSTANT_S = 600.0
-# One jump (a new spell of work) must not read as noise: a squared difference counts at most this
-# many times the healthy one.
-JITTER_STEP_CAP = 9.0
 
 
 def feature_names() -> list[str]:
@@ -313,9 +311,10 @@ def fit_model(series: list[list[tuple[datetime, dict[str, float | None]]]],
 
 
 def _healthy_jitter(diffs: np.ndarray) -> float:
-    """The noise as the rule follows it: the mean squared sample-to-sample difference, each capped at
-    ``JITTER_STEP_CAP`` times a robust first guess (the median of squared differences of normal noise
-    is 0.455 × their variance), over two."""
+    """The noise as the rule follows it: the mean squared sample-to-sample difference over two, each
+    capped at ``JITTER_STEP_CAP`` times a robust first guess, because one jump (a new spell of work)
+    is not noise. The guess: the median of squared differences of normal noise is 0.455 × their
+    variance."""
     if not len(diffs):
         return 0.0
     guess = float(np.median(diffs)) / 0.455

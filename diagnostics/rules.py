@@ -569,9 +569,9 @@ class ModelResidual(Rule):
         return bias + (1.0 - math.exp(-dt / tau)) * (target - bias)
 
     def evaluate(self, state, sample, ctx):
+        from diagnostics.evidence import JITTER_STEP_CAP
         from diagnostics.models import (
             AMBIENT,
-            JITTER_STEP_CAP,
             JITTER_TIME_CONSTANT_S,
             MAX_GAP_S,
             MODEL_SPECS,

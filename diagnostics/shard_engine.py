@@ -41,7 +41,6 @@ from diagnostics.causes import diagnosis
 from diagnostics.engine import DIAGNOSIS_REFRESH_S
 from diagnostics.models import (
     AMBIENT,
-    JITTER_STEP_CAP,
     JITTER_TIME_CONSTANT_S,
     LOAD_SIGNALS,
     MAX_GAP_S,
@@ -961,7 +960,7 @@ class _ModelResidualColumns(_RuleColumns):
         follows = has & (now - prev_t <= STEP_MAX_S)  # NaN (no previous sample) compares False
         if follows.any():
             healthy = 2.0 * model[f"{kind}:jitter"][slots] ** 2
-            diff2 = np.minimum((value - prev_v) ** 2, JITTER_STEP_CAP * healthy)
+            diff2 = np.minimum((value - prev_v) ** 2, evidence.JITTER_STEP_CAP * healthy)
             start = np.where(np.isnan(old), healthy, old)
             later = start + (1.0 - np.exp(-(now - prev_t) / JITTER_TIME_CONSTANT_S)) * (diff2 - start)
             a["diff2"][slots] = np.where(follows, later, old)
